@@ -1,0 +1,32 @@
+# s2f: the two commands. `make demo` and `make test` set everything up on a fresh machine
+# (Python 3.11 or 3.12, nothing installed, no GPU). Pins: requirements.lock (see BUILD.md).
+
+SHELL := /bin/bash
+VENV ?= .venv
+# First Python 3.12 / 3.11 on PATH (or PYTHON=... from the caller).
+PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
+  v=$$($$p -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) && \
+  case $$v in 3.11|3.12) echo $$p; exit 0;; esac; done; echo none)
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo_out
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock setup.py
+	@if [ "$(PYTHON)" = none ]; then echo "error: need Python 3.11 or 3.12 on PATH (or make PYTHON=/path/to/python3.12)" >&2; exit 1; fi
+	@echo "== setting up $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/s2f demo --out=$(DEMO_OUT)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

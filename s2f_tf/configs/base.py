@@ -1,0 +1,239 @@
+"""Config schema: frozen dataclasses, the one place numbers live.
+
+Presets (`paper`, `demo`, `tiny`) are modules next to this file; each returns a `Config`.
+`s2f_tf.configs.get_config(name, overrides)` resolves a preset and applies `section.field=value`
+overrides from the command line. Layers never read configs: `s2f_tf.models.factory` turns a
+config into objects (DESIGN.md habit 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioConfig:
+  """Waveform -> spectrogram front end (SPEC "Audio front end")."""
+  sample_rate: int = 16000
+  clip_seconds: float = 6.0        # training crop; shorter clips are tiled up to this length
+  min_seconds: float = 0.5         # shorter input is rejected, not tiled into noise
+  max_seconds: float = 30.0        # longer input is rejected (serving bound)
+  window_samples: int = 400        # 25 ms Hann
+  hop_samples: int = 160           # 10 ms
+  fft_length: int = 512            # -> 257 bins
+  power: float = 0.3               # sign(x) * |x| ** power on real and imaginary parts
+  periodic_window: bool = True     # Hann as in scipy/librosa (fftbins=True)
+
+  @property
+  def clip_samples(self) -> int:
+    return int(round(self.clip_seconds * self.sample_rate))
+
+  @property
+  def min_samples(self) -> int:
+    return int(round(self.min_seconds * self.sample_rate))
+
+  @property
+  def max_samples(self) -> int:
+    return int(round(self.max_seconds * self.sample_rate))
+
+  def num_frames(self, samples: int | None = None) -> int:
+    """STFT frames for `samples` (default: the clip length), no padding."""
+    samples = self.clip_samples if samples is None else samples
+    return 1 + (samples - self.window_samples) // self.hop_samples
+
+  @property
+  def num_bins(self) -> int:
+    return self.fft_length // 2 + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class VoiceEncoderConfig:
+  """Paper Table 1; channels are scaled by `width` (fc sizes are not)."""
+  channels: tuple[int, ...] = (64, 64, 128, 128, 128, 256, 512, 512, 512)
+  width: float = 1.0
+  kernel_size: int = 4
+  padding: str = "valid"           # not stated in the paper (unsure); re-implementations use valid
+  fc_units: int = 4096             # block 10 (FC-ReLU); block 11 outputs Config.feature_dim
+  batchnorm_momentum: float = 0.99
+  batchnorm_epsilon: float = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceEncoderConfig:
+  """VGG-Face (VGG-16 layout). fc7 (after ReLU) is the face feature, fc8 the identity logits."""
+  image_size: int = 224
+  width: float = 1.0                       # conv channel multiplier (1.0 = VGG-16)
+  fc_units: int = 4096                     # fc6 and fc7 -> feature dimension
+  num_identities: int = 2622               # fc8
+  channel_order: str = "BGR"               # what the network's first conv expects
+  mean: tuple[float, float, float] = (93.5940, 104.7624, 129.1863)   # in channel_order
+  dropout: float = 0.5                     # after fc6/fc7 when training from scratch
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceDecoderConfig:
+  """Cole et al. 2017 decoder: feature -> FC bottleneck -> landmarks + texture -> warp."""
+  bottleneck: int = 1000
+  num_landmarks: int = 72                  # K (unsure in the paper)
+  landmark_hidden: tuple[int, ...] = (1000,)
+  texture_start_size: int = 14             # FC -> start x start x base channels
+  texture_base_channels: int = 256
+  texture_min_channels: int = 32
+  kernel_size: int = 5
+  warp_border_points: int = 4              # zero-displacement control points per image edge
+  warp_regularization: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """SPEC "Voice encoder training loss" and the decoder's own losses."""
+  lambda_feature: float = 0.025            # lambda1: normalised-feature L2
+  lambda_distill: float = 200.0            # lambda2: fc8 distillation
+  temperature: float = 2.0
+  decoder_texture: float = 1.0             # texture L1
+  decoder_landmarks: float = 1.0           # landmark MSE
+  decoder_feature: float = 1.0             # negative cosine of face-encoder features
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  learning_rate: float = 1e-3
+  beta_1: float = 0.5
+  beta_2: float = 0.999
+  epsilon: float = 1e-4
+  decay_rate: float = 0.95
+  decay_steps: int = 10000
+  staircase: bool = True                   # unsure in the paper
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  batch_size: int = 8                      # global batch
+  steps: int = 1_000_000
+  precision: str = "float32"               # float32 | mixed_bfloat16 | mixed_float16
+  log_every: int = 100
+  checkpoint_every: int = 5000
+  keep_checkpoints: int = 3
+  seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  name: str = "paper"
+  audio: AudioConfig = AudioConfig()
+  voice_encoder: VoiceEncoderConfig = VoiceEncoderConfig()
+  face_encoder: FaceEncoderConfig = FaceEncoderConfig()
+  face_decoder: FaceDecoderConfig = FaceDecoderConfig()
+  loss: LossConfig = LossConfig()
+  optimizer: OptimizerConfig = OptimizerConfig()
+  train: TrainConfig = TrainConfig()
+
+  @property
+  def feature_dim(self) -> int:
+    """The face feature (VGG-Face fc7) dimension; the voice encoder predicts it."""
+    return self.face_encoder.fc_units
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def to_json(self) -> str:
+    return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+def _convert(value: str, current: Any, key: str) -> Any:
+  """Parses a command-line string into the type of the field it replaces."""
+  try:
+    if isinstance(current, bool):
+      low = value.strip().lower()
+      if low in ("1", "true", "yes", "on"):
+        return True
+      if low in ("0", "false", "no", "off"):
+        return False
+      raise ValueError(f"not a boolean: {value!r}")
+    if isinstance(current, int):
+      return int(value)
+    if isinstance(current, float):
+      return float(value)
+    if isinstance(current, str):
+      return value
+    if isinstance(current, tuple):
+      text = value.strip()
+      items = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+      kind = type(current[0]) if current else str
+      return tuple(kind(v) for v in items)
+  except (ValueError, TypeError, json.JSONDecodeError) as e:
+    raise ValueError(f"config override {key}={value!r}: expected {type(current).__name__} ({e})") from None
+  raise ValueError(f"config override {key}: field of type {type(current).__name__} cannot be set")
+
+
+def override(config: Config, key: str, value: str) -> Config:
+  """Returns `config` with the dotted field `key` (e.g. 'voice_encoder.width') set from a string."""
+  parts = key.split(".")
+  if len(parts) != 2:
+    raise ValueError(f"config override {key!r}: expected section.field, e.g. train.batch_size=4")
+  section_name, field = parts
+  section_names = [f.name for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+  if section_name not in section_names:
+    raise ValueError(f"config override {key!r}: unknown section {section_name!r}; known: {', '.join(section_names)}")
+  section = getattr(config, section_name)
+  names = [f.name for f in dataclasses.fields(section)]
+  if field not in names:
+    raise ValueError(f"config override {key!r}: unknown field {field!r} in {section_name}; known: {', '.join(names)}")
+  new_value = _convert(value, getattr(section, field), key)
+  return dataclasses.replace(config, **{section_name: dataclasses.replace(section, **{field: new_value})})
+
+
+def from_dict(data: dict[str, Any]) -> Config:
+  """Inverse of Config.to_dict (used to reload the config written next to checkpoints)."""
+  kwargs: dict[str, Any] = {}
+  for f in dataclasses.fields(Config):
+    value = data.get(f.name)
+    if value is None:
+      continue
+    if isinstance(value, dict):
+      section_type = type(getattr(Config(), f.name))
+      fields = {sf.name: sf for sf in dataclasses.fields(section_type)}
+      unknown = set(value) - set(fields)
+      if unknown:
+        raise ValueError(f"config section {f.name}: unknown fields {sorted(unknown)}")
+      section_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+      kwargs[f.name] = section_type(**section_kwargs)
+    else:
+      kwargs[f.name] = value
+  return Config(**kwargs)
+
+
+def validate(config: Config) -> Config:
+  """Checks cross-field consistency; returns the config or raises ValueError naming the field."""
+  a = config.audio
+  if a.fft_length < a.window_samples:
+    raise ValueError(f"audio.fft_length ({a.fft_length}) must be >= audio.window_samples ({a.window_samples})")
+  if not 0 < a.min_seconds <= a.clip_seconds <= a.max_seconds:
+    raise ValueError("audio: need 0 < min_seconds <= clip_seconds <= max_seconds, got "
+                     f"{a.min_seconds}, {a.clip_seconds}, {a.max_seconds}")
+  if a.min_samples < a.window_samples:
+    raise ValueError(f"audio.min_seconds ({a.min_seconds}) is shorter than one STFT window")
+  if config.voice_encoder.padding not in ("valid", "same"):
+    raise ValueError(f"voice_encoder.padding must be 'valid' or 'same', got {config.voice_encoder.padding!r}")
+  if len(config.voice_encoder.channels) != 9:
+    raise ValueError(f"voice_encoder.channels needs 9 entries (Table 1 blocks 1-9), got {len(config.voice_encoder.channels)}")
+  from s2f_tf.models.voice_encoder import min_frames  # late import: configs stay importable alone
+  needed = min_frames(config.voice_encoder.kernel_size, config.voice_encoder.padding)
+  if a.num_frames() < needed:
+    raise ValueError(f"audio.clip_seconds ({a.clip_seconds}) gives {a.num_frames()} frames; the voice encoder "
+                     f"({config.voice_encoder.padding} padding) needs at least {needed}")
+  fe = config.face_encoder
+  if fe.channel_order not in ("RGB", "BGR"):
+    raise ValueError(f"face_encoder.channel_order must be RGB or BGR, got {fe.channel_order!r}")
+  if fe.image_size % 32:
+    raise ValueError(f"face_encoder.image_size must be a multiple of 32 (5 VGG pools), got {fe.image_size}")
+  fd = config.face_decoder
+  ups = fe.image_size // fd.texture_start_size
+  if fe.image_size % fd.texture_start_size or ups & (ups - 1):
+    raise ValueError(f"face_decoder.texture_start_size ({fd.texture_start_size}) times a power of two must give "
+                     f"face_encoder.image_size ({fe.image_size})")
+  if config.train.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
+    raise ValueError(f"train.precision must be float32, mixed_bfloat16 or mixed_float16, got {config.train.precision!r}")
+  return config

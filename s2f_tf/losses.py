@@ -1,0 +1,91 @@
+"""Where the loss is: Speech2Face's voice-encoder loss and the face decoder's training losses.
+
+Every function returns a PER-EXAMPLE loss `[batch]` in float32, never a batch mean: the training
+loop averages over the GLOBAL batch (tf.nn.compute_average_loss), which is what keeps the loss
+right under data parallelism. Nothing here normalises across the batch (SPEC).
+
+Voice encoder (SPEC "Voice encoder training loss"), v_f the true face feature, v_s the predicted:
+  L = || f_dec(v_f) - f_dec(v_s) ||_1
+    + lambda1 * || v_f / ||v_f|| - v_s / ||v_s|| ||_2^2          lambda1 = 0.025
+    + lambda2 * L_distill(f_VGG(v_f), f_VGG(v_s))                lambda2 = 200, T = 2
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+_EPS = 1e-12
+
+
+def _f32(x) -> tf.Tensor:
+  return tf.cast(x, tf.float32)
+
+
+def l1_per_example(a, b) -> tf.Tensor:
+  """|| a - b ||_1 over all non-batch axes: [B, ...] x2 -> [B]."""
+  d = tf.abs(_f32(a) - _f32(b))
+  return tf.reduce_sum(tf.reshape(d, [tf.shape(d)[0], -1]), axis=1)
+
+
+def normalized_l2_per_example(v_true, v_pred) -> tf.Tensor:
+  """|| v_t/||v_t|| - v_p/||v_p|| ||_2^2: [B, D] x2 -> [B] (in [0, 4])."""
+  t = tf.math.l2_normalize(_f32(v_true), axis=-1, epsilon=_EPS)
+  p = tf.math.l2_normalize(_f32(v_pred), axis=-1, epsilon=_EPS)
+  return tf.reduce_sum(tf.square(t - p), axis=-1)
+
+
+def distillation_per_example(logits_teacher, logits_student, temperature: float = 2.0) -> tf.Tensor:
+  """- sum_i softmax(a / T)_i * log softmax(b / T)_i: [B, C] x2 -> [B]."""
+  p = tf.nn.softmax(_f32(logits_teacher) / temperature, axis=-1)
+  log_q = tf.nn.log_softmax(_f32(logits_student) / temperature, axis=-1)
+  return -tf.reduce_sum(p * log_q, axis=-1)
+
+
+def speech2face_loss(dec_true, dec_pred, feature_true, feature_pred, logits_true, logits_pred,
+                     lambda_feature: float = 0.025, lambda_distill: float = 200.0,
+                     temperature: float = 2.0) -> dict[str, tf.Tensor]:
+  """The voice encoder's loss; every entry is per example, [B].
+
+  dec_*: the decoder's first layer (FC bottleneck) applied to v_f / v_s   [B, 1000]
+  feature_*: v_f / v_s                                                      [B, 4096]
+  logits_*: VGG-Face fc8 applied to v_f / v_s                               [B, 2622]
+  Returns {'decoder_l1', 'feature_l2', 'distill', 'total'} (the weighted terms are unweighted
+  here except in 'total', so each can be logged on its own scale).
+  """
+  decoder_l1 = l1_per_example(dec_true, dec_pred)
+  feature_l2 = normalized_l2_per_example(feature_true, feature_pred)
+  distill = distillation_per_example(logits_true, logits_pred, temperature)
+  total = decoder_l1 + lambda_feature * feature_l2 + lambda_distill * distill
+  return {"decoder_l1": decoder_l1, "feature_l2": feature_l2, "distill": distill, "total": total}
+
+
+def negative_cosine_per_example(a, b) -> tf.Tensor:
+  """- cos(a, b) over the last axis: [B, D] x2 -> [B] (in [-1, 1])."""
+  a = tf.math.l2_normalize(_f32(a), axis=-1, epsilon=_EPS)
+  b = tf.math.l2_normalize(_f32(b), axis=-1, epsilon=_EPS)
+  return -tf.reduce_sum(a * b, axis=-1)
+
+
+def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred, feature_true,
+                      feature_pred, texture_weight: float = 1.0, landmark_weight: float = 1.0,
+                      feature_weight: float = 1.0) -> dict[str, tf.Tensor]:
+  """Cole et al. decoder losses, per example [B].
+
+  texture_*: [B, H, W, 3] in [0, 1], the true one being the true face warped to the mean landmarks
+    -> mean absolute error per example (L1 averaged over pixels, so the weight is size-independent)
+  landmarks_*: [B, K, 2] normalised (x, y) -> mean squared error per example
+  feature_*: face-encoder features of the true face and of the decoded face -> negative cosine
+  """
+  texture = tf.reduce_mean(tf.reshape(tf.abs(_f32(texture_true) - _f32(texture_pred)),
+                                      [tf.shape(texture_true)[0], -1]), axis=1)
+  landmarks = tf.reduce_mean(tf.reshape(tf.square(_f32(landmarks_true) - _f32(landmarks_pred)),
+                                        [tf.shape(landmarks_true)[0], -1]), axis=1)
+  feature = negative_cosine_per_example(feature_true, feature_pred)
+  total = texture_weight * texture + landmark_weight * landmarks + feature_weight * feature
+  return {"texture_l1": texture, "landmark_mse": landmarks, "feature_cos": feature, "total": total}
+
+
+def identity_cross_entropy_per_example(labels, logits) -> tf.Tensor:
+  """Face-encoder training (stage 1): softmax cross-entropy over identities, [B] int x [B, C] -> [B]."""
+  return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),
+                                                        logits=_f32(logits))
