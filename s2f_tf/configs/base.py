@@ -83,7 +83,7 @@ class FaceDecoderConfig:
   texture_min_channels: int = 32
   kernel_size: int = 5
   warp_border_points: int = 4              # zero-displacement control points per image edge
-  warp_regularization: float = 0.0
+  warp_regularization: float = 1e-4        # > 0 keeps the spline solvable if landmarks collide
 
 
 @dataclasses.dataclass(frozen=True)

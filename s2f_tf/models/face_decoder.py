@@ -68,6 +68,7 @@ class FaceDecoder(keras.Model):
                            regularization=self.warp_regularization, name="warp")
     self.mean_landmarks = self.add_weight(
         name="mean_landmarks", shape=(self.num_landmarks, 2), dtype="float32", trainable=False,
+        autocast=False,                                              # layout math stays float32
         initializer=keras.initializers.Constant(default_mean_landmarks(self.num_landmarks)))
 
   def set_mean_landmarks(self, landmarks: np.ndarray) -> None:

@@ -1,0 +1,179 @@
+"""tf.data input pipeline over prepared TFRecord shards (schema: s2f_tf/data/schema.py).
+
+  shard files -> (shard per worker) -> parallel interleave of TFRecordDataset -> shuffle records
+    -> batch serialized records -> parse_example on the whole batch (vectorised)
+    -> PCM: crop the raw bytes (train: random offset; eval: centred) with one vectorised substr,
+       decode_raw -> [B, clip_samples] int16; tile short clips (only batches that have one)
+    -> faces: decode PNG -> [B, S, S, 3] uint8 (only when asked for)
+    -> prefetch
+PCM stays int16 all the way to the device; the STFT runs in the model (s2f_tf/audio.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import tensorflow as tf
+
+from s2f_tf.data.schema import SCHEMA_VERSION, DatasetInfo, feature_spec
+
+FIELDS = ("pcm", "image", "landmarks", "speaker", "feature", "attributes", "clip_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputOptions:
+  """What to read and how; everything the trainer/evaluator/bench may vary."""
+  batch_size: int
+  clip_samples: int
+  training: bool = True                 # random crop + shuffle + repeat; else fixed crop, one pass
+  fields: tuple[str, ...] = ("pcm", "image", "landmarks", "speaker")
+  shuffle_buffer: int = 2048            # records
+  interleave_cycle: int = 8             # shards read at once
+  seed: int | None = None
+  deterministic: bool = False           # reproducible order (slower); training resume wants True
+  skip_corrupt: bool = False            # drop unreadable records (logged and counted) instead of failing
+  drop_remainder: bool = True           # static batch shapes (needed under tf.distribute / XLA)
+  repeat: bool | None = None            # default: = training
+  prefetch: int = tf.data.AUTOTUNE
+
+
+def crop_or_tile(pcm_bytes: tf.Tensor, lengths: tf.Tensor, clip_samples: int, training: bool,
+                 seed: tf.Tensor | None = None) -> tf.Tensor:
+  """Raw little-endian int16 PCM bytes [B] with lengths [B] -> int16 [B, clip_samples].
+
+  Clips longer than `clip_samples` are cropped (random offset when training, centred otherwise)
+  on the BYTES, before decoding (one vectorised substr, no per-sample index work). Clips shorter
+  than `clip_samples` are tiled (repeated from the start, as the paper does); the tiling gather
+  runs only when a batch holds such a clip.
+  """
+  lengths = tf.maximum(tf.cast(lengths, tf.int32), 1)                         # [B]
+  room = tf.maximum(lengths - clip_samples, 0)                                # [B]
+  if training:
+    if seed is None:
+      u = tf.random.uniform(tf.shape(room), 0.0, 1.0)
+    else:
+      u = tf.random.stateless_uniform(tf.shape(room), seed=seed)
+    offset = tf.minimum(tf.cast(tf.floor(u * tf.cast(room + 1, tf.float32)), tf.int32), room)
+  else:
+    offset = room // 2                                                        # [B]
+  window = tf.strings.substr(pcm_bytes, offset * 2, tf.fill(tf.shape(offset), 2 * clip_samples))
+  pcm = tf.io.decode_raw(window, tf.int16, little_endian=True,
+                         fixed_length=2 * clip_samples)                       # [B, C], short: 0-padded
+
+  def tile():
+    t = tf.range(clip_samples, dtype=tf.int32)[None, :]                       # [1, C]
+    index = tf.math.floormod(t, tf.minimum(lengths, clip_samples)[:, None])   # [B, C]
+    return tf.gather(pcm, index, batch_dims=1)                                # [B, C]
+
+  return tf.cond(tf.reduce_any(lengths < clip_samples), tile, lambda: pcm)
+
+
+def _parse_batch(serialized: tf.Tensor, info: DatasetInfo, options: InputOptions,
+                 seed: tf.Tensor | None) -> dict[str, tf.Tensor]:
+  fields = set(options.fields)
+  spec = feature_spec(info.num_landmarks,
+                      info.feature_dim if "feature" in fields else 0,
+                      len(info.attribute_names) if "attributes" in fields else 0)
+  ex = tf.io.parse_example(serialized, spec)                                  # dict of [B, ...]
+  check = tf.debugging.assert_equal(
+      ex["schema_version"], tf.constant(SCHEMA_VERSION, tf.int64),
+      message=f"record schema_version differs from {SCHEMA_VERSION}: re-run `s2f prepare`")
+  out: dict[str, tf.Tensor] = {}
+  with tf.control_dependencies([check]):
+    if "pcm" in fields:
+      out["pcm"] = crop_or_tile(ex["audio/pcm"], ex["audio/num_samples"], options.clip_samples,
+                                options.training, seed)                       # [B, C] int16
+  if "image" in fields:
+    s = info.image_size
+    out["image"] = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=3), [s, s, 3]),
+                             ex["face/image"], fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
+  if "landmarks" in fields:
+    out["landmarks"] = tf.reshape(ex["face/landmarks"], [-1, info.num_landmarks, 2])   # [B, K, 2]
+  if "speaker" in fields:
+    out["speaker"] = tf.cast(ex["speaker_index"], tf.int32)                  # [B]
+  if "feature" in fields:
+    out["feature"] = ex["face/feature"]                                       # [B, D]
+  if "attributes" in fields:
+    out["attributes"] = ex["attributes/values"]                               # [B, A]
+  if "clip_id" in fields:
+    out["clip_id"] = ex["clip_id"]                                            # [B] string
+  return out
+
+
+def make_dataset(data_dir: str, split: str, options: InputOptions,
+                 input_context: tf.distribute.InputContext | None = None,
+                 info: DatasetInfo | None = None) -> tf.data.Dataset:
+  """Batches of dicts (keys from `options.fields`) from `data_dir`'s `split`.
+
+  With `input_context` (tf.distribute), shards are split across input pipelines and the batch
+  is the per-replica batch (options.batch_size is the GLOBAL batch).
+  """
+  unknown = set(options.fields) - set(FIELDS)
+  if unknown:
+    raise ValueError(f"unknown input fields {sorted(unknown)}; known: {', '.join(FIELDS)}")
+  info = info or DatasetInfo.read(data_dir)
+  files = info.files(data_dir, split)
+  if "feature" in options.fields and not info.feature_dim:
+    raise ValueError(f"{data_dir}: no face features stored (feature_dim 0); prepare with a face "
+                     "encoder weights file, or read 'image' and run the face encoder")
+  batch_size = options.batch_size
+  repeat = options.training if options.repeat is None else options.repeat
+  ds = tf.data.Dataset.from_tensor_slices(files)
+  if input_context is not None:
+    batch_size = input_context.get_per_replica_batch_size(options.batch_size)
+    if len(files) >= input_context.num_input_pipelines:
+      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
+  if options.training:
+    ds = ds.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
+  if repeat:
+    ds = ds.repeat()
+  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(options.interleave_cycle, len(files)),
+                     block_length=16, num_parallel_calls=tf.data.AUTOTUNE,
+                     deterministic=options.deterministic)
+  if options.skip_corrupt:
+    ds = ds.ignore_errors(log_warning=True)
+  if options.training:
+    ds = ds.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
+  ds = ds.batch(batch_size, drop_remainder=options.drop_remainder)
+  if options.seed is not None and options.training:
+    seeds = tf.data.Dataset.random(seed=options.seed).batch(2)
+    ds = tf.data.Dataset.zip(ds, seeds).map(
+        lambda s, seed: _parse_batch(s, info, options, seed),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=options.deterministic)
+  else:
+    ds = ds.map(lambda s: _parse_batch(s, info, options, None),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=options.deterministic)
+  if options.skip_corrupt:
+    ds = ds.ignore_errors(log_warning=True)
+  opts = tf.data.Options()
+  opts.deterministic = options.deterministic
+  opts.experimental_optimization.map_parallelization = True
+  if input_context is None:
+    opts.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.FILE
+  ds = ds.with_options(opts)
+  return ds.prefetch(options.prefetch)
+
+
+def find_corrupt_shards(files: list[str]) -> list[tuple[str, str]]:
+  """Reads every shard to the end; returns [(file, error)] for those that fail (used on failure
+  to name the file behind a DataLossError, which TF's reader does not)."""
+  bad = []
+  for path in files:
+    try:
+      for _ in tf.data.TFRecordDataset(path).batch(1024):
+        pass
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError) as e:
+      bad.append((path, e.message.splitlines()[0]))
+  return bad
+
+
+def explain_read_error(error: Exception, files: list[str]) -> str:
+  """A message naming the corrupt shard(s) behind a tf.data read error."""
+  bad = find_corrupt_shards(files)
+  if not bad:
+    return f"input pipeline failed: {error}"
+  lines = [f"corrupt data in {len(bad)} shard(s) (re-run `s2f prepare`, or pass --skip_corrupt):"]
+  lines += [f"  {path}: {msg}" for path, msg in bad]
+  logging.error("\n".join(lines))
+  return "\n".join(lines)
