@@ -1,6 +1,8 @@
 """The `s2f` command: one binary, subcommands; absl flags live only here (DESIGN.md habit 2).
 
   s2f describe --config=paper [--set=section.field=value ...]
+  s2f prepare synthetic --identities=200 --clips_per_identity=10 --out=DIR [--config=demo]
+  s2f bench input --data=DIR [--json]
 
 `s2f --helpfull` lists every flag.
 """
@@ -20,8 +22,49 @@ flags.DEFINE_string("config", "demo", "Preset name: paper, demo or tiny.")
 flags.DEFINE_multi_string("set", [], "Config override section.field=value (repeatable), "
                           "e.g. --set=train.batch_size=4 --set=voice_encoder.width=0.5.")
 
+# prepare
+flags.DEFINE_string("out", None, "Output directory (prepare: the dataset; demo: everything).")
+flags.DEFINE_integer("identities", 200, "prepare synthetic: number of synthetic identities.")
+flags.DEFINE_integer("clips_per_identity", 10, "prepare synthetic: clips per identity.")
+flags.DEFINE_integer("seed", 0, "Random seed (synthetic corpus; training).")
+flags.DEFINE_integer("image_size", 0, "Face crop size in pixels; 0: the config's face_encoder.image_size.")
+flags.DEFINE_integer("items_per_shard", 512, "prepare: items per TFRecord shard.")
+flags.DEFINE_string("runner", "DirectRunner", "prepare: Apache Beam runner (DirectRunner, DataflowRunner, "
+                    "FlinkRunner, SparkRunner, ...).")
+flags.DEFINE_multi_string("beam_arg", [], "prepare: extra Beam pipeline option, e.g. "
+                          "--beam_arg=--project=P --beam_arg=--region=R (repeatable).")
+flags.DEFINE_integer("num_workers", 2, "prepare with DirectRunner: local worker processes.")
+# train
+flags.DEFINE_enum("stage", None, ["face_encoder", "face_decoder", "voice_encoder"], "train: the stage to run.")
+flags.DEFINE_string("workdir", None, "train/evaluate/export: the run directory (config, checkpoints, "
+                    "TensorBoard logs, weights).")
+flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored", "multi_worker"],
+                  "train: tf.distribute strategy; auto = multi_worker with a TF_CONFIG cluster, mirrored "
+                  "with several local GPUs (or --cpu_devices), else default.")
+flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16", "mixed_float16"],
+                  "train: overrides train.precision (CPUs: float32).")
+flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices (to exercise MirroredStrategy "
+                     "without GPUs).")
+flags.DEFINE_bool("jit_compile", True, "train: XLA-compile the forward/backward pass.")
+flags.DEFINE_bool("deterministic", False, "train: deterministic ops and input order (exact resume; slower).")
+flags.DEFINE_string("profile_steps", None, "train: START,STOP steps to trace for TensorBoard's profiler.")
+flags.DEFINE_string("vgg_face_weights", None, "VGG-Face Keras HDF5 weights file: the face encoder (stage 1 "
+                    "is then skipped).")
+flags.DEFINE_bool("skip_corrupt", False, "Skip (and log) unreadable records instead of failing.")
+# bench
+flags.DEFINE_string("data", None, "A prepared dataset directory.")
+flags.DEFINE_string("split", "train", "Dataset split to read.")
+flags.DEFINE_bool("json", False, "bench: print one JSON object instead of a table.")
+flags.DEFINE_integer("batch_size", 0, "Batch size; 0: the config's train.batch_size.")
+flags.DEFINE_integer("steps", 50, "bench: measured steps (after warm-up).")
+flags.DEFINE_float("clip_seconds", 0.0, "bench input: clip length; 0: the paper's 6 s.")
+
 COMMANDS = {
     "describe": "print each network's parameter count and input/output shapes as JSON",
+    "prepare": "prepare a corpus into TFRecord shards with Apache Beam: synthetic | avspeech | folders",
+    "train": "train one stage: --stage=face_encoder|face_decoder|voice_encoder --workdir --data",
+    "bench": "measure speed and print figures: input",
+    "demo": "run the whole stack end to end on the synthetic corpus (what `make demo` runs)",
 }
 
 
@@ -72,26 +115,103 @@ def _usage() -> str:
   return "\n".join(lines)
 
 
+class UsageError(Exception):
+  """Bad command line: printed without a traceback, exit status 2."""
+
+
+SUBCOMMANDS = {"prepare": ("synthetic",), "bench": ("input",)}
+
+
+def prepare(kind: str, config) -> None:
+  from pipelines.common import run_prepare
+  if not FLAGS.out:
+    raise UsageError("--out is required")
+  image_size = FLAGS.image_size or config.face_encoder.image_size
+  if kind == "synthetic":
+    from pipelines.synthetic import SyntheticSource
+    source = SyntheticSource(FLAGS.identities, FLAGS.clips_per_identity, image_size, FLAGS.seed)
+    arguments = {"identities": FLAGS.identities, "clips_per_identity": FLAGS.clips_per_identity,
+                 "image_size": image_size, "seed": FLAGS.seed}
+  run_prepare(source, FLAGS.out, items_per_shard=FLAGS.items_per_shard, runner=FLAGS.runner,
+              beam_args=FLAGS.beam_arg, num_workers=FLAGS.num_workers, arguments=arguments)
+
+
+def train_command(config) -> None:
+  from s2f_tf.train.loop import TrainOptions, train
+  if not FLAGS.stage or not FLAGS.workdir or not FLAGS.data:
+    raise UsageError("--stage, --workdir and --data are required")
+  if FLAGS.precision:
+    from s2f_tf.configs import override
+    config = override(config, "train.precision", FLAGS.precision)
+  profile = None
+  if FLAGS.profile_steps:
+    try:
+      start, stop = (int(x) for x in FLAGS.profile_steps.split(","))
+    except ValueError:
+      raise UsageError(f"--profile_steps must be START,STOP, got {FLAGS.profile_steps!r}") from None
+    if not 0 <= start < stop:
+      raise UsageError(f"--profile_steps needs 0 <= START < STOP, got {FLAGS.profile_steps!r}")
+    profile = (start, stop)
+  options = TrainOptions(stage=FLAGS.stage, workdir=FLAGS.workdir, data_dir=FLAGS.data, strategy=FLAGS.strategy,
+                         jit_compile=FLAGS.jit_compile, deterministic=FLAGS.deterministic,
+                         profile_steps=profile, vgg_face_weights=FLAGS.vgg_face_weights,
+                         skip_corrupt=FLAGS.skip_corrupt)
+  result = train(config, options)
+  print(json.dumps(result))
+
+
+def bench(kind: str, config) -> None:
+  if kind == "input":
+    from s2f_tf.bench import bench_input
+    if not FLAGS.data:
+      raise UsageError("--data is required")
+    seconds = FLAGS.clip_seconds or 6.0
+    result = bench_input(FLAGS.data, FLAGS.split, batch_size=FLAGS.batch_size or 64,
+                         clip_samples=int(round(seconds * config.audio.sample_rate)), steps=FLAGS.steps)
+  print(json.dumps(result) if FLAGS.json else "\n".join(f"{k:>24}: {v}" for k, v in result.items()))
+
+
 def main(argv: list[str]) -> int:
   if len(argv) < 2 or argv[1] not in COMMANDS:
     extra = f"unknown command {argv[1]!r}\n\n" if len(argv) >= 2 else ""
     print(extra + _usage(), file=sys.stderr)
     return 2
-  if len(argv) > 2:
-    print(f"s2f {argv[1]}: unexpected arguments {argv[2:]}", file=sys.stderr)
-    return 2
+  command, rest = argv[1], argv[2:]
+  kinds = SUBCOMMANDS.get(command, ())
+  from s2f_tf.train.runtime import configure_cpu_devices
+  configure_cpu_devices(FLAGS.cpu_devices)
   try:
+    if kinds and (len(rest) != 1 or rest[0] not in kinds):
+      raise UsageError(f"expected one of: {' | '.join(kinds)}; got {' '.join(rest) or 'nothing'}")
+    if not kinds and rest:
+      raise UsageError(f"unexpected arguments {rest}")
     config = _resolved_config()
-  except ValueError as e:
-    print(f"s2f {argv[1]}: {e}", file=sys.stderr)
+    if command == "describe":
+      print(json.dumps(describe(config), indent=2))
+    elif command == "prepare":
+      prepare(rest[0], config)
+    elif command == "train":
+      train_command(config)
+    elif command == "bench":
+      bench(rest[0], config)
+    elif command == "demo":
+      from s2f_tf.demo import run_demo
+      run_demo(FLAGS.out or "demo_out", config, FLAGS.identities, FLAGS.clips_per_identity, FLAGS.seed)
+  except (UsageError, ValueError, FileNotFoundError) as e:
+    print(f"s2f {command}: {e}", file=sys.stderr)
     return 2
-  if argv[1] == "describe":
-    print(json.dumps(describe(config), indent=2))
+  except RuntimeError as e:   # TrainingError and friends: a clear message, no traceback
+    if type(e).__name__ != "TrainingError":
+      raise
+    print(f"s2f {command}: {e}", file=sys.stderr)
+    return 1
   return 0
 
 
 def run() -> None:
   """Console-script entry point."""
+  from absl import logging as absl_logging
+  absl_logging.set_verbosity(absl_logging.WARNING)
   app.run(lambda argv: sys.exit(main(argv)))
 
 

@@ -110,12 +110,18 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  batch_size: int = 8                      # global batch
-  steps: int = 1_000_000
+  batch_size: int = 8                      # global batch, every stage
+  face_encoder_steps: int = 200_000        # stage 1 (skipped when VGG-Face weights are given)
+  face_decoder_steps: int = 200_000        # stage 2
+  voice_encoder_steps: int = 1_000_000     # stage 3
+  face_encoder_learning_rate: float = 1e-3
+  face_decoder_learning_rate: float = 1e-3
   precision: str = "float32"               # float32 | mixed_bfloat16 | mixed_float16
   log_every: int = 100
+  image_every: int = 5000                  # TensorBoard image/audio summaries
   checkpoint_every: int = 5000
   keep_checkpoints: int = 3
+  shuffle_buffer: int = 1024               # records (saved in checkpoints for exact resume)
   seed: int = 0
 
 

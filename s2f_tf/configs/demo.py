@@ -21,5 +21,7 @@ def get_config() -> Config:
       face_decoder=FaceDecoderConfig(bottleneck=256, num_landmarks=68, landmark_hidden=(256,),
                                      texture_start_size=8, texture_base_channels=128,
                                      texture_min_channels=32),
-      train=TrainConfig(batch_size=16, steps=2000, log_every=50, checkpoint_every=500),
+      train=TrainConfig(batch_size=16, face_encoder_steps=600, face_decoder_steps=600,
+                        voice_encoder_steps=1500, log_every=50, image_every=500,
+                        checkpoint_every=500, shuffle_buffer=512),
   )

@@ -17,5 +17,6 @@ def get_config() -> Config:
       face_decoder=FaceDecoderConfig(bottleneck=32, num_landmarks=68, landmark_hidden=(32,),
                                      texture_start_size=4, texture_base_channels=16,
                                      texture_min_channels=8),
-      train=TrainConfig(batch_size=4, steps=10, log_every=2, checkpoint_every=5),
+      train=TrainConfig(batch_size=4, face_encoder_steps=6, face_decoder_steps=6, voice_encoder_steps=6,
+                        log_every=2, image_every=3, checkpoint_every=3, shuffle_buffer=16),
   )

@@ -116,7 +116,8 @@ def encode(clip: Clip) -> bytes:
       "source/end": _floats([float(clip.source_end)]),
       "text": _bytes([clip.text.encode()]),
   }
-  return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+  example = tf.train.Example(features=tf.train.Features(feature=features))
+  return example.SerializeToString(deterministic=True)      # map order fixed: byte-identical re-runs
 
 
 def decode_numpy(serialized: bytes) -> Clip:
@@ -186,20 +187,20 @@ class DatasetInfo:
 
   def write(self, data_dir: str) -> None:
     path = os.path.join(data_dir, INFO_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(dataclasses.asdict(self), f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with tf.io.gfile.GFile(tmp, "w") as f:
+      f.write(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
 
   @classmethod
   def read(cls, data_dir: str) -> "DatasetInfo":
     path = os.path.join(data_dir, INFO_FILE)
-    if not os.path.isdir(data_dir):
+    if not tf.io.gfile.isdir(data_dir):
       raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
-    if not os.path.exists(path):
+    if not tf.io.gfile.exists(path):
       raise FileNotFoundError(f"{path} is missing: {data_dir!r} is not a prepared s2f dataset "
                               "(run `s2f prepare ...` first)")
-    with open(path) as f:
+    with tf.io.gfile.GFile(path) as f:
       data = json.load(f)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = set(data) - known
@@ -219,7 +220,7 @@ class DatasetInfo:
       raise ValueError(f"{data_dir}: no shards for split {split!r} (have: "
                        f"{', '.join(s for s in SPLITS if self.shards.get(s)) or 'none'})")
     paths = [os.path.join(data_dir, n) for n in names]
-    missing = [p for p in paths if not os.path.exists(p)]
+    missing = [p for p in paths if not tf.io.gfile.exists(p)]
     if missing:
       raise FileNotFoundError(f"{data_dir}: {len(missing)} shard(s) listed in {INFO_FILE} are missing, "
                               f"e.g. {missing[0]}")
@@ -236,8 +237,8 @@ def write_shard(path: str, records) -> int:
       for record in records:
         writer.write(record)
         count += 1
-    os.replace(tmp, path)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
   finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
   return count

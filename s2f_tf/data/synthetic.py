@@ -85,8 +85,8 @@ PITCH_RANGE_AGE = -0.15             # range change across age AGE_RANGE (young -
 PITCH_RANGE_ID_SIGMA = 0.06         # per-identity range noise
 PITCH_RANGE_CLIP_SIGMA = 0.04       # per-clip range jitter
 # espeak's median F0 is about base * (1 + ESPEAK_F0_RANGE_POS * range) (calibrated on this build,
-# see _calibrate_pitch in the tests' helper; flutter 0..15 barely moves it).
-ESPEAK_F0_RANGE_POS = 0.52
+# measured over 40 identities with an autocorrelation F0 tracker; flutter barely moves it).
+ESPEAK_F0_RANGE_POS = 0.62
 
 # --- voice: vocal tract, rate, phonation ----------------------------------------------------------
 VTL_SEX = (1.00, 1.15)              # formant scale factor (male, female); > 1 = shorter tract
@@ -170,8 +170,8 @@ NECK_HALF_WIDTH = (0.135, 0.110)
 NECK_WIDTH_SIZE = 0.040
 
 # --- face: appearance ------------------------------------------------------------------------------
-SKIN_LIGHT = (246, 214, 188)        # skin tone range ends (private per-identity draw)
-SKIN_DARK = (104, 68, 48)
+SKIN_PALETTE = (                    # skin tone range, light -> dark (a private per-identity draw)
+    (250, 222, 200), (236, 192, 160), (205, 150, 110), (150, 100, 68), (96, 62, 42))
 HAIR_PALETTE = (                    # hair base colour along timbre 0 -> 1
     (226, 196, 132),                # platinum/golden blond
     (186, 140, 78),                 # dark blond
@@ -203,6 +203,7 @@ MOUTH_OPEN_MAX = 0.022              # expression: inner-lip gap
 BROW_RAISE_SIGMA = 0.005
 LIGHT_GRADIENT = 0.16               # max relative brightness change across the image
 LIGHT_GAIN_SIGMA = 0.06             # global exposure jitter
+KEY_LIGHT = 0.09                    # soft brightening of the face centre (fake 3-D shading)
 PIXEL_NOISE_SIGMA = 1.5             # sensor noise, in 8-bit levels
 
 # ---------------------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ def make_identity(seed: int, index: int) -> Identity:
 
   # --- face appearance ----------------------------------------------------------------------------
   skin_t = float(rng.beta(1.3, 2.2))                 # private: not linked to the voice
-  skin = _mix_rgb(SKIN_LIGHT, SKIN_DARK, skin_t)
+  skin = _palette(SKIN_PALETTE, skin_t)
   skin = _mix_rgb(skin, (skin[0] * 0.92, skin[1] * 0.9, skin[2] * 0.9), 0.5 * age01)
   base_hair = _palette(HAIR_PALETTE, timbre + rng.normal(0, 0.06))
   grey = float(np.clip((age - GREY_AGE_START) / (GREY_AGE_FULL - GREY_AGE_START), 0, 1)) ** 1.2
@@ -565,7 +566,8 @@ class _Espeak:
 
   def _on_audio(self, wav, numsamples, events) -> int:
     if wav and numsamples > 0:
-      self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+      # string_at, not np.ctypeslib.as_array: the latter caches a ctypes array type per length (a leak)
+      self._chunks.append(np.frombuffer(ctypes.string_at(wav, 2 * numsamples), dtype=np.int16).copy())
     return 0
 
   def _load(self) -> ctypes.CDLL:
@@ -587,10 +589,15 @@ class _Espeak:
     lib.espeak_Synth.restype = ctypes.c_int
     lib.espeak_Synchronize.restype = ctypes.c_int
     lib.espeak_Terminate.restype = ctypes.c_int
+    lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+    lib.espeak_ng_SetRandSeed.restype = ctypes.c_int
     return lib
 
-  def synthesize(self, variant: str, text: str, rate_wpm: int) -> np.ndarray:
-    """int16 [samples] at `self.sample_rate` for `text` spoken with voice-variant file `variant`."""
+  def synthesize(self, variant: str, text: str, rate_wpm: int, noise_seed: int = 1) -> np.ndarray:
+    """int16 [samples] at `self.sample_rate` for `text` spoken with voice-variant file `variant`.
+
+    `noise_seed` seeds espeak's breath-noise generator (espeak_Initialize seeds it from the clock).
+    """
     import _ctypes
     with self.lock:
       with open(self.variant_path, "w") as f:
@@ -608,8 +615,9 @@ class _Espeak:
         lib.espeak_SetParameter(_ESPEAK_VOLUME, 100, 0)
         lib.espeak_SetParameter(_ESPEAK_PITCH, 50, 0)
         lib.espeak_SetParameter(_ESPEAK_RANGE, 50, 0)
+        lib.espeak_ng_SetRandSeed(int(noise_seed) & 0x7FFFFFFF)
         if self._libc is not None:
-          self._libc.srand(1)              # espeak's breath noise uses libc rand()
+          self._libc.srand(int(noise_seed) & 0x7FFFFFFF)   # in case a code path still uses libc rand()
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
         err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
@@ -707,7 +715,7 @@ def synthesize_voice(identity: Identity, text: str, rng: np.random.Generator,
                           identity.formant_freq, identity.formant_height, identity.formant_width,
                           female=bool(identity.sex))
   espeak_rate = int(round(np.clip(rate / k, *RATE_LIMITS)))
-  raw = engine.synthesize(variant, text, espeak_rate)                           # int16 [n] at espeak's rate
+  raw = engine.synthesize(variant, text, espeak_rate, noise_seed=int(rng.integers(1, 2 ** 31 - 1)))                           # int16 [n] at espeak's rate
   if raw.size == 0:
     raise RuntimeError(f"espeak-ng produced no audio for {text!r}")
   x = raw.astype(np.float64) / 32768.0
@@ -716,7 +724,7 @@ def synthesize_voice(identity: Identity, text: str, rng: np.random.Generator,
     x = lfilter([1.0, -identity.tilt], [1.0], x)
   else:                                                                         # dark: 1-pole low-pass
     a = -identity.tilt
-    x = lfilter([1.0 - a], [1.0, -a], x) * (1.0 + a) / 1.0
+    x = lfilter([1.0 - a], [1.0, -a], x)
   x = _trim(x, sample_rate)
   frame = max(1, int(TRIM_FRAME_SECONDS * sample_rate))
   rms = _frame_rms(x, frame)
@@ -939,28 +947,29 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   hair_dark = _darker(hair, 0.75)
   long_styles = ("long", "bangs")
 
-  # ---- back hair (behind head and shoulders) ------------------------------------------------------------------
-  if idt.hair_style in long_styles or idt.hair_style == "bob":
-    v = idt.hair_volume
-    top = _skull_arc(idt, 20, grow=v + 0.01, grow_top=v)                  # right -> left over the top
-    end = idt.hair_length
-    spread = 0.045 if idt.hair_style in long_styles else 0.02
-    left_side = np.array([(FACE_CX - a - v - spread * 0.5, cy + 0.12), (FACE_CX - a - v - spread, end - 0.05),
-                          (FACE_CX - a * 0.7, end)])
-    right_side = np.array([(FACE_CX + a * 0.7, end), (FACE_CX + a + v + spread, end - 0.05),
-                           (FACE_CX + a + v + spread * 0.5, cy + 0.12)])
-    cv.poly(_smooth_curve(np.concatenate([top, left_side, right_side]), 4, closed=True), hair_dark)
-
-  # ---- neck and shirt ------------------------------------------------------------------------------------------
+  # ---- shirt, back hair, neck ------------------------------------------------------------------------
   nw = idt.neck_half_width
-  neck = np.array([(FACE_CX - nw, cy + 0.18), (FACE_CX - nw * 1.02, 0.96), (FACE_CX - nw * 1.3, 1.05),
-                   (FACE_CX + nw * 1.3, 1.05), (FACE_CX + nw * 1.02, 0.96), (FACE_CX + nw, cy + 0.18)])
-  cv.poly(neck, skin_shadow)
   shirt = np.array([(-0.2, 1.2), (-0.2, 1.0), (FACE_CX - 0.40, 0.955), (FACE_CX - nw - 0.03, 0.925),
                     (FACE_CX, 0.985 + 0.02 * (idt.sex == 1)), (FACE_CX + nw + 0.03, 0.925), (FACE_CX + 0.40, 0.955),
                     (1.2, 1.0), (1.2, 1.2)])
   cv.poly(shirt, idt.shirt_rgb)
 
+  # ---- back hair (behind head and shoulders) ------------------------------------------------------------------
+  if idt.hair_style in long_styles or idt.hair_style == "bob":
+    v = idt.hair_volume
+    top = _skull_arc(idt, 20, grow=v + 0.01, grow_top=v)                  # right -> left over the top
+    end = idt.hair_length
+    spread = 0.06 if idt.hair_style in long_styles else 0.03
+    left_side = np.array([(FACE_CX - a - v - spread * 0.5, cy + 0.12), (FACE_CX - a - v - spread, end - 0.05),
+                          (FACE_CX - a * 0.7, end)])
+    right_side = np.array([(FACE_CX + a * 0.7, end), (FACE_CX + a + v + spread, end - 0.05),
+                           (FACE_CX + a + v + spread * 0.5, cy + 0.12)])
+    cv.poly(_smooth_curve(np.concatenate([top, left_side, right_side]), 4, closed=True), _darker(hair, 0.85))
+
+  # ---- neck and shirt ------------------------------------------------------------------------------------------
+  neck = np.array([(FACE_CX - nw, cy + 0.18), (FACE_CX - nw * 1.02, 0.96), (FACE_CX - nw * 1.3, 1.05),
+                   (FACE_CX + nw * 1.3, 1.05), (FACE_CX + nw * 1.02, 0.96), (FACE_CX + nw, cy + 0.18)])
+  cv.poly(neck, skin_shadow)
   # ---- ears ------------------------------------------------------------------------------------------------------
   ear_r = 0.028 * idt.ear_size
   ear_y = EYE_Y + 0.07
@@ -974,13 +983,13 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   face_outline = np.concatenate([lm[0:17], _skull_arc(idt, 24)[1:-1]])       # jaw then skull (right -> left)
   cv.poly(_smooth_curve(face_outline, 3, closed=True), skin)
   # soft shading: darker rim, lighter centre
-  cv.poly(_ellipse(FACE_CX, EYE_Y + 0.09, a * 0.78, 0.30, 32), _mix_rgb(skin, (255, 255, 255), 0.10), 0.5)
+  cv.line(_smooth_curve(face_outline, 3, closed=True), skin_shadow, 0.012, 0.35)
   # under-chin shadow on the neck is implied by the darker neck colour
   # cheeks
   cheek_col = (210, 90, 90)
   for side in (-1, 1):
     cv.poly(_ellipse(FACE_CX + side * (idt.eye_half_spacing + 0.02), EYE_Y + 0.13, 0.055, 0.04, 20), cheek_col,
-            0.10 + 0.18 * idt.blush)
+            0.03 + 0.17 * idt.blush)
 
   # ---- wrinkles and age marks ---------------------------------------------------------------------------------------------
   wr = idt.wrinkles
@@ -1108,14 +1117,23 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   v = idt.hair_volume
   if idt.hair_style != "bald":
     line_pts = _hairline(idt)                                                   # left -> right
-    outer = _skull_arc(idt, 24, grow=v * 0.8 + 0.006, grow_top=v)            # right -> left
-    side_drop = 0.03 if idt.hair_style in ("crew", "short") and idt.sex == 0 else 0.06
-    right_down = np.array([(FACE_CX + a + 0.006, cy + side_drop), (FACE_CX + a - 0.012, cy + side_drop)])
-    left_down = np.array([(FACE_CX - a + 0.012, cy + side_drop), (FACE_CX - a - 0.006, cy + side_drop)])
-    cap = np.concatenate([outer, left_down, line_pts, right_down])
-    cv.poly(_smooth_curve(cap, 3, closed=True), hair)
-    # a few strands for texture
-    for k in range(-3, 4):
+    short = idt.hair_style in ("crew", "short", "bun") or (idt.hair_style == "bob" and False)
+    outer = _skull_arc(idt, 24, grow=v * (0.3 if short else 0.8) + 0.003, grow_top=v)   # right -> left
+    if short:                                                                   # sideburns down to the ear
+      sb_y = EYE_Y + (0.05 if idt.sex == 0 else 0.02)
+      right_down = np.array([(FACE_CX + a + 0.004, sb_y), (FACE_CX + a - 0.016, sb_y),
+                             (FACE_CX + a * 0.93, EYE_Y - 0.03)])
+      left_down = np.array([(FACE_CX - a * 0.93, EYE_Y - 0.03), (FACE_CX - a + 0.016, sb_y),
+                            (FACE_CX - a - 0.004, sb_y)])
+      cap = np.concatenate([outer, left_down[::-1], line_pts, right_down[::-1]])
+    else:
+      side_drop = 0.06
+      right_down = np.array([(FACE_CX + a + 0.006, cy + side_drop), (FACE_CX + a - 0.012, cy + side_drop)])
+      left_down = np.array([(FACE_CX - a + 0.012, cy + side_drop), (FACE_CX - a - 0.006, cy + side_drop)])
+      cap = np.concatenate([outer, left_down, line_pts, right_down])
+    cap = _smooth_curve(cap, 3, closed=True)
+    cv.poly(cap, hair, 0.8 if idt.hair_style == "crew" else 1.0)
+    for k in range(-3, 4):                                                    # strands for texture
       x0 = FACE_CX + k * a * 0.2
       strand = np.array([(x0 * 0.9 + FACE_CX * 0.1, EYE_Y - HEAD_TOP_DY + 0.01), (x0, EYE_Y - idt.hairline - 0.02)])
       cv.line(strand, hair_dark, 0.003, 0.35)
@@ -1129,10 +1147,10 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
     end = idt.hair_length if idt.hair_style in long_styles else cy + 0.30
     for side in (-1, 1):
       jx = lm[1 if side < 0 else 15, 0]
-      lock = np.array([(FACE_CX + side * (a + v + 0.01), cy - 0.12), (FACE_CX + side * (a - 0.035), cy - 0.1),
+      lock = np.array([(FACE_CX + side * (a + v + 0.005), cy - 0.12), (FACE_CX + side * (a - 0.035), cy - 0.1),
                        (jx - side * 0.012, cy + 0.05), (jx - side * 0.0, cy + 0.16),
-                       (FACE_CX + side * (a * 0.95), end), (FACE_CX + side * (a + v + 0.035), end - 0.02),
-                       (FACE_CX + side * (a + v + 0.03), cy + 0.1)])
+                       (FACE_CX + side * (a * 0.97), end - 0.01), (FACE_CX + side * (a + v * 0.5 + 0.012), end),
+                       (FACE_CX + side * (a + v + 0.02), end - 0.06), (FACE_CX + side * (a + v + 0.015), cy + 0.1)])
       cv.poly(_smooth_curve(lock, 3, closed=True), hair)
   if idt.hair_style == "bun":
     cv.poly(_ellipse(FACE_CX, EYE_Y - HEAD_TOP_DY - JAW_TOP_DY * 0 - v - 0.01, 0.075, 0.05, 24), hair)
@@ -1143,6 +1161,8 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   grid = (np.arange(S) + 0.5) / S - 0.5
   gx, gy = np.meshgrid(grid, grid)
   light = light_gain * (1.0 + light_amp * (math.cos(light_dir) * gx + math.sin(light_dir) * gy) * 2.0)
+  centre_xy = pose[:, :2] @ np.array([FACE_CX, EYE_Y + 0.08]) + pose[:, 2] - 0.5
+  light *= 1.0 + KEY_LIGHT * np.exp(-(((gx - centre_xy[0]) / 0.22) ** 2 + ((gy - centre_xy[1]) / 0.28) ** 2))
   out = out * light[:, :, None]
   out += np.random.default_rng(noise_seed).normal(0.0, PIXEL_NOISE_SIGMA, size=out.shape)
   face = np.clip(np.round(out), 0, 255).astype(np.uint8)
@@ -1165,17 +1185,17 @@ def make_clip(seed: int, identity_index: int, clip_index: int, image_size: int,
   """
   identity = make_identity(seed, identity_index)
   text_rng = np.random.default_rng([seed, identity_index, clip_index, _TAG_TEXT])
-  voice_rng = np.random.default_rng([seed, identity_index, clip_index, _TAG_VOICE])
   face_rng = np.random.default_rng([seed, identity_index, clip_index, _TAG_FACE])
   pcm = np.zeros([0], np.int16)
   text = ""
   for attempt in range(MAX_TEXT_TRIES):
     text = sentence(text_rng)
-    attempt_rng = np.random.default_rng([seed, identity_index, clip_index, _TAG_VOICE, attempt])
-    pcm = synthesize_voice(identity, text, attempt_rng)
-    while len(pcm) < min_seconds * SAMPLE_RATE:                   # too short: add a sentence
+    for extension in range(4):                                    # too short: add a sentence
+      voice_rng = np.random.default_rng([seed, identity_index, clip_index, _TAG_VOICE, attempt, extension])
+      pcm = synthesize_voice(identity, text, voice_rng)
+      if len(pcm) >= min_seconds * SAMPLE_RATE:
+        break
       text = text + " " + sentence(text_rng)
-      pcm = synthesize_voice(identity, text, attempt_rng.spawn(1)[0])
     if len(pcm) <= max_seconds * SAMPLE_RATE:
       break
   if len(pcm) > max_seconds * SAMPLE_RATE:                         # still too long: truncate with a fade
@@ -1184,7 +1204,6 @@ def make_clip(seed: int, identity_index: int, clip_index: int, image_size: int,
     pcm = pcm[:n].astype(np.float64)
     pcm[-len(fade):] *= fade
     pcm = np.round(pcm).astype(np.int16)
-  del voice_rng
   face, landmarks = draw_face(identity, image_size, face_rng)
   return {"pcm": pcm, "face": face, "landmarks": landmarks, "text": text, "identity": int(identity_index),
           "clip": int(clip_index), "split": split_of(seed, identity_index, fractions),

@@ -1,0 +1,289 @@
+"""The preparation framework every source shares (synthetic, AVSpeech, speaker folders).
+
+  driver: source.list_items() -> items with a stable item_id, speaker_id and split
+          -> shard key = (split, stable_hash(item_id) % shards[split]) -> plan.jsonl (a line a shard)
+  Beam:   ReadFromText(plan.jsonl) -> Reshuffle -> Map(process_shard)
+          ProcessShard: for each item in item_id order, source.process(item) -> Clip or ItemError
+                        -> <split>-<i>-of-<n>.tfrecord (temporary name, renamed when complete)
+                        -> <split>-<i>-of-<n>.done.json (the shard's manifest + stats; written last)
+  driver: merge the .done.json files -> manifest.jsonl (every item: ok, or its typed failure)
+          and dataset.json (schema.DatasetInfo)
+
+A re-run with the same arguments skips shards whose .done.json exists and, because processing is
+deterministic and items are written in item_id order, produces byte-identical shards. Nothing is
+half-written: shards and the info file appear under their final names only when complete.
+All file access goes through tf.io.gfile, so `--out` may be a local path or gs://, hdfs://, ...
+The runner is a flag: DirectRunner (2 local processes) by default; Dataflow/Flink/Spark at scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+from typing import Any, Iterable, Protocol
+
+import numpy as np
+import tensorflow as tf
+
+from s2f_tf.data import schema
+
+PREPARE_FILE = "prepare.json"
+
+# Typed failure reasons that land in the manifest.
+MISSING_FILE = "missing_file"
+UNDECODABLE = "undecodable"
+TOO_SHORT = "too_short"
+NO_FACE = "no_face"
+SEVERAL_FACES = "several_faces"
+NO_FACE_NEAR_CENTER = "no_face_near_center"
+UNEXPECTED = "unexpected_error"
+REASONS = (MISSING_FILE, UNDECODABLE, TOO_SHORT, NO_FACE, SEVERAL_FACES, NO_FACE_NEAR_CENTER, UNEXPECTED)
+
+
+class ItemError(Exception):
+  """A typed, expected failure of one item: recorded in the manifest, never fatal to the job."""
+
+  def __init__(self, reason: str, detail: str):
+    if reason not in REASONS:
+      raise ValueError(f"unknown failure reason {reason!r}; known: {REASONS}")
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+    self.detail = detail
+
+
+class Source(Protocol):
+  """What a data source provides to `run_prepare`. Must be picklable (Beam ships it to workers)."""
+  name: str
+
+  def list_items(self) -> list[dict[str, Any]]:
+    """Every work item: {'item_id': str (unique, stable), 'speaker_id': str, 'split': str, ...}."""
+
+  def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
+    """One item -> a Clip, or raise ItemError with a typed reason."""
+
+  def info(self) -> dict[str, Any]:
+    """Fields for dataset.json: image_size, num_landmarks, attribute_names, ..."""
+
+
+def stable_hash(text: str) -> int:
+  """A hash that is the same in every process and Python version (unlike hash())."""
+  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def split_for_speaker(speaker_id: str, fractions=(0.8, 0.1, 0.1), salt: str = "s2f") -> str:
+  """Speaker-disjoint split by a stable hash of the speaker id."""
+  u = (stable_hash(f"{salt}:{speaker_id}") % 1_000_000) / 1_000_000
+  edges = np.cumsum(fractions) / np.sum(fractions)
+  return schema.SPLITS[int(np.searchsorted(edges, u, side="right"))]
+
+
+def shard_name(split: str, index: int, count: int) -> str:
+  return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def default_shards(num_items: int, items_per_shard: int = 512) -> int:
+  return max(1, -(-num_items // items_per_shard))
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Which items go to which shard: computed once in the driver, deterministic in the arguments."""
+  shards: dict[tuple[str, int, int], list[dict[str, Any]]]   # (split, index, count) -> items
+  speakers: dict[str, int]                                    # speaker_id -> speaker_index
+
+
+def make_plan(items: list[dict[str, Any]], items_per_shard: int = 512) -> Plan:
+  seen: set[str] = set()
+  for item in items:
+    for key in ("item_id", "speaker_id", "split"):
+      if key not in item:
+        raise ValueError(f"item {item!r} has no {key!r}")
+    if item["split"] not in schema.SPLITS:
+      raise ValueError(f"item {item['item_id']}: split {item['split']!r} is not one of {schema.SPLITS}")
+    if item["item_id"] in seen:
+      raise ValueError(f"duplicate item_id {item['item_id']!r}")
+    seen.add(item["item_id"])
+  speakers = {s: i for i, s in enumerate(sorted({it["speaker_id"] for it in items}))}
+  shards: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+  for split in schema.SPLITS:
+    split_items = sorted((it for it in items if it["split"] == split), key=lambda it: it["item_id"])
+    if not split_items:
+      continue
+    count = default_shards(len(split_items), items_per_shard)
+    for i in range(count):
+      shards[(split, i, count)] = []
+    for it in split_items:
+      shards[(split, stable_hash(it["item_id"]) % count, count)].append(it)
+  return Plan(shards=shards, speakers=speakers)
+
+
+def _write_json_atomic(path: str, data: Any) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(json.dumps(data, sort_keys=True))
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _read_json(path: str) -> Any:
+  with tf.io.gfile.GFile(path) as f:
+    return json.load(f)
+
+
+def _join(*parts: str) -> str:
+  return os.path.join(*parts)
+
+
+def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items: list[dict[str, Any]],
+                  speakers: dict[str, int]) -> dict[str, Any]:
+  """Processes and writes one shard; returns its summary (also written as <shard>.done.json)."""
+  split, index, count = key
+  name = shard_name(split, index, count)
+  done_path = os.path.join(out_dir, name.replace(".tfrecord", ".done.json"))
+  if tf.io.gfile.exists(done_path) and tf.io.gfile.exists(os.path.join(out_dir, name)):
+    return _read_json(done_path)                                 # finished by an earlier run
+  statuses, records = [], []
+  landmark_sum, landmark_count, max_samples, speakers_seen = None, 0, 0, set()
+  for item in sorted(items, key=lambda it: it["item_id"]):
+    try:
+      clip = source.process(item, speakers[item["speaker_id"]])
+      records.append(schema.encode(clip))
+    except ItemError as e:
+      statuses.append({"item_id": item["item_id"], "status": "failed", "reason": e.reason,
+                       "detail": e.detail, "speaker_id": item["speaker_id"]})
+      continue
+    except Exception as e:  # never crash the job on one item; keep the traceback in the manifest
+      statuses.append({"item_id": item["item_id"], "status": "failed", "reason": UNEXPECTED,
+                       "detail": f"{type(e).__name__}: {e}",
+                       "traceback": traceback.format_exc(limit=5), "speaker_id": item["speaker_id"]})
+      continue
+    statuses.append({"item_id": item["item_id"], "status": "ok", "clip_id": clip.clip_id,
+                     "speaker_id": clip.speaker_id, "samples": int(clip.pcm.size)})
+    speakers_seen.add(clip.speaker_id)
+    max_samples = max(max_samples, int(clip.pcm.size))
+    lm = np.asarray(clip.landmarks, np.float64)
+    landmark_sum = lm if landmark_sum is None else landmark_sum + lm
+    landmark_count += 1
+  schema.write_shard(_join(out_dir, name), records)
+  summary = {"shard": name, "split": split, "items": statuses, "clips": len(records),
+             "speakers": sorted(speakers_seen), "max_samples": max_samples,
+             "landmark_sum": None if landmark_sum is None else landmark_sum.tolist(),
+             "landmark_count": landmark_count}
+  _write_json_atomic(done_path, summary)
+  return summary
+
+
+class _ProcessShard:
+  """Beam step: one line of plan.jsonl -> process and write that shard (a plain picklable class)."""
+
+  def __init__(self, source: Source, out_dir: str, speakers: dict[str, int]):
+    self.source, self.out_dir, self.speakers = source, out_dir, speakers
+
+  def __call__(self, line: str):
+    task = json.loads(line)
+    return process_shard(self.source, self.out_dir, tuple(task["key"]), task["items"], self.speakers)
+
+
+def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: list[str],
+              num_workers: int) -> None:
+  import apache_beam as beam
+  from apache_beam.options.pipeline_options import PipelineOptions
+
+  args = [f"--runner={runner}", *beam_args]
+  if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+    args.append("--default_sdk_harness_log_level=ERROR")
+  if runner == "DirectRunner" and not any(a.startswith("--direct_num_workers") for a in beam_args):
+    args += [f"--direct_num_workers={num_workers}", "--direct_running_mode=multi_processing"]
+  logging.getLogger("apache_beam").setLevel(logging.ERROR)
+  # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
+  plan_path = _join(out_dir, "plan.jsonl")
+  tmp = f"{plan_path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    for key, items in sorted(plan.shards.items()):
+      f.write(json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n")
+  tf.io.gfile.rename(tmp, plan_path, overwrite=True)
+  fn = _ProcessShard(source, out_dir, plan.speakers)
+  with beam.Pipeline(options=PipelineOptions(args)) as p:
+    _ = (p | "plan" >> beam.io.ReadFromText(plan_path)
+           | "spread" >> beam.Reshuffle()
+           | "process_and_write" >> beam.Map(fn))
+
+
+def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner: str = "DirectRunner",
+                beam_args: Iterable[str] = (), num_workers: int = 2, arguments: dict | None = None,
+                log=print) -> schema.DatasetInfo:
+  """Prepares `source` into `out_dir` (idempotent; see module docstring). Returns the DatasetInfo."""
+  started = time.time()
+  tf.io.gfile.makedirs(out_dir)
+  fingerprint = {"source": source.name, "arguments": arguments or {}, "items_per_shard": items_per_shard,
+                 "schema_version": schema.SCHEMA_VERSION}
+  prep_path = os.path.join(out_dir, PREPARE_FILE)
+  if tf.io.gfile.exists(prep_path):
+    previous = _read_json(prep_path)
+    if previous != fingerprint:
+      raise ValueError(f"{out_dir} holds a different preparation ({prep_path}: {previous}); "
+                       "use a new --out directory or delete it")
+  else:
+    _write_json_atomic(prep_path, fingerprint)
+  items = source.list_items()
+  if not items:
+    raise ValueError(f"{source.name}: nothing to prepare (no items found)")
+  plan = make_plan(items, items_per_shard)
+  done = sum(tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
+             for k in plan.shards)
+  log(f"prepare {source.name}: {len(items)} items, {len(plan.speakers)} speakers, "
+      f"{len(plan.shards)} shards ({done} already done) -> {out_dir}")
+  if done < len(plan.shards):
+    _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers)
+  info = _finalize(plan, source, out_dir)
+  failed = sum(1 for _ in _iter_failures(out_dir))
+  log(f"prepare {source.name}: {sum(info.counts.values())} clips written "
+      f"({', '.join(f'{s} {n}' for s, n in info.counts.items())}), {failed} failed items "
+      f"(see {schema.MANIFEST_FILE}), {time.time() - started:.1f} s")
+  return info
+
+
+def _iter_failures(out_dir: str):
+  with tf.io.gfile.GFile(_join(out_dir, schema.MANIFEST_FILE)) as f:
+    for line in f:
+      row = json.loads(line)
+      if row["status"] != "ok":
+        yield row
+
+
+def _finalize(plan: Plan, source: Source, out_dir: str) -> schema.DatasetInfo:
+  summaries = []
+  for key in sorted(plan.shards):
+    path = _join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
+    if not tf.io.gfile.exists(path):
+      raise RuntimeError(f"shard {shard_name(*key)} was not completed by the pipeline (no {path})")
+    summaries.append(_read_json(path))
+  rows = sorted((row for s in summaries for row in s["items"]), key=lambda r: r["item_id"])
+  tmp = _join(out_dir, schema.MANIFEST_FILE + ".tmp")
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    for row in rows:
+      f.write(json.dumps(row, sort_keys=True) + "\n")
+  tf.io.gfile.rename(tmp, _join(out_dir, schema.MANIFEST_FILE), overwrite=True)
+  shards: dict[str, list[str]] = {}
+  counts: dict[str, int] = {}
+  speakers: dict[str, set] = {}
+  for s in summaries:
+    shards.setdefault(s["split"], []).append(s["shard"])
+    counts[s["split"]] = counts.get(s["split"], 0) + s["clips"]
+    speakers.setdefault(s["split"], set()).update(s["speakers"])
+  train = [s for s in summaries if s["split"] == "train" and s["landmark_count"]]
+  mean = []
+  if train:
+    total = np.sum([np.asarray(s["landmark_sum"]) for s in train], axis=0)
+    mean = (total / sum(s["landmark_count"] for s in train)).tolist()
+  info = schema.DatasetInfo(
+      source=source.name, num_speakers=len(plan.speakers), speakers=plan.speakers, shards=shards,
+      counts=counts, speaker_counts={k: len(v) for k, v in speakers.items()}, mean_landmarks=mean,
+      **source.info())
+  info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])
+  info.write(out_dir)
+  return info

@@ -1,0 +1,454 @@
+"""Real media -> what a Clip holds: 16 kHz mono int16 PCM and an aligned square face crop.
+
+  load_audio(path)                        any WAV/FLAC/OGG/MP3/M4A/... -> int16 [samples] at 16 kHz
+  read_video_segment(path, start, end)    -> (int16 [samples] of [start, end), uint8 [H, W, 3] RGB frame)
+  load_image(path)                        any JPEG/PNG/... -> uint8 [H, W, 3] RGB (EXIF-rotated)
+  detect_faces(frame)                     -> [Face(box, confidence, keypoints [5, 2])], MTCNN on CPU
+  select_face(faces, center_xy, ...)      -> the face nearest a given (normalised) centre, or a typed failure
+  crop_face(frame, keypoints, box, size)  -> (uint8 [S, S, 3], landmarks float32 [5, 2] in [0, 1])
+
+Audio: soundfile (libsndfile) first; anything it cannot read (AAC/M4A, video containers, ...) is
+decoded by the ffmpeg binary shipped in the imageio-ffmpeg wheel, to float32 WAV on a pipe at the
+file's own rate and channel count. Both paths then share one conversion: average the channels,
+resample with soxr "HQ", scale by 32768, round, clip to int16. (ffmpeg's own `-ac 1` is not a
+plain average: it mixes stereo at 0.707 per channel.)
+
+Video: two ffmpeg runs per segment (input seeking `-ss start -t duration`): one decodes the first
+audio stream (as above), one grabs a single frame (PPM on a pipe, so the frame carries its own
+size; ffmpeg applies the rotation metadata of phone videos) at `start + frame_position * duration`.
+
+Faces: the `mtcnn` package (1.0, Keras 3 / TF 2; weights inside the wheel), one detector per
+process, created on first use, run on CPU. Keypoints are MTCNN's 5 points in `LANDMARK_NAMES`
+order; "left"/"right" are as seen in the image (left_eye has the smaller x on an upright face).
+
+Alignment (`crop_face`): a similarity transform (rotation, uniform scale, translation; no shear)
+puts the face in a fixed canonical layout, in units of the crop side S:
+  - roll: taken from the eye line and the eye->mouth line together (as in FFHQ's alignment), so
+    an upright frontal face ends with its eyes exactly horizontal, and a noisy eye pair on a
+    turned head does not tilt the crop;
+  - scale: the larger of (eye distance / CANONICAL_EYE_DISTANCE, eye-to-mouth distance /
+    CANONICAL_EYE_TO_MOUTH), so neither a turned (short eye distance) nor a tilted-down
+    (short eye-to-mouth distance) face is blown up;
+  - position: the point halfway between the eye midpoint and the mouth midpoint goes to
+    (0.5, (CANONICAL_EYE_Y + CANONICAL_MOUTH_Y) / 2).
+For an average frontal face this puts the eyes at y = 0.40 (0.30 S apart), the mouth at y = 0.74,
+the hairline near the top edge and the chin near y = 0.91: the whole face fills most of the crop,
+like VGG-Face crops. Pixels outside the source frame are black. Large downscales are rendered
+at an integer multiple of S and box-reduced (no aliasing).
+
+Coordinates: "continuous" pixel coordinates everywhere (pixel column j spans [j, j + 1), its
+centre is x = j + 0.5); normalised crop coordinates are continuous / S, so pixel column j has
+x = (j + 0.5) / S; x right, y down. MTCNN reports pixel-index coordinates (centre of column j at
+x = j); `detect_faces` converts them.
+
+Errors: every expected failure raises `MediaError(reason, detail)` with `reason` one of
+`REASONS` (the same vocabulary as the manifest's typed failures in pipelines/common.py).
+Paths are local files (libsndfile and ffmpeg read local paths).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+import subprocess
+import threading
+from typing import Sequence
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+# Failure reasons (same strings as pipelines/common.py; s2f_tf must not import pipelines).
+MISSING_FILE = "missing_file"
+UNDECODABLE = "undecodable"
+TOO_SHORT = "too_short"
+NO_FACE = "no_face"
+SEVERAL_FACES = "several_faces"
+NO_FACE_NEAR_CENTER = "no_face_near_center"
+REASONS = (MISSING_FILE, UNDECODABLE, TOO_SHORT, NO_FACE, SEVERAL_FACES, NO_FACE_NEAR_CENTER)
+
+LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
+NUM_LANDMARKS = len(LANDMARK_NAMES)
+
+# Canonical face layout in the crop, in units of the crop side (see the module docstring).
+CANONICAL_EYE_Y = 0.40
+CANONICAL_EYE_DISTANCE = 0.30
+CANONICAL_MOUTH_Y = 0.74
+CANONICAL_EYE_TO_MOUTH = CANONICAL_MOUTH_Y - CANONICAL_EYE_Y
+MAX_SUPERSAMPLE = 4                 # render at most 4 S before box-reducing to S
+
+FFMPEG_TIMEOUT_SECONDS = 300.0
+
+
+class MediaError(Exception):
+  """A typed, expected failure on one media file; `reason` is one of `REASONS`."""
+
+  def __init__(self, reason: str, detail: str):
+    if reason not in REASONS:
+      raise ValueError(f"unknown media failure reason {reason!r}; known: {REASONS}")
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+    self.detail = detail
+
+
+# ---------------------------------------------------------------------------------------------
+# Audio
+# ---------------------------------------------------------------------------------------------
+
+def to_mono_int16(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """float [n] or [n, channels] in [-1, 1] at `rate` -> int16 [m] mono at `sample_rate`.
+
+  Channels are averaged; resampling is soxr "HQ"; the result is rounded and clipped to int16.
+  """
+  x = np.asarray(samples, np.float32)
+  if x.ndim == 2:
+    x = x.mean(axis=1)                                                        # [n]
+  elif x.ndim != 1:
+    raise ValueError(f"samples must be [n] or [n, channels], got shape {x.shape}")
+  if rate != sample_rate and x.size:
+    import soxr
+    x = soxr.resample(x, rate, sample_rate, quality="HQ")                     # [m]
+  return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def ffmpeg_exe() -> str:
+  """Path of the ffmpeg binary shipped in the imageio-ffmpeg wheel."""
+  import imageio_ffmpeg
+  return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _run_ffmpeg(args: Sequence[str], path: str, what: str) -> bytes:
+  """Runs ffmpeg with `args` (after the binary and global options); returns stdout.
+  Raises MediaError(UNDECODABLE) with ffmpeg's last error line when it fails."""
+  cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
+  try:
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=FFMPEG_TIMEOUT_SECONDS, check=False)
+  except subprocess.TimeoutExpired:
+    raise MediaError(UNDECODABLE, f"{path}: ffmpeg timed out after {FFMPEG_TIMEOUT_SECONDS:.0f} s "
+                                  f"decoding {what}") from None
+  if proc.returncode != 0:
+    lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
+    message = lines[-1] if lines else f"exit status {proc.returncode}"
+    if any("matches no streams" in ln for ln in lines):
+      message = f"no {what} stream"
+    raise MediaError(UNDECODABLE, f"{path}: ffmpeg cannot decode {what}: {message}")
+  return proc.stdout
+
+
+def _ffmpeg_audio(path: str, start: float | None = None,
+                  duration: float | None = None) -> tuple[np.ndarray, int]:
+  """The first audio stream (optionally [start, start + duration)) -> (float32 [n, channels], rate),
+  at the stream's own rate and channel count (float WAV on a pipe, read by soundfile)."""
+  import soundfile as sf
+  args: list[str] = []
+  if start is not None:
+    args += ["-ss", f"{start:.6f}"]
+  if duration is not None:
+    args += ["-t", f"{duration:.6f}"]
+  args += ["-i", path, "-map", "0:a:0", "-vn", "-sn", "-dn", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
+  data = _run_ffmpeg(args, path, "audio")
+  try:
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)   # [n, channels]
+  except Exception as e:  # noqa: BLE001  (an unreadable pipe means ffmpeg produced no audio)
+    raise MediaError(UNDECODABLE, f"{path}: ffmpeg produced no readable audio ({e})") from None
+  return samples, int(rate)
+
+
+def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+  """Any audio file (WAV/FLAC/OGG/MP3 via soundfile; M4A/AAC/video containers/... via ffmpeg), any
+  rate, any channel count -> int16 [samples] mono at `sample_rate`.
+
+  Raises MediaError: MISSING_FILE (no such file), UNDECODABLE (neither decoder reads it),
+  TOO_SHORT (it decodes to no samples).
+  """
+  import soundfile as sf
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MediaError(MISSING_FILE, f"{path}: no such file")
+  try:
+    samples, rate = sf.read(path, dtype="float32", always_2d=True)           # [n, channels]
+  except Exception:  # noqa: BLE001  (libsndfile refuses many valid files: fall back to ffmpeg)
+    samples, rate = _ffmpeg_audio(path)
+  pcm = to_mono_int16(samples, int(rate), sample_rate)                        # [samples]
+  if pcm.size == 0:
+    raise MediaError(TOO_SHORT, f"{path}: no audio samples")
+  return pcm
+
+
+# ---------------------------------------------------------------------------------------------
+# Video
+# ---------------------------------------------------------------------------------------------
+
+def read_frame(path: str, time_seconds: float) -> np.ndarray:
+  """One video frame at `time_seconds` -> uint8 [H, W, 3] RGB (ffmpeg -> PPM on a pipe).
+  Raises MediaError(UNDECODABLE) if there is no video stream or no frame at that time."""
+  from PIL import Image
+  args = ["-ss", f"{max(time_seconds, 0.0):.6f}", "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
+          "-frames:v", "1", "-c:v", "ppm", "-f", "image2pipe", "pipe:1"]
+  data = _run_ffmpeg(args, path, "video")
+  if not data:
+    raise MediaError(UNDECODABLE, f"{path}: no video frame at {time_seconds:.3f} s")
+  try:
+    with Image.open(io.BytesIO(data)) as im:
+      frame = np.asarray(im.convert("RGB"))                                   # [H, W, 3]
+  except Exception as e:  # noqa: BLE001
+    raise MediaError(UNDECODABLE, f"{path}: unreadable frame at {time_seconds:.3f} s ({e})") from None
+  return frame
+
+
+def read_video_segment(path: str, start: float, end: float, sample_rate: int = SAMPLE_RATE,
+                       min_seconds: float = 1.0,
+                       frame_position: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+  """Audio of [start, end) and one representative frame of a video file.
+
+  Returns (pcm int16 [samples] mono at `sample_rate`, frame uint8 [H, W, 3] RGB taken at
+  start + frame_position * (end - start), by default the middle of the segment).
+  Raises MediaError: MISSING_FILE; TOO_SHORT (end - start < min_seconds, or less than
+  min_seconds of audio decoded, e.g. the file ends early); UNDECODABLE (ffmpeg fails, no audio
+  stream, no video stream, no frame at that time).
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MediaError(MISSING_FILE, f"{path}: no such file")
+  duration = end - start
+  if not duration >= min_seconds:
+    raise MediaError(TOO_SHORT, f"{path}: segment [{start:.3f}, {end:.3f}] is {duration:.3f} s "
+                                f"(< {min_seconds} s)")
+  samples, rate = _ffmpeg_audio(path, start, duration)
+  pcm = to_mono_int16(samples, rate, sample_rate)                             # [samples]
+  if pcm.size < min_seconds * sample_rate:
+    raise MediaError(TOO_SHORT, f"{path}: only {pcm.size / sample_rate:.3f} s of audio decoded in "
+                                f"[{start:.3f}, {end:.3f}] (< {min_seconds} s; does the file end early?)")
+  frame = read_frame(path, start + frame_position * duration)                 # [H, W, 3]
+  return pcm, frame
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+# ---------------------------------------------------------------------------------------------
+
+def load_image(path: str) -> np.ndarray:
+  """An image file -> uint8 [H, W, 3] RGB, rotated upright by its EXIF orientation.
+  Raises MediaError: MISSING_FILE, UNDECODABLE."""
+  from PIL import Image, ImageOps
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MediaError(MISSING_FILE, f"{path}: no such file")
+  try:
+    with Image.open(path) as im:
+      im = ImageOps.exif_transpose(im)
+      return np.asarray(im.convert("RGB"))                                    # [H, W, 3]
+  except Exception as e:  # noqa: BLE001
+    raise MediaError(UNDECODABLE, f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Faces
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Face:
+  """One detected face, in continuous pixel coordinates of the frame it was detected in."""
+  box: np.ndarray          # float32 [4]: x1, y1, x2, y2
+  confidence: float
+  keypoints: np.ndarray    # float32 [5, 2]: (x, y) in LANDMARK_NAMES order
+
+  @property
+  def center(self) -> np.ndarray:
+    return np.array([(self.box[0] + self.box[2]) / 2, (self.box[1] + self.box[3]) / 2], np.float32)
+
+  @property
+  def size(self) -> float:
+    """Geometric mean of the box's width and height, in pixels."""
+    return float(math.sqrt(max(self.box[2] - self.box[0], 1e-6) * max(self.box[3] - self.box[1], 1e-6)))
+
+
+_detector = None
+_detector_lock = threading.Lock()
+
+
+def _get_detector():
+  """The process's one MTCNN detector (created on first use; weights from the mtcnn wheel)."""
+  global _detector
+  with _detector_lock:
+    if _detector is None:
+      import importlib.resources
+
+      from mtcnn import MTCNN
+      from mtcnn.stages import StageONet, StagePNet, StageRNet
+      weights = importlib.resources.files("mtcnn.assets.weights")
+      # Absolute weight paths: mtcnn otherwise prefers a same-named file in the working directory.
+      stages = [StagePNet(weights=str(weights / "pnet.lz4")), StageRNet(weights=str(weights / "rnet.lz4")),
+                StageONet(weights=str(weights / "onet.lz4"))]
+      _detector = MTCNN(stages=stages, device="CPU:0")
+    return _detector
+
+
+def detect_faces(frame: np.ndarray, min_face_size: int = 20, max_side: int | None = None,
+                 pad_fraction: float = 0.0) -> list[Face]:
+  """All faces MTCNN finds in an RGB frame, most confident first.
+
+  Args:
+    frame: uint8 [H, W, 3] RGB.
+    min_face_size: smallest face side (pixels of `frame`) searched for; larger is faster.
+    max_side: if the frame's longer side exceeds this, detect on a downscaled copy (much faster
+      on HD frames; boxes and keypoints are mapped back to `frame`'s coordinates).
+    pad_fraction: pad each side by this fraction of the frame (black) before detecting; helps
+      MTCNN on tight face crops whose face touches the border.
+  Returns:
+    [Face], coordinates in `frame`'s continuous pixel coordinates.
+  """
+  frame = np.asarray(frame)
+  if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+    raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+  image, scale = frame, 1.0
+  if max_side is not None and max(frame.shape[:2]) > max_side:
+    from PIL import Image
+    scale = max_side / max(frame.shape[:2])
+    size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+    image = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))
+    scale = image.shape[1] / frame.shape[1]
+  pad = 0
+  if pad_fraction > 0:
+    pad = int(round(pad_fraction * max(image.shape[:2])))
+    image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+  min_size = max(int(round(min_face_size * scale)), 12)
+  if min(image.shape[:2]) < max(min_size, 12):
+    return []
+  detector = _get_detector()
+  with _detector_lock:
+    rows = detector.detect_faces(image, min_face_size=min_size, box_format="xyxy",
+                                 output_type="numpy")                         # [n, 16]
+  rows = np.asarray(rows, np.float64)
+  if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] < 16:
+    return []
+  faces = []
+  for r in rows:
+    # MTCNN row: [image, x1, y1, x2, y2, confidence, x of the 5 keypoints, y of the 5 keypoints];
+    # pixel-index coordinates -> continuous (+0.5), unpad, unscale.
+    box = (r[1:5] + 0.5 - pad) / scale
+    keypoints = (np.stack([r[6:11], r[11:16]], axis=1) + 0.5 - pad) / scale  # [5, 2]
+    faces.append(Face(box=box.astype(np.float32), confidence=float(r[5]),
+                      keypoints=keypoints.astype(np.float32)))
+  faces.sort(key=lambda f: -f.confidence)
+  return faces
+
+
+def select_face(faces: Sequence[Face], center_xy: Sequence[float], frame_hw: Sequence[int],
+                max_center_distance: float = 0.75, ambiguity_margin: float = 0.25,
+                min_confidence: float = 0.9) -> Face:
+  """The face nearest a given centre, or a typed failure.
+
+  Distances are from `center_xy` to each face's box centre, in units of that face's size (so
+  0.5 is roughly "on the face's edge").
+  Args:
+    faces: detections in the frame's pixel coordinates.
+    center_xy: (x, y) normalised to [0, 1] of the frame (x right, y down), e.g. AVSpeech's
+      face centre, or (0.5, 0.5) for a photo.
+    frame_hw: (height, width) of the frame the detections refer to.
+    max_center_distance: the nearest face must be at most this far from the centre.
+    ambiguity_margin: if a second face is also within `max_center_distance` and less than this
+      much farther than the nearest, the choice is ambiguous.
+    min_confidence: detections below this MTCNN confidence are ignored.
+  Raises MediaError: NO_FACE (no confident face at all), NO_FACE_NEAR_CENTER (the nearest one is
+  too far), SEVERAL_FACES (two faces about equally near the centre).
+  """
+  h, w = int(frame_hw[0]), int(frame_hw[1])
+  candidates = [f for f in faces if f.confidence >= min_confidence]
+  if not candidates:
+    best = max((f.confidence for f in faces), default=None)
+    raise MediaError(NO_FACE, "no face detected" if best is None else
+                     f"no face with confidence >= {min_confidence} (best {best:.3f})")
+  point = np.array([center_xy[0] * w, center_xy[1] * h], np.float32)
+  dist = np.array([np.linalg.norm(f.center - point) / f.size for f in candidates])
+  order = np.argsort(dist, kind="stable")
+  nearest = candidates[order[0]]
+  d0 = float(dist[order[0]])
+  if d0 > max_center_distance:
+    raise MediaError(NO_FACE_NEAR_CENTER,
+                     f"{len(candidates)} face(s), the nearest is {d0:.2f} face sizes from the centre "
+                     f"({center_xy[0]:.3f}, {center_xy[1]:.3f}) (> {max_center_distance})")
+  if len(order) > 1:
+    d1 = float(dist[order[1]])
+    if d1 <= max_center_distance and d1 - d0 < ambiguity_margin:
+      raise MediaError(SEVERAL_FACES, f"two faces about equally near the centre ({d0:.2f} and {d1:.2f} "
+                                      f"face sizes; margin {ambiguity_margin})")
+  return nearest
+
+
+def alignment(keypoints: np.ndarray, image_size: int) -> tuple[float, float, np.ndarray, np.ndarray]:
+  """The similarity transform of `crop_face`: (scale, angle, source anchor, crop anchor).
+
+  A normalised crop point u (in [0, 1]^2) comes from the source point
+    p = src_anchor + scale * R(angle) @ (u - crop_anchor)
+  (continuous pixel coordinates; `scale` in source pixels per crop side).
+  """
+  del image_size  # the transform is in normalised crop units; the size only sets the sampling
+  kp = np.asarray(keypoints, np.float64)                                      # [5, 2]
+  eye_l, eye_r, mouth_l, mouth_r = kp[0], kp[1], kp[3], kp[4]
+  eye_mid, mouth_mid = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+  eye_to_eye, eye_to_mouth = eye_r - eye_l, mouth_mid - eye_mid
+  # Roll: the eye line, plus the eye->mouth line turned by -90 degrees (both point "right" on an
+  # upright face); their sum weighs each by its length.
+  direction = eye_to_eye + np.array([eye_to_mouth[1], -eye_to_mouth[0]])
+  angle = float(math.atan2(direction[1], direction[0]))
+  scale = max(float(np.linalg.norm(eye_to_eye)) / CANONICAL_EYE_DISTANCE,
+              float(np.linalg.norm(eye_to_mouth)) / CANONICAL_EYE_TO_MOUTH, 1e-3)
+  src_anchor = (eye_mid + mouth_mid) / 2
+  crop_anchor = np.array([0.5, (CANONICAL_EYE_Y + CANONICAL_MOUTH_Y) / 2])
+  return scale, angle, src_anchor, crop_anchor
+
+
+def crop_face(frame: np.ndarray, keypoints: np.ndarray, box: np.ndarray | None,
+              image_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Similarity-aligns a face into the canonical layout (module docstring) and resizes it.
+
+  Args:
+    frame: uint8 [H, W, 3] RGB.
+    keypoints: float [5, 2] (x, y) continuous pixel coordinates, `LANDMARK_NAMES` order.
+    box: the detection box [4] (x1, y1, x2, y2); unused by the alignment (kept for callers that
+      want to fall back to it), may be None.
+    image_size: side S of the output crop.
+  Returns:
+    (uint8 [S, S, 3] crop, float32 [5, 2] keypoints in the crop, (x, y) normalised to [0, 1]).
+  """
+  from PIL import Image
+  del box
+  frame = np.asarray(frame)
+  if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+    raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
+  if image_size < 8:
+    raise ValueError(f"image_size must be >= 8, got {image_size}")
+  scale, angle, src_anchor, crop_anchor = alignment(keypoints, image_size)
+  c, s = math.cos(angle), math.sin(angle)
+  rot = np.array([[c, -s], [s, c]])
+  # Render at k * S (k = source pixels per output pixel, capped) and box-reduce, against aliasing.
+  k = int(min(max(math.floor(scale / image_size), 1), MAX_SUPERSAMPLE))
+  render = image_size * k
+  # Output pixel (continuous q, in [0, render)) -> u = q / render -> source p.
+  linear = rot * (scale / render)                                             # [2, 2]
+  offset = src_anchor - scale * rot @ crop_anchor                             # [2]
+  coeffs = (linear[0, 0], linear[0, 1], offset[0], linear[1, 0], linear[1, 1], offset[1])
+  im = Image.fromarray(frame).transform((render, render), Image.Transform.AFFINE, coeffs,
+                                        resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0))
+  if k > 1:
+    im = im.reduce(k)
+  crop = np.asarray(im, np.uint8)                                             # [S, S, 3]
+  kp = np.asarray(keypoints, np.float64)                                      # [5, 2]
+  landmarks = crop_anchor + (kp - src_anchor) @ rot / scale                   # [5, 2], R^T (p - a) / scale
+  return crop, landmarks.astype(np.float32)
+
+
+def face_from_frame(frame: np.ndarray, center_xy: Sequence[float], image_size: int,
+                    min_face_size: int = 20, max_side: int | None = None, pad_fraction: float = 0.0,
+                    max_center_distance: float = 0.75, ambiguity_margin: float = 0.25,
+                    min_confidence: float = 0.9) -> tuple[np.ndarray, np.ndarray, Face]:
+  """detect_faces -> select_face -> crop_face in one call: (crop [S, S, 3], landmarks [5, 2], Face)."""
+  faces = detect_faces(frame, min_face_size=min_face_size, max_side=max_side, pad_fraction=pad_fraction)
+  face = select_face(faces, center_xy, frame.shape[:2], max_center_distance=max_center_distance,
+                     ambiguity_margin=ambiguity_margin, min_confidence=min_confidence)
+  crop, landmarks = crop_face(frame, face.keypoints, face.box, image_size)
+  return crop, landmarks, face

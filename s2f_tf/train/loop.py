@@ -1,0 +1,305 @@
+"""The custom distributed training loop shared by all three stages.
+
+  strategy.run(per-replica step) -> losses averaged over the GLOBAL batch (tf.nn.compute_average_loss)
+    -> gradients (optionally XLA-compiled forward/backward) -> Keras optimizer (all-reduce inside)
+  input: each worker reads its own shards with a plain tf.data iterator and splits its batch over
+    its local replicas (experimental_distribute_values_from_function); TF's DistributedIterator
+    cannot be checkpointed, a plain iterator can
+  checkpoints: model + optimizer + step every N steps (the chief's copy is kept, the last K), and
+    next to it each worker's input position under the same step number; a restarted run continues
+    from the latest, exactly; under MultiWorkerMirroredStrategy a SIGTERM saves the model through
+    TF's PreemptionCheckpointHandler (the input then resumes from the last periodic position)
+  observability: resolved config in the workdir, TensorBoard scalars/images/audio, profiler window,
+    progress bar (step, loss, examples/s, ETA)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from s2f_tf.configs.base import Config, from_dict
+from s2f_tf.data.dataset import InputOptions, explain_read_error, make_dataset
+from s2f_tf.data.schema import DatasetInfo
+from s2f_tf.train import runtime
+from s2f_tf.train.stages import STAGE_CLASSES, STAGES
+
+CONFIG_FILE = "config.json"
+# Config sections that define the networks: a workdir's stages must agree on them.
+MODEL_SECTIONS = ("audio", "voice_encoder", "face_encoder", "face_decoder")
+
+
+@dataclasses.dataclass
+class TrainOptions:
+  stage: str
+  workdir: str
+  data_dir: str
+  strategy: str = "auto"
+  jit_compile: bool = True
+  deterministic: bool = False            # op determinism + ordered input: bit-exact resume
+  profile_steps: tuple[int, int] | None = None
+  vgg_face_weights: str | None = None
+  skip_corrupt: bool = False
+  progress: bool = True
+
+
+class TrainingError(RuntimeError):
+  """A run that cannot go on (NaN/Inf loss, corrupt data): the message says where and why."""
+
+
+def resolve_config(config: Config, info: DatasetInfo, options: TrainOptions) -> Config:
+  """Fits the config to the data and to the workdir's earlier stages; writes config.json."""
+  if not options.vgg_face_weights:
+    config = dataclasses.replace(config, face_encoder=dataclasses.replace(
+        config.face_encoder, num_identities=max(info.num_speakers, 1)))
+  if info.image_size and info.image_size != config.face_encoder.image_size:
+    raise ValueError(f"dataset faces are {info.image_size}px, config face_encoder.image_size is "
+                     f"{config.face_encoder.image_size}: use --set=face_encoder.image_size={info.image_size} "
+                     "or re-prepare with --image_size")
+  if info.num_landmarks and info.num_landmarks != config.face_decoder.num_landmarks:
+    raise ValueError(f"dataset has {info.num_landmarks} landmarks per face, config face_decoder.num_landmarks "
+                     f"is {config.face_decoder.num_landmarks}: pass "
+                     f"--set=face_decoder.num_landmarks={info.num_landmarks}")
+  path = os.path.join(options.workdir, CONFIG_FILE)
+  if tf.io.gfile.exists(path):
+    with tf.io.gfile.GFile(path) as f:
+      stored = from_dict(json.load(f))
+    for section in MODEL_SECTIONS:
+      if getattr(stored, section) != getattr(config, section):
+        raise ValueError(f"{path} was written with a different {section} config than this run's; "
+                         f"use the same --config/--set for every stage, or a new --workdir")
+  return config
+
+
+def write_config(config: Config, workdir: str) -> None:
+  path = os.path.join(workdir, CONFIG_FILE)
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with tf.io.gfile.GFile(tmp, "w") as f:
+    f.write(config.to_json())
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def make_optimizer(config: Config, learning_rate: float, precision: str):
+  o = config.optimizer
+  schedule = keras.optimizers.schedules.ExponentialDecay(
+      learning_rate, decay_steps=o.decay_steps, decay_rate=o.decay_rate, staircase=o.staircase)
+  optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon)
+  if precision == "mixed_float16":
+    optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+  return optimizer
+
+
+def _inner(optimizer):
+  return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+def train(config: Config, options: TrainOptions, log=print) -> dict:
+  """Runs (or resumes) one stage to its configured step count; returns its final figures."""
+  if options.stage not in STAGES:
+    raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {options.stage!r}")
+  info = DatasetInfo.read(options.data_dir)                  # a wrong data path fails here, first
+  info.files(options.data_dir, "train")
+  config = resolve_config(config, info, options)
+  precision = config.train.precision
+  runtime.set_precision(precision)
+  runtime.set_determinism(config.train.seed, options.deterministic)
+  strategy = runtime.make_strategy(options.strategy)
+  chief = runtime.is_chief(strategy)
+  stage = STAGE_CLASSES[options.stage](config, info, options.workdir, options.vgg_face_weights)
+  stage_dir = os.path.join(options.workdir, stage.name)
+  tf.io.gfile.makedirs(stage_dir)
+  if chief:
+    write_config(config, options.workdir)
+  total_steps = stage.steps
+  global_batch = config.train.batch_size
+  if global_batch % strategy.num_replicas_in_sync:
+    raise ValueError(f"train.batch_size {global_batch} is not divisible by the "
+                     f"{strategy.num_replicas_in_sync} replicas")
+
+  with strategy.scope():
+    stage.build()
+    variables = stage.trainable_variables()
+    optimizer = make_optimizer(config, stage.learning_rate, precision)
+    optimizer.build(variables)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
+                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+
+  num_workers, worker_index = runtime.worker_info(strategy)
+  local_replicas = strategy.num_replicas_in_sync // num_workers
+  per_replica = global_batch // strategy.num_replicas_in_sync
+  input_options = InputOptions(
+      batch_size=global_batch, clip_samples=config.audio.clip_samples, training=True, fields=stage.fields,
+      shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed + worker_index,
+      deterministic=options.deterministic, skip_corrupt=options.skip_corrupt)
+  worker_context = tf.distribute.InputContext(num_input_pipelines=num_workers, input_pipeline_id=worker_index,
+                                              num_replicas_in_sync=num_workers)
+  with tf.device("/cpu:0"):
+    iterator = iter(make_dataset(options.data_dir, "train", input_options, input_context=worker_context,
+                                 info=info))           # per-worker batches [global / workers, ...]
+
+  checkpoint = tf.train.Checkpoint(step=step, optimizer=optimizer, **stage.checkpoint_items())
+  checkpoint_dir = os.path.join(stage_dir, "checkpoints")
+  scratch = None
+  if not chief:                                   # every worker saves; only the chief's copy is kept
+    scratch = tempfile.mkdtemp(prefix="s2f-worker-ckpt-")
+    checkpoint_dir = scratch
+  manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.train.keep_checkpoints)
+  input_checkpoint = tf.train.Checkpoint(iterator=iterator)
+  input_manager = tf.train.CheckpointManager(
+      input_checkpoint, os.path.join(stage_dir, "input", f"worker-{worker_index}"),
+      max_to_keep=config.train.keep_checkpoints)
+  latest = tf.train.latest_checkpoint(os.path.join(stage_dir, "checkpoints"))   # the chief's, for all
+  if latest:
+    checkpoint.restore(latest).assert_existing_objects_matched()
+    restored = int(step.numpy())
+    log(f"[{stage.name}] resumed from {latest} at step {restored}")
+    positions = {int(p.rsplit("-", 1)[1]): p for p in input_manager.checkpoints}
+    usable = [n for n in positions if n <= restored]
+    if usable:
+      input_checkpoint.restore(positions[max(usable)])
+      if max(usable) != restored:
+        log(f"[{stage.name}] input position from step {max(usable)} (saved model is at {restored})")
+    else:
+      log(f"[{stage.name}] no saved input position: the input pipeline starts over")
+  preemption = None
+  if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+    preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
+        strategy.cluster_resolver, manager)
+
+  loss_scale = precision == "mixed_float16"
+
+  def loss_and_grads(batch):
+    with tf.GradientTape() as tape:
+      terms = stage.compute_loss(batch, training=True)
+      means = {k: tf.nn.compute_average_loss(v, global_batch_size=global_batch) for k, v in terms.items()}
+      scaled = optimizer.scale_loss(means["total"]) if loss_scale else means["total"]
+    return means, tape.gradient(scaled, variables)
+
+  compiled = tf.function(loss_and_grads, jit_compile=True) if options.jit_compile else loss_and_grads
+
+  def replica_step(batch):
+    means, grads = compiled(batch)
+    optimizer.apply(grads, variables)
+    return means
+
+  def split_for_replicas(batch):
+    def value_fn(ctx):                             # this worker's batch -> this replica's slice
+      i = ctx.replica_id_in_sync_group % local_replicas
+      return {k: v[i * per_replica:(i + 1) * per_replica] for k, v in batch.items()}
+    return strategy.experimental_distribute_values_from_function(value_fn)
+
+  @tf.function
+  def train_step(it):
+    per_replica = strategy.run(replica_step, args=(split_for_replicas(next(it)),))
+    step.assign_add(1)
+    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+  writer = (tf.summary.create_file_writer(os.path.join(options.workdir, "tensorboard", stage.name))
+            if chief else tf.summary.create_noop_writer())
+  preview = None
+  if chief and stage.summaries is not None:
+    preview_split = "validation" if info.shards.get("validation") else "train"
+    preview_options = dataclasses.replace(input_options, batch_size=4, training=False, repeat=True,
+                                          drop_remainder=True)
+    preview = next(iter(make_dataset(options.data_dir, preview_split, preview_options, info=info)))
+
+  start_step = int(step.numpy())
+  if start_step >= total_steps:
+    log(f"[{stage.name}] already at step {start_step} of {total_steps}")
+  bar = keras.utils.Progbar(total_steps, stateful_metrics=["step", "loss", "examples/s"],
+                            verbose=1 if (chief and options.progress) else 0)
+  profile = options.profile_steps
+  profiling = False
+  last_time, last_step = time.time(), start_step
+  rate = 0.0
+  values: dict = {}
+  files = info.files(options.data_dir, "train")
+  learning_rate = _inner(optimizer).learning_rate
+  with writer.as_default():
+    while int(step.numpy()) < total_steps:
+      current = int(step.numpy())
+      if profile and current == profile[0] and chief:
+        tf.profiler.experimental.start(os.path.join(options.workdir, "tensorboard", stage.name))
+        profiling = True
+      try:
+        out = preemption.run(train_step, iterator) if preemption else train_step(iterator)
+      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        if isinstance(e, tf.errors.InvalidArgumentError) and "record" not in str(e).lower():
+          raise
+        raise TrainingError(explain_read_error(e, files)) from None
+      current = int(step.numpy())
+      values = {k: float(v) for k, v in out.items()}
+      if not math.isfinite(values["total"]):
+        raise TrainingError(f"[{stage.name}] loss is {values['total']} at step {current}: stopping "
+                            f"(last checkpoint: {manager.latest_checkpoint or 'none'})")
+      if profiling and current >= profile[1]:
+        tf.profiler.experimental.stop()
+        profiling = False
+      if current % config.train.log_every == 0 or current == total_steps:
+        now = time.time()
+        rate = (current - last_step) * global_batch / max(now - last_time, 1e-9)
+        last_time, last_step = now, current
+        for k, v in values.items():
+          tf.summary.scalar(f"loss/{k}" if k != "accuracy" else "metrics/accuracy", v, step=current)
+        lr = learning_rate(_inner(optimizer).iterations) if callable(learning_rate) else learning_rate
+        tf.summary.scalar("learning_rate", float(lr), step=current)
+        tf.summary.scalar("examples_per_second", rate, step=current)
+        if loss_scale:
+          tf.summary.scalar("loss_scale", float(optimizer.dynamic_scale.numpy()), step=current)
+          tf.summary.scalar("skipped_steps", current - int(_inner(optimizer).iterations.numpy()), step=current)
+      if preview is not None and (current % config.train.image_every == 0 or current == total_steps):
+        stage.summaries(preview, current)
+      if current % config.train.checkpoint_every == 0:
+        input_manager.save(checkpoint_number=current)
+        manager.save(checkpoint_number=current)
+      bar.update(current, [("step", current), ("loss", values["total"]), ("examples/s", rate)])
+    if profiling:
+      tf.profiler.experimental.stop()
+    writer.flush()
+
+  final_step = int(step.numpy())
+  if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final_step}"):
+    manager.save(checkpoint_number=final_step)
+    input_manager.save(checkpoint_number=final_step)
+  result = {"stage": stage.name, "steps": final_step, "losses": values, "examples_per_second": round(rate, 1),
+            "replicas": strategy.num_replicas_in_sync, "precision": precision,
+            "replica_digests": replica_digests(variables), "worker": worker_index}
+  if loss_scale:
+    result["skipped_steps"] = final_step - int(_inner(optimizer).iterations.numpy())
+    result["loss_scale"] = float(optimizer.dynamic_scale.numpy())
+  if chief:
+    result["outputs"] = stage.save_outputs()
+    with tf.io.gfile.GFile(os.path.join(stage_dir, "result.json"), "w") as f:
+      f.write(json.dumps(result, indent=2))
+  if scratch:
+    shutil.rmtree(scratch, ignore_errors=True)
+  return result
+
+
+def replica_digests(variables) -> list[str]:
+  """A hash of the trained variables' values on each local replica (identical when in sync)."""
+  import hashlib
+  copies: list[list] = []
+  for v in variables:
+    value = getattr(v, "value", v)
+    parts = getattr(value, "values", None) or (value,)      # MirroredVariable -> per-device copies
+    for i, part in enumerate(parts):
+      if len(copies) <= i:
+        copies.append([])
+      copies[i].append(np.asarray(part.numpy()))
+  digests = []
+  for arrays in copies:
+    h = hashlib.sha256()
+    for a in arrays:
+      h.update(a.tobytes())
+    digests.append(h.hexdigest()[:16])
+  return digests

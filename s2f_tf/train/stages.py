@@ -1,0 +1,252 @@
+"""The three training stages: what each builds, reads, trains and writes.
+
+  1 face_encoder   images -> identities (softmax CE)             writes face_encoder.weights.h5
+  2 face_decoder   frozen face encoder feature -> face            writes face_decoder.weights.h5
+                   (texture L1 vs the true face warped to the mean landmarks, landmark MSE,
+                    negative cosine of face-encoder features)
+  3 voice_encoder  waveform -> feature, the paper's loss against   writes voice_encoder.weights.h5
+                   the frozen face encoder (fc7, fc8) and decoder (FC bottleneck)
+Each stage's weights land in <workdir>/<stage>/; later stages load earlier ones from there, or
+the face encoder from a VGG-Face HDF5 file (then stage 1 is not needed).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from s2f_tf import losses
+from s2f_tf.configs.base import Config
+from s2f_tf.data.schema import DatasetInfo
+from s2f_tf.models import factory
+from s2f_tf.models.face_encoder import load_vggface_weights
+from s2f_tf.models.warp import sparse_image_warp
+
+STAGES = ("face_encoder", "face_decoder", "voice_encoder")
+
+
+def weights_path(workdir: str, stage: str) -> str:
+  return os.path.join(workdir, stage, f"{stage}.weights.h5")
+
+
+def save_weights_atomic(model, path: str) -> None:
+  """Keras .weights.h5 written under a temporary name and renamed when complete."""
+  tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
+  model.save_weights(tmp)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def _load_stage_weights(model, workdir: str, stage: str) -> None:
+  path = weights_path(workdir, stage)
+  if not tf.io.gfile.exists(path):
+    hint = " or pass --vgg_face_weights=FILE" if stage == "face_encoder" else ""
+    raise FileNotFoundError(f"{path} is missing: train --stage={stage} first{hint}")
+  model.load_weights(path)
+
+
+def _images_float(images: tf.Tensor) -> tf.Tensor:
+  return tf.cast(images, tf.float32)                                         # [B, S, S, 3] in [0, 255]
+
+
+class Stage:
+  name = ""
+  fields: tuple[str, ...] = ()
+
+  def __init__(self, config: Config, info: DatasetInfo, workdir: str, vgg_face_weights: str | None = None):
+    self.config, self.info, self.workdir, self.vgg_face_weights = config, info, workdir, vgg_face_weights
+
+  @property
+  def steps(self) -> int:
+    return getattr(self.config.train, f"{self.name}_steps")
+
+  @property
+  def learning_rate(self) -> float:
+    return getattr(self.config.train, f"{self.name}_learning_rate", self.config.optimizer.learning_rate)
+
+  def _face_encoder(self, trainable: bool):
+    fe = factory.build_face_encoder(self.config)
+    size = self.config.face_encoder.image_size
+    fe(np.zeros((1, size, size, 3), np.float32))                               # build
+    if not trainable:
+      if self.vgg_face_weights:
+        load_vggface_weights(fe, self.vgg_face_weights)
+      else:
+        _load_stage_weights(fe, self.workdir, "face_encoder")
+      fe.trainable = False
+    return fe
+
+  def _face_decoder(self, trainable: bool):
+    dec = factory.build_face_decoder(self.config)
+    dec(np.zeros((1, self.config.feature_dim), np.float32))                    # build
+    if trainable:
+      if self.info.mean_landmarks:
+        dec.set_mean_landmarks(np.asarray(self.info.mean_landmarks, np.float32))
+    else:
+      _load_stage_weights(dec, self.workdir, "face_decoder")
+      dec.trainable = False
+    return dec
+
+  # Interface used by loop.py -------------------------------------------------------------------
+  def build(self) -> None:
+    raise NotImplementedError
+
+  def trainable_variables(self) -> list:
+    raise NotImplementedError
+
+  def checkpoint_items(self) -> dict:
+    raise NotImplementedError
+
+  def compute_loss(self, batch: dict, training: bool) -> dict[str, tf.Tensor]:
+    """Per-example loss terms [per-replica batch], including 'total'."""
+    raise NotImplementedError
+
+  def summaries(self, batch: dict, step: int) -> None:
+    """Writes image/audio summaries for a preview batch (chief only, default strategy scope)."""
+
+  def save_outputs(self) -> list[str]:
+    raise NotImplementedError
+
+
+def _grid(columns: list[tf.Tensor], rows: int = 4) -> tf.Tensor:
+  """[B, S, S, 3] images in [0, 1], one per column -> one [1, rows*S, cols*S, 3] picture."""
+  cols = [tf.clip_by_value(tf.cast(c[:rows], tf.float32), 0.0, 1.0) for c in columns]
+  row_images = tf.concat(cols, axis=2)                                       # [R, S, C*S, 3]
+  return tf.reshape(row_images, [1, -1, row_images.shape[2], 3])            # [1, R*S, C*S, 3]
+
+
+class FaceEncoderStage(Stage):
+  name = "face_encoder"
+  fields = ("image", "speaker")
+
+  def build(self):
+    if self.vgg_face_weights:
+      raise ValueError("stage face_encoder is not needed with --vgg_face_weights (VGG-Face is the "
+                       "face encoder); train --stage=face_decoder")
+    self.face_encoder = self._face_encoder(trainable=True)
+
+  def trainable_variables(self):
+    return self.face_encoder.trainable_variables
+
+  def checkpoint_items(self):
+    return {"face_encoder": self.face_encoder}
+
+  def compute_loss(self, batch, training):
+    out = self.face_encoder(_images_float(batch["image"]), training=training)
+    ce = losses.identity_cross_entropy_per_example(batch["speaker"], out["logits"])
+    correct = tf.cast(tf.equal(tf.argmax(out["logits"], -1, output_type=tf.int32), batch["speaker"]), tf.float32)
+    return {"total": ce, "cross_entropy": ce, "accuracy": correct}
+
+  def summaries(self, batch, step):
+    tf.summary.image("faces/input", tf.cast(batch["image"][:4], tf.float32) / 255.0, step=step, max_outputs=4)
+
+  def save_outputs(self):
+    path = weights_path(self.workdir, self.name)
+    save_weights_atomic(self.face_encoder, path)
+    return [path]
+
+
+class FaceDecoderStage(Stage):
+  name = "face_decoder"
+  fields = ("image", "landmarks")
+
+  def build(self):
+    self.face_encoder = self._face_encoder(trainable=False)
+    self.face_decoder = self._face_decoder(trainable=True)
+
+  def trainable_variables(self):
+    return self.face_decoder.trainable_variables
+
+  def checkpoint_items(self):
+    return {"face_decoder": self.face_decoder}
+
+  def compute_loss(self, batch, training):
+    images = _images_float(batch["image"])                                     # [B, S, S, 3] 0..255
+    target = self.face_encoder(images, training=False)["feature"]              # [B, D]
+    out = self.face_decoder(target, training=training)
+    mean = tf.broadcast_to(self.face_decoder.mean_landmarks[None], tf.shape(batch["landmarks"]))
+    texture_true, _ = sparse_image_warp(images / 255.0, batch["landmarks"], mean,
+                                        regularization=self.config.face_decoder.warp_regularization)
+    decoded_feature = self.face_encoder(out["image"] * 255.0, training=False)["feature"]
+    c = self.config.loss
+    return losses.face_decoder_loss(texture_true, out["texture"], batch["landmarks"], out["landmarks"],
+                                    target, decoded_feature, c.decoder_texture, c.decoder_landmarks,
+                                    c.decoder_feature)
+
+  def summaries(self, batch, step):
+    images = _images_float(batch["image"])
+    out = self.face_decoder(self.face_encoder(images, training=False)["feature"], training=False)
+    tf.summary.image("faces/true|decoded|texture",
+                     _grid([images / 255.0, out["image"], out["texture"]]), step=step)
+
+  def save_outputs(self):
+    path = weights_path(self.workdir, self.name)
+    save_weights_atomic(self.face_decoder, path)
+    return [path]
+
+
+class VoiceEncoderStage(Stage):
+  name = "voice_encoder"
+
+  @property
+  def fields(self):
+    return ("pcm", "feature") if self.info.feature_dim else ("pcm", "image")
+
+  def build(self):
+    if self.info.feature_dim and self.info.feature_dim != self.config.feature_dim:
+      raise ValueError(f"dataset stores {self.info.feature_dim}-D face features, the config's face "
+                       f"encoder gives {self.config.feature_dim}-D")
+    self.face_encoder = self._face_encoder(trainable=False)
+    self.face_decoder = self._face_decoder(trainable=False)
+    self.front_end = factory.build_front_end(self.config)
+    self.voice_encoder = factory.build_voice_encoder(self.config)
+    self.voice_encoder(self.front_end(np.zeros((1, self.config.audio.clip_samples), np.float32)))
+
+  def trainable_variables(self):
+    return self.voice_encoder.trainable_variables
+
+  def checkpoint_items(self):
+    return {"voice_encoder": self.voice_encoder}
+
+  def _teacher(self, batch):
+    if "feature" in batch:
+      v_f = tf.cast(batch["feature"], tf.float32)
+      return v_f, self.face_encoder.logits_from_feature(v_f)
+    out = self.face_encoder(_images_float(batch["image"]), training=False)
+    return out["feature"], out["logits"]
+
+  def compute_loss(self, batch, training):
+    v_f, logits_f = self._teacher(batch)                                       # [B, D], [B, C]
+    v_s = self.voice_encoder(self.front_end(batch["pcm"]), training=training)  # [B, D]
+    dec = self.face_decoder
+    c = self.config.loss
+    return losses.speech2face_loss(dec.bottleneck_features(v_f), dec.bottleneck_features(v_s), v_f, v_s,
+                                   logits_f, self.face_encoder.logits_from_feature(v_s),
+                                   c.lambda_feature, c.lambda_distill, c.temperature)
+
+  def summaries(self, batch, step):
+    v_f, _ = self._teacher(batch)
+    spec = self.front_end(batch["pcm"][:2])                                    # [2, T, F, 2]
+    v_s = self.voice_encoder(self.front_end(batch["pcm"]), training=False)
+    from_true = self.face_decoder(v_f, training=False)["image"]
+    from_voice = self.face_decoder(v_s, training=False)["image"]
+    columns = [from_true, from_voice]
+    if "image" in batch:
+      columns.insert(0, _images_float(batch["image"]) / 255.0)
+    tf.summary.image("faces/true|from_true_feature|from_voice", _grid(columns), step=step)
+    rate = self.config.audio.sample_rate
+    tf.summary.audio("voice", tf.cast(batch["pcm"][:2], tf.float32)[:, :, None] / 32768.0, rate,
+                     step=step, max_outputs=2)
+    magnitude = tf.sqrt(tf.reduce_sum(tf.square(spec), axis=-1))               # [2, T, F] compressed
+    picture = tf.transpose(magnitude, [0, 2, 1])[:, ::-1, :, None]             # [2, F, T, 1] low at bottom
+    picture = picture / (tf.reduce_max(picture, axis=[1, 2, 3], keepdims=True) + 1e-6)
+    tf.summary.image("spectrogram", picture, step=step, max_outputs=2)
+
+  def save_outputs(self):
+    path = weights_path(self.workdir, self.name)
+    save_weights_atomic(self.voice_encoder, path)
+    return [path]
+
+
+STAGE_CLASSES = {cls.name: cls for cls in (FaceEncoderStage, FaceDecoderStage, VoiceEncoderStage)}
