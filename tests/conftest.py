@@ -23,3 +23,35 @@ def _float32_policy():
   keras.mixed_precision.set_global_policy("float32")
   yield
   keras.mixed_precision.set_global_policy("float32")
+
+
+def run_s2f(*args, env=None, timeout=600):
+  """Runs the `s2f` command in a fresh process (the way users run it)."""
+  import subprocess
+  import sys
+  full_env = dict(os.environ)
+  full_env.update(env or {})
+  return subprocess.run([sys.executable, "-m", "s2f_tf.cli", *args], capture_output=True, text=True,
+                        timeout=timeout, env=full_env)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+  """A tiny synthetic corpus (8 identities x 3 clips, 32 px faces) prepared once per session."""
+  from pipelines.common import run_prepare
+  from pipelines.synthetic import SyntheticSource
+  out = str(tmp_path_factory.mktemp("tiny_corpus"))
+  run_prepare(SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=1), out,
+              items_per_shard=8, beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+              log=lambda *_: None)
+  return out
+
+
+@pytest.fixture(scope="session")
+def tiny_faces_workdir(tiny_corpus, tmp_path_factory):
+  """A workdir with stages 1 and 2 trained (tiny preset), for the voice-encoder tests to copy."""
+  workdir = str(tmp_path_factory.mktemp("faces_workdir"))
+  for stage in ("face_encoder", "face_decoder"):
+    r = run_s2f("train", "--config=tiny", f"--stage={stage}", f"--workdir={workdir}", f"--data={tiny_corpus}")
+    assert r.returncode == 0, r.stderr[-3000:]
+  return workdir

@@ -287,40 +287,53 @@ def _get_detector():
     return _detector
 
 
+# MTCNN 1.0's image pyramid is only valid for min_face_size <= 20: its number of scales ignores
+# min_face_size, so a larger value adds scales below PNet's 12 px input, the network raises, and
+# mtcnn's catch-all turns that into "no faces" (silently). Larger minimum sizes are therefore done
+# here by downscaling the image (which is what the first pyramid level would do anyway).
+_MTCNN_MIN_FACE = 20
+_MTCNN_MIN_IMAGE = 24
+
+
 def detect_faces(frame: np.ndarray, min_face_size: int = 20, max_side: int | None = None,
                  pad_fraction: float = 0.0) -> list[Face]:
   """All faces MTCNN finds in an RGB frame, most confident first.
 
   Args:
     frame: uint8 [H, W, 3] RGB.
-    min_face_size: smallest face side (pixels of `frame`) searched for; larger is faster.
-    max_side: if the frame's longer side exceeds this, detect on a downscaled copy (much faster
-      on HD frames; boxes and keypoints are mapped back to `frame`'s coordinates).
+    min_face_size: smallest face side searched for, in pixels of `frame`; larger is faster
+      (detection runs on a copy downscaled by min(1, 20 / min_face_size)).
+    max_side: if the frame's longer side exceeds this, detect on a copy downscaled to it (much
+      faster on HD frames).
     pad_fraction: pad each side by this fraction of the frame (black) before detecting; helps
       MTCNN on tight face crops whose face touches the border.
   Returns:
-    [Face], coordinates in `frame`'s continuous pixel coordinates.
+    [Face] in `frame`'s continuous pixel coordinates (boxes and keypoints are mapped back from the
+    downscaled/padded copy).
   """
   frame = np.asarray(frame)
   if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
     raise ValueError(f"frame must be uint8 [H, W, 3], got {frame.dtype} {frame.shape}")
-  image, scale = frame, 1.0
-  if max_side is not None and max(frame.shape[:2]) > max_side:
+  if min_face_size < 1:
+    raise ValueError(f"min_face_size must be >= 1, got {min_face_size}")
+  image, scale = frame, min(1.0, _MTCNN_MIN_FACE / min_face_size)
+  if max_side is not None:
+    scale = min(scale, max_side / max(frame.shape[:2]))
+  if scale < 1.0:
     from PIL import Image
-    scale = max_side / max(frame.shape[:2])
     size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
-    image = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))
+    image = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))   # [h, w, 3]
     scale = image.shape[1] / frame.shape[1]
   pad = 0
   if pad_fraction > 0:
     pad = int(round(pad_fraction * max(image.shape[:2])))
     image = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
-  min_size = max(int(round(min_face_size * scale)), 12)
-  if min(image.shape[:2]) < max(min_size, 12):
+  if min(image.shape[:2]) < _MTCNN_MIN_IMAGE:
     return []
+  mtcnn_min_face = int(min(max(round(min_face_size * scale), 12), _MTCNN_MIN_FACE))
   detector = _get_detector()
   with _detector_lock:
-    rows = detector.detect_faces(image, min_face_size=min_size, box_format="xyxy",
+    rows = detector.detect_faces(image, min_face_size=mtcnn_min_face, box_format="xyxy",
                                  output_type="numpy")                         # [n, 16]
   rows = np.asarray(rows, np.float64)
   if rows.ndim != 2 or rows.shape[0] == 0 or rows.shape[1] < 16:

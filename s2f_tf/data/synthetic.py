@@ -24,6 +24,8 @@ with a per-identity voice-variant file (pitch, formants, flutter, roughness, bre
 a private mirror of espeak-ng-data. espeak-ng keeps function-static synthesis state (e.g. its
 flutter phase) across utterances, so for byte-identical output the library (a private copy of the
 .so) is loaded fresh for every utterance and unloaded afterwards; this costs well under 1 ms.
+espeak_Initialize also seeds its breath-noise generator from the clock, so every utterance
+reseeds it (espeak_ng_SetRandSeed) from the clip's rng.
 
 Everything is deterministic in its arguments: all randomness comes from
 `np.random.default_rng([seed, index, ..., STREAM_TAG])`, never from a global RNG.
@@ -188,7 +190,7 @@ GREY_AGE_FULL = 72.0                # ... to (nearly) fully grey here
 WRINKLE_AGE_START = 32.0            # wrinkle strength ramps from here to the oldest age
 P_BEARD_MALE = 0.55                 # P(some facial hair | male), grows with age below
 P_BEARD_AGE = 0.15
-P_LONG_HAIR = (0.08, 0.85)          # (male, female)
+P_LONG_HAIR = (0.06, 0.90)          # (male, female)
 P_LIPSTICK = 0.55                   # | female
 P_BALDING_AGE = 0.75                # P(receding hairline | male) scales with this times age fraction
 SUPERSAMPLE = 4                     # draw at this multiple of the output size, then box-downsample
@@ -375,7 +377,7 @@ def make_identity(seed: int, index: int) -> Identity:
   beard = "none"
   if sex == 0 and rng.random() < P_BEARD_MALE + P_BEARD_AGE * age01:
     beard = str(rng.choice(["stubble", "moustache", "goatee", "full", "full"]))
-  beard_alpha = {"none": 0.0, "stubble": 0.38, "moustache": 0.92, "goatee": 0.92, "full": 0.93}[beard]
+  beard_alpha = {"none": 0.0, "stubble": 0.30, "moustache": 0.92, "goatee": 0.92, "full": 0.93}[beard]
   beard_alpha *= float(rng.uniform(0.85, 1.0))
 
   return Identity(
@@ -538,8 +540,9 @@ class _Espeak:
     src_data = espeakng_loader.get_data_path()
     if not os.path.isfile(src_lib):
       raise RuntimeError(f"espeak-ng shared library not found at {src_lib}")
+    self.pid = os.getpid()                 # forked children build their own (they must not share the variant file)
     self.root = tempfile.mkdtemp(prefix="s2f_espeak_")
-    atexit.register(shutil.rmtree, self.root, True)
+    atexit.register(self._cleanup)
     self.lib_path = os.path.join(self.root, "libespeak-ng-s2f.so")
     shutil.copyfile(src_lib, self.lib_path)
     data = os.path.join(self.root, "espeak-ng-data")
@@ -557,12 +560,12 @@ class _Espeak:
     self.sample_rate = 0
     self._chunks: list[np.ndarray] = []
     self._callback = _SYNTH_CALLBACK(self._on_audio)   # kept alive as long as this object
-    try:
-      self._libc = ctypes.CDLL(None)
-    except OSError:  # pragma: no cover
-      self._libc = None
     # One probe utterance: fails early (with the path) if the library cannot be used.
     self.synthesize(_variant_text(100.0, 0.4, 2, 2, 0, (100,) * 6, (100,) * 6, (100,) * 6), "test", 175)
+
+  def _cleanup(self) -> None:
+    if os.getpid() == self.pid:
+      shutil.rmtree(self.root, ignore_errors=True)
 
   def _on_audio(self, wav, numsamples, events) -> int:
     if wav and numsamples > 0:
@@ -616,8 +619,6 @@ class _Espeak:
         lib.espeak_SetParameter(_ESPEAK_PITCH, 50, 0)
         lib.espeak_SetParameter(_ESPEAK_RANGE, 50, 0)
         lib.espeak_ng_SetRandSeed(int(noise_seed) & 0x7FFFFFFF)
-        if self._libc is not None:
-          self._libc.srand(int(noise_seed) & 0x7FFFFFFF)   # in case a code path still uses libc rand()
         self._chunks = []
         data = text.encode("utf-8") + b"\0"
         err = lib.espeak_Synth(data, len(data), 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None)
@@ -643,7 +644,7 @@ def _engine() -> _Espeak:
   """The process's espeak-ng, prepared on first use."""
   global _ENGINE
   with _ENGINE_LOCK:
-    if _ENGINE is None:
+    if _ENGINE is None or _ENGINE.pid != os.getpid():
       _ENGINE = _Espeak()
     return _ENGINE
 
@@ -1079,7 +1080,7 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   cv.image.paste(layer, (0, 0), mask)
   lid_col = (35, 25, 22)
   for side, ring in ((-1, lm[36:42]), (1, lm[42:48])):
-    upper = ring[0:4] if side < 0 else ring[0:4]
+    upper = ring[0:4]
     lower = np.concatenate([ring[3:6], ring[0:1]])
     cv.line(_smooth_curve(upper, 5), lid_col, 0.004 + 0.004 * idt.eyeliner, 0.9)
     cv.line(_smooth_curve(lower, 5), _darker(skin, 0.6), 0.003, 0.6)
@@ -1117,7 +1118,7 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   v = idt.hair_volume
   if idt.hair_style != "bald":
     line_pts = _hairline(idt)                                                   # left -> right
-    short = idt.hair_style in ("crew", "short", "bun") or (idt.hair_style == "bob" and False)
+    short = idt.hair_style in ("crew", "short", "bun")
     outer = _skull_arc(idt, 24, grow=v * (0.3 if short else 0.8) + 0.003, grow_top=v)   # right -> left
     if short:                                                                   # sideburns down to the ear
       sb_y = EYE_Y + (0.05 if idt.sex == 0 else 0.02)
@@ -1153,7 +1154,7 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
                        (FACE_CX + side * (a + v + 0.02), end - 0.06), (FACE_CX + side * (a + v + 0.015), cy + 0.1)])
       cv.poly(_smooth_curve(lock, 3, closed=True), hair)
   if idt.hair_style == "bun":
-    cv.poly(_ellipse(FACE_CX, EYE_Y - HEAD_TOP_DY - JAW_TOP_DY * 0 - v - 0.01, 0.075, 0.05, 24), hair)
+    cv.poly(_ellipse(FACE_CX, EYE_Y - HEAD_TOP_DY - v - 0.01, 0.075, 0.05, 24), hair)
 
   # ---- downsample, lighting, noise ---------------------------------------------------------------------------------------
   img = cv.image.reduce(scale_px) if scale_px > 1 else cv.image

@@ -1,0 +1,173 @@
+"""Training: the three stages through the `s2f train` command, at tiny sizes.
+
+MirroredStrategy over 2 logical CPUs and MultiWorkerMirroredStrategy over 2 processes on
+127.0.0.1 end with identical weights everywhere; a run killed with SIGKILL and restarted ends
+exactly where an uninterrupted one does; summaries, a profile trace, mixed precision, NaN stop,
+bad data.
+"""
+
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from conftest import run_s2f
+
+
+def _result(proc):
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _voice_workdir(tiny_faces_workdir, tmp_path, name="run"):
+  workdir = str(tmp_path / name)
+  shutil.copytree(tiny_faces_workdir, workdir, ignore=shutil.ignore_patterns("tensorboard"))
+  return workdir
+
+
+def _tags(logdir):
+  tags = set()
+  for path in glob.glob(os.path.join(logdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        tags.add(value.tag)
+  return tags
+
+
+def test_stages_write_weights_summaries_and_profile(tiny_corpus, tiny_faces_workdir, tmp_path):
+  for stage in ("face_encoder", "face_decoder"):
+    assert os.path.exists(os.path.join(tiny_faces_workdir, stage, f"{stage}.weights.h5"))
+  assert "faces/true|decoded|texture" in _tags(os.path.join(tiny_faces_workdir, "tensorboard", "face_decoder"))
+  config = json.load(open(os.path.join(tiny_faces_workdir, "config.json")))
+  assert config["face_encoder"]["num_identities"] == 8          # resolved from the data
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  result = _result(run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}",
+                           f"--data={tiny_corpus}", "--profile_steps=2,4"))
+  assert result["steps"] == 6 and set(result["losses"]) == {"decoder_l1", "feature_l2", "distill", "total"}
+  logdir = os.path.join(workdir, "tensorboard", "voice_encoder")
+  tags = _tags(logdir)
+  for tag in ("loss/total", "loss/distill", "learning_rate", "examples_per_second",
+              "faces/true|from_true_feature|from_voice", "voice", "spectrogram"):
+    assert tag in tags, (tag, tags)
+  assert glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
+  assert len(glob.glob(os.path.join(workdir, "voice_encoder", "checkpoints", "ckpt-*.index"))) == 2
+
+
+def test_mirrored_two_cpu_replicas_stay_identical(tiny_corpus, tiny_faces_workdir, tmp_path):
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  result = _result(run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}",
+                           f"--data={tiny_corpus}", "--cpu_devices=2", "--strategy=mirrored"))
+  assert result["replicas"] == 2 and len(result["replica_digests"]) == 2
+  assert result["replica_digests"][0] == result["replica_digests"][1]
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_multi_worker_two_processes_end_identical(tiny_corpus, tiny_faces_workdir, tmp_path):
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+  procs = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                 "task": {"type": "worker", "index": index}}))
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "s2f_tf.cli", "train", "--config=tiny", "--stage=voice_encoder",
+         f"--workdir={workdir}", f"--data={tiny_corpus}"], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True))
+  results = []
+  for p in procs:
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-4000:]
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  assert [r["worker"] for r in results] == [0, 1] and all(r["replicas"] == 2 for r in results)
+  assert results[0]["replica_digests"] == results[1]["replica_digests"]
+  assert results[0]["losses"] == results[1]["losses"]
+  assert os.path.exists(os.path.join(workdir, "voice_encoder", "voice_encoder.weights.h5"))
+
+
+KILL_ARGS = ["--config=tiny", "--stage=voice_encoder", "--deterministic", "--jit_compile=false",
+             "--set=train.voice_encoder_steps=12", "--set=train.checkpoint_every=2"]
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(tiny_corpus, tiny_faces_workdir, tmp_path):
+  reference = _voice_workdir(tiny_faces_workdir, tmp_path, "reference")
+  expected = _result(run_s2f("train", *KILL_ARGS, f"--workdir={reference}", f"--data={tiny_corpus}"))
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "killed")
+  rng = random.Random(7)
+  kills = 0
+  for _ in range(2):                              # two kills at random moments after a checkpoint
+    p = subprocess.Popen([sys.executable, "-m", "s2f_tf.cli", "train", *KILL_ARGS, f"--workdir={workdir}",
+                          f"--data={tiny_corpus}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    ckpts = os.path.join(workdir, "voice_encoder", "checkpoints")
+    start = len(glob.glob(os.path.join(ckpts, "ckpt-*.index")))
+    while time.time() < deadline and p.poll() is None:
+      if len(glob.glob(os.path.join(ckpts, "ckpt-*.index"))) > start:
+        time.sleep(rng.uniform(0.0, 0.5))
+        break
+      time.sleep(0.05)
+    if p.poll() is None:
+      p.send_signal(signal.SIGKILL)
+      kills += 1
+    p.wait(timeout=60)
+  assert kills >= 1
+  final = _result(run_s2f("train", *KILL_ARGS, f"--workdir={workdir}", f"--data={tiny_corpus}"))
+  assert final["steps"] == expected["steps"] == 12
+  assert final["replica_digests"] == expected["replica_digests"]
+  assert final["losses"] == expected["losses"]
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_runs_with_finite_losses(tiny_corpus, tiny_faces_workdir, tmp_path, precision):
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  result = _result(run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}",
+                           f"--data={tiny_corpus}", f"--precision={precision}",
+                           "--set=train.voice_encoder_steps=3"))
+  assert result["precision"] == precision and all(map(lambda v: abs(v) < 1e9, result["losses"].values()))
+  if precision == "mixed_float16":
+    assert result["loss_scale"] > 0 and 0 <= result["skipped_steps"] <= 3
+
+
+def test_nan_loss_stops_naming_the_step(tiny_corpus, tiny_faces_workdir, tmp_path):
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  r = run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}", f"--data={tiny_corpus}",
+              "--set=loss.lambda_distill=inf")
+  assert r.returncode == 1 and "at step 1" in r.stderr and ("inf" in r.stderr or "nan" in r.stderr)
+
+
+def test_bad_data_fails_before_training(tiny_corpus, tmp_path):
+  r = run_s2f("train", "--config=tiny", "--stage=face_encoder", f"--workdir={tmp_path}/w",
+              f"--data={tmp_path}/missing")
+  assert r.returncode == 2 and "does not exist" in r.stderr
+  r = run_s2f("train", "--config=tiny", "--stage=face_encoder", f"--workdir={tmp_path}/w",
+              f"--data={tiny_corpus}", "--set=face_decoder.num_landmarks=5")
+  assert r.returncode == 2 and "face_decoder.num_landmarks=68" in r.stderr
+  r = run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={tmp_path}/fresh",
+              f"--data={tiny_corpus}")
+  assert r.returncode == 2 and "train --stage=face_encoder first" in r.stderr
+
+
+def test_corrupt_shard_fails_naming_the_file(tiny_corpus, tmp_path):
+  data = str(tmp_path / "data")
+  shutil.copytree(tiny_corpus, data)
+  shard = sorted(glob.glob(os.path.join(data, "train-*.tfrecord")))[0]
+  raw = open(shard, "rb").read()
+  open(shard, "wb").write(raw[: len(raw) // 2])
+  r = run_s2f("train", "--config=tiny", "--stage=face_encoder", f"--workdir={tmp_path}/w", f"--data={data}",
+              "--set=train.face_encoder_steps=40")
+  assert r.returncode == 1 and os.path.basename(shard) in r.stderr, r.stderr[-2000:]
