@@ -19,7 +19,9 @@ Videos are found under `videos_dir` (searched recursively, once, in `list_items`
                                        the whole file is used
 
 with <ext> in VIDEO_EXTENSIONS (case-insensitive). A segment file wins over a whole video. If a
-name occurs in several subdirectories, the lexicographically first path is used.
+name occurs in several subdirectories, the first path in sorted walk order is used. (A name that
+parses as a segment file is also indexed as a whole video under its full stem, since YouTube ids
+may contain "_".)
 
 Items: item_id = f"{youtube_id}_{start:.3f}_{end:.3f}", speaker_id = youtube_id (AVSpeech has no
 speaker labels; the video is the speaker proxy, so splits are video-disjoint), split = `split`
@@ -74,7 +76,7 @@ def index_videos(videos_dir: str) -> tuple[dict[str, str], dict[tuple[str, int, 
           start = end = math.nan
         if math.isfinite(start) and math.isfinite(end) and end > start:
           segments.setdefault((parts[0], _ms(start), _ms(end)), path)
-          continue
+      # Also a whole video: YouTube ids may themselves look like "<id>_<n>_<n>".
       whole.setdefault(stem, path)
   return whole, segments
 
@@ -84,7 +86,7 @@ def read_csv(csv_path: str) -> list[dict[str, Any]]:
   Raises ValueError naming the line of the first malformed row."""
   rows: list[dict[str, Any]] = []
   seen: dict[tuple[str, int, int], int] = {}
-  with open(csv_path, newline="", encoding="utf-8") as f:
+  with open(csv_path, newline="", encoding="utf-8-sig") as f:
     for line_no, fields in enumerate(csv.reader(f), start=1):
       fields = [x.strip() for x in fields]
       if not fields or all(not x for x in fields):

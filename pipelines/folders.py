@@ -16,7 +16,7 @@ item fails with `missing_file`.
 The face is MTCNN's detection nearest the image centre (photos are assumed roughly centred on
 the person; `max_center_distance` is looser than for video), aligned and cropped like AVSpeech's
 (s2f_tf/data/media.py); the image is padded by `pad_fraction` before detection so tight face
-crops are found too.
+crops are found too. Crops are cached per worker process (a speaker's clips share few images).
 
 Items: item_id = "<speaker_id>/<relative audio path>", speaker_id = the folder name, split =
 `split_for_speaker(speaker_id)` (80/10/10 by a stable hash; speaker-disjoint).
@@ -37,9 +37,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 import os
 from typing import Any
+
+import numpy as np
 
 from pipelines import common
 from s2f_tf.data import schema
@@ -93,6 +96,23 @@ def read_meta(meta_path: str) -> dict[str, dict[str, Any]]:
     if alt is not None and row[alt]:
       meta.setdefault(row[alt], entry)
   return meta
+
+
+@functools.lru_cache(maxsize=256)
+def _face_crop(image_path: str, image_size: int, min_face_size: int, max_side: int | None,
+               pad_fraction: float, max_center_distance: float, ambiguity_margin: float,
+               min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
+  """Image file -> (crop uint8 [S, S, 3], landmarks float32 [5, 2]); cached per process, since a
+  speaker's clips share a few images (failures raise and are not cached)."""
+  from s2f_tf.data import media
+  image = media.load_image(image_path)                                        # [H, W, 3]
+  crop, landmarks, _ = media.face_from_frame(
+      image, (0.5, 0.5), image_size, min_face_size=min_face_size, max_side=max_side,
+      pad_fraction=pad_fraction, max_center_distance=max_center_distance,
+      ambiguity_margin=ambiguity_margin, min_confidence=min_confidence)
+  crop.setflags(write=False)
+  landmarks.setflags(write=False)
+  return crop, landmarks
 
 
 def _scan(folder: str, extensions: tuple[str, ...]) -> list[str]:
@@ -195,12 +215,9 @@ class FoldersSource:
                                                 f"of audio (< {self.min_seconds} s)")
       if self.max_seconds is not None:
         pcm = pcm[:int(self.max_seconds * media.SAMPLE_RATE)]
-      image = media.load_image(item["image"])                                 # [H, W, 3]
-      crop, landmarks, _ = media.face_from_frame(
-          image, (0.5, 0.5), self.image_size, min_face_size=self.min_face_size,
-          max_side=self.detect_max_side, pad_fraction=self.pad_fraction,
-          max_center_distance=self.max_center_distance, ambiguity_margin=self.ambiguity_margin,
-          min_confidence=self.min_confidence)
+      crop, landmarks = _face_crop(item["image"], self.image_size, self.min_face_size,
+                                   self.detect_max_side, self.pad_fraction, self.max_center_distance,
+                                   self.ambiguity_margin, self.min_confidence)
     except media.MediaError as e:
       raise common.ItemError(e.reason, e.detail) from e
     attributes = {}

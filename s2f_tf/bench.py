@@ -27,3 +27,94 @@ def bench_input(data_dir: str, split: str, batch_size: int, clip_samples: int, s
           "megabytes_per_second": round(nbytes / seconds / 1e6, 1), "batch_size": batch_size,
           "clip_samples": clip_samples, "clip_seconds": clip_samples / 16000, "steps": steps,
           "fields": list(fields), "pcm_dtype": "int16"}
+
+
+def matmul_flops_per_second(sizes=(1024, 2048), seconds: float = 1.0) -> float:
+  """The machine's measured float32 matmul throughput (best of a few square sizes), FLOP/s."""
+  import tensorflow as tf
+  best = 0.0
+  for n in sizes:
+    a = tf.random.normal([n, n])
+    b = tf.random.normal([n, n])
+    f = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
+    f().numpy()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+      f().numpy()
+      count += 1
+    best = max(best, 2.0 * n ** 3 * count / (time.perf_counter() - start))
+  return best
+
+
+def graph_flops(concrete_function) -> int:
+  """Float operations of a concrete function's graph, counted by TF's profiler (conv, matmul, ...)."""
+  import tensorflow as tf
+  opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  opts["output"] = "none"
+  return int(tf.compat.v1.profiler.profile(graph=concrete_function.graph, options=opts).total_float_ops)
+
+
+def _timed(step, steps: int, warmup: int) -> float:
+  for _ in range(warmup):
+    step()
+  start = time.perf_counter()
+  for _ in range(steps):
+    step()
+  return time.perf_counter() - start
+
+
+def bench_train(config, batch_size: int, steps: int = 10, warmup: int = 3, jit_compile: bool = True,
+                torch_peer: bool = True) -> dict:
+  """Voice-encoder training step (waveform -> in-graph STFT -> Table 1 encoder -> loss -> Adam).
+
+  flop_utilization = 3 x forward FLOPs (counted from the graph) x examples/s / matmul FLOP/s.
+  With PyTorch installed, the same network and step in PyTorch is timed in the same run.
+  """
+  import keras
+  import numpy as np
+  import tensorflow as tf
+
+  from s2f_tf import losses
+  from s2f_tf.models import factory
+
+  keras.mixed_precision.set_global_policy("float32")
+  samples = config.audio.clip_samples
+  front_end = factory.build_front_end(config, validate=False)
+  encoder = factory.build_voice_encoder(config)
+  wave = tf.constant((np.random.RandomState(0).randn(batch_size, samples) * 0.1).astype(np.float32))
+  target = tf.constant(np.random.RandomState(1).randn(batch_size, config.feature_dim).astype(np.float32))
+  encoder(front_end(wave[:1]))
+  optimizer = keras.optimizers.Adam(1e-4, beta_1=0.5, epsilon=1e-4)
+  optimizer.build(encoder.trainable_variables)
+
+  forward = tf.function(lambda w: encoder(front_end(w), training=False))
+  flops_forward = graph_flops(forward.get_concrete_function(tf.TensorSpec([batch_size, samples], tf.float32)))
+
+  @tf.function(jit_compile=jit_compile)
+  def train_step(w, t):
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_mean(losses.normalized_l2_per_example(t, encoder(front_end(w), training=True)))
+    grads = tape.gradient(loss, encoder.trainable_variables)
+    optimizer.apply(grads, encoder.trainable_variables)
+    return loss
+
+  seconds = _timed(lambda: train_step(wave, target).numpy(), steps, warmup)
+  matmul = matmul_flops_per_second()
+  step_flops = 3 * flops_forward
+  result = {"benchmark": "train", "config": config.name, "batch_size": batch_size, "steps": steps,
+            "jit_compile": jit_compile, "examples_per_second": round(steps * batch_size / seconds, 2),
+            "step_seconds": round(seconds / steps, 4), "forward_gflops": round(flops_forward / 1e9, 2),
+            "matmul_gflops_per_second": round(matmul / 1e9, 1),
+            "achieved_gflops_per_second": round(step_flops * steps / seconds / 1e9, 1),
+            "flop_utilization": round(step_flops * steps / seconds / matmul, 3)}
+  if torch_peer:
+    try:
+      from s2f_tf.bench_torch import torch_train_seconds
+    except ImportError:
+      result["torch"] = "not installed (pip install torch to time the PyTorch peer)"
+    else:
+      t = torch_train_seconds(config, batch_size, steps, warmup)
+      result["torch_step_seconds"] = round(t / steps, 4)
+      result["speedup_vs_torch"] = round(t / seconds, 2)
+      result["torch_flop_utilization"] = round(step_flops * steps / t / matmul, 3)
+  return result

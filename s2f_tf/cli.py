@@ -63,7 +63,7 @@ COMMANDS = {
     "describe": "print each network's parameter count and input/output shapes as JSON",
     "prepare": "prepare a corpus into TFRecord shards with Apache Beam: synthetic | avspeech | folders",
     "train": "train one stage: --stage=face_encoder|face_decoder|voice_encoder --workdir --data",
-    "bench": "measure speed and print figures: input",
+    "bench": "measure speed and print figures: input | train",
     "demo": "run the whole stack end to end on the synthetic corpus (what `make demo` runs)",
 }
 
@@ -119,7 +119,7 @@ class UsageError(Exception):
   """Bad command line: printed without a traceback, exit status 2."""
 
 
-SUBCOMMANDS = {"prepare": ("synthetic",), "bench": ("input",)}
+SUBCOMMANDS = {"prepare": ("synthetic",), "bench": ("input", "train")}
 
 
 def prepare(kind: str, config) -> None:
@@ -168,6 +168,10 @@ def bench(kind: str, config) -> None:
     seconds = FLAGS.clip_seconds or 6.0
     result = bench_input(FLAGS.data, FLAGS.split, batch_size=FLAGS.batch_size or 64,
                          clip_samples=int(round(seconds * config.audio.sample_rate)), steps=FLAGS.steps)
+  elif kind == "train":
+    from s2f_tf.bench import bench_train
+    result = bench_train(config, batch_size=FLAGS.batch_size or config.train.batch_size, steps=FLAGS.steps,
+                         jit_compile=FLAGS.jit_compile)
   print(json.dumps(result) if FLAGS.json else "\n".join(f"{k:>24}: {v}" for k, v in result.items()))
 
 

@@ -107,7 +107,7 @@ def test_mp3_and_m4a(tmp_path):
   wav = str(tmp_path / "a.wav")
   sf.write(wav, np.stack([sine(1000.0, 44100, 1.0)] * 2, 1), 44100)
   ffmpeg("-i", wav, "-c:a", "libmp3lame", "-b:a", "128k", str(tmp_path / "a.mp3"))
-  ffmpeg("-i", wav, "-c:a", "aac", str(tmp_path / "a.m4a"))                        # soundfile cannot: ffmpeg path
+  ffmpeg("-i", wav, "-c:a", "aac", str(tmp_path / "a.m4a"))                   # soundfile can't: ffmpeg path
   for name in ("a.mp3", "a.m4a"):
     pcm = media.load_audio(str(tmp_path / name))
     assert pcm.dtype == np.int16 and abs(pcm.size - 16000) < 1200, name         # encoder padding

@@ -20,6 +20,8 @@ size; ffmpeg applies the rotation metadata of phone videos) at `start + frame_po
 Faces: the `mtcnn` package (1.0, Keras 3 / TF 2; weights inside the wheel), one detector per
 process, created on first use, run on CPU. Keypoints are MTCNN's 5 points in `LANDMARK_NAMES`
 order; "left"/"right" are as seen in the image (left_eye has the smaller x on an upright face).
+MTCNN 1.0 silently finds nothing when its min_face_size is above 20 (see `detect_faces`), so a
+larger minimum face size is implemented by downscaling the frame instead.
 
 Alignment (`crop_face`): a similarity transform (rotation, uniform scale, translation; no shear)
 puts the face in a fixed canonical layout, in units of the crop side S:
