@@ -2,6 +2,11 @@
 
   s2f describe --config=paper [--set=section.field=value ...]
   s2f prepare synthetic --identities=200 --clips_per_identity=10 --out=DIR [--config=demo]
+  s2f prepare avspeech --csv=avspeech_train.csv --videos_dir=VIDEOS --out=DIR --config=paper
+  s2f prepare folders --root=SPEAKERS [--meta=vox1_meta.csv] --out=DIR --config=paper
+  s2f train --stage=face_encoder|face_decoder|voice_encoder --workdir=RUN --data=DIR
+  s2f evaluate --workdir=RUN --data=DIR [--json]
+  s2f export --workdir=RUN --export_base=EXPORTS --model_name=s2f
   s2f bench input --data=DIR [--json]
 
 `s2f --helpfull` lists every flag.
@@ -34,6 +39,14 @@ flags.DEFINE_string("runner", "DirectRunner", "prepare: Apache Beam runner (Dire
 flags.DEFINE_multi_string("beam_arg", [], "prepare: extra Beam pipeline option, e.g. "
                           "--beam_arg=--project=P --beam_arg=--region=R (repeatable).")
 flags.DEFINE_integer("num_workers", 2, "prepare with DirectRunner: local worker processes.")
+flags.DEFINE_string("csv", None, "prepare avspeech: the AVSpeech CSV (no header: youtube_id,start,end,x,y).")
+flags.DEFINE_string("videos_dir", None, "prepare avspeech: folder of the videos you fetched "
+                    "(<youtube_id>.<ext> or <youtube_id>_<start>_<end>.<ext>).")
+flags.DEFINE_enum("csv_split", None, ["train", "validation", "test"], "prepare avspeech: put every row in "
+                  "this split (AVSpeech ships train and test CSVs); default: by a hash of the video id.")
+flags.DEFINE_string("root", None, "prepare folders: one folder per speaker with audio files and face images.")
+flags.DEFINE_string("meta", None, "prepare folders: optional VoxCeleb1/2 meta file (split and gender).")
+flags.DEFINE_float("min_seconds", 0.0, "prepare avspeech/folders: shortest usable clip; 0: the source default.")
 # train
 flags.DEFINE_enum("stage", None, ["face_encoder", "face_decoder", "voice_encoder"], "train: the stage to run.")
 flags.DEFINE_string("workdir", None, "train/evaluate/export: the run directory (config, checkpoints, "
@@ -51,6 +64,12 @@ flags.DEFINE_string("profile_steps", None, "train: START,STOP steps to trace for
 flags.DEFINE_string("vgg_face_weights", None, "VGG-Face Keras HDF5 weights file: the face encoder (stage 1 "
                     "is then skipped).")
 flags.DEFINE_bool("skip_corrupt", False, "Skip (and log) unreadable records instead of failing.")
+# evaluate
+flags.DEFINE_integer("gallery_size", 100, "evaluate: faces per retrieval gallery (the paper's chance row implies 100).")
+# export
+flags.DEFINE_string("export_base", None, "export: SavedModels go to <export_base>/<model_name>/<version>/.")
+flags.DEFINE_string("model_name", "s2f", "export/serve/predict: the model's name.")
+flags.DEFINE_integer("version", 0, "export: version number; 0: one above the newest.")
 # bench
 flags.DEFINE_string("data", None, "A prepared dataset directory.")
 flags.DEFINE_string("split", "train", "Dataset split to read.")
@@ -63,6 +82,8 @@ COMMANDS = {
     "describe": "print each network's parameter count and input/output shapes as JSON",
     "prepare": "prepare a corpus into TFRecord shards with Apache Beam: synthetic | avspeech | folders",
     "train": "train one stage: --stage=face_encoder|face_decoder|voice_encoder --workdir --data",
+    "evaluate": "quality on held-out speakers: --workdir --data [--out] -> metrics.json, faces.png, report.html",
+    "export": "write a SavedModel for TF Serving: --workdir --export_base --model_name",
     "bench": "measure speed and print figures: input | train",
     "demo": "run the whole stack end to end on the synthetic corpus (what `make demo` runs)",
 }
@@ -119,7 +140,7 @@ class UsageError(Exception):
   """Bad command line: printed without a traceback, exit status 2."""
 
 
-SUBCOMMANDS = {"prepare": ("synthetic",), "bench": ("input", "train")}
+SUBCOMMANDS = {"prepare": ("synthetic", "avspeech", "folders"), "bench": ("input", "train")}
 
 
 def prepare(kind: str, config) -> None:
@@ -132,6 +153,21 @@ def prepare(kind: str, config) -> None:
     source = SyntheticSource(FLAGS.identities, FLAGS.clips_per_identity, image_size, FLAGS.seed)
     arguments = {"identities": FLAGS.identities, "clips_per_identity": FLAGS.clips_per_identity,
                  "image_size": image_size, "seed": FLAGS.seed}
+  elif kind == "avspeech":
+    from pipelines.avspeech import AVSpeechSource
+    if not FLAGS.csv or not FLAGS.videos_dir:
+      raise UsageError("prepare avspeech needs --csv and --videos_dir")
+    extra = {"min_seconds": FLAGS.min_seconds} if FLAGS.min_seconds else {}
+    source = AVSpeechSource(FLAGS.csv, FLAGS.videos_dir, image_size, split=FLAGS.csv_split, **extra)
+    arguments = {"csv": os.path.abspath(FLAGS.csv), "videos_dir": os.path.abspath(FLAGS.videos_dir),
+                 "image_size": image_size, "split": FLAGS.csv_split, **extra}
+  elif kind == "folders":
+    from pipelines.folders import FoldersSource
+    if not FLAGS.root:
+      raise UsageError("prepare folders needs --root")
+    extra = {"min_seconds": FLAGS.min_seconds} if FLAGS.min_seconds else {}
+    source = FoldersSource(FLAGS.root, image_size, meta_path=FLAGS.meta, **extra)
+    arguments = {"root": os.path.abspath(FLAGS.root), "image_size": image_size, "meta": FLAGS.meta, **extra}
   run_prepare(source, FLAGS.out, items_per_shard=FLAGS.items_per_shard, runner=FLAGS.runner,
               beam_args=FLAGS.beam_arg, num_workers=FLAGS.num_workers, arguments=arguments)
 
@@ -196,12 +232,26 @@ def main(argv: list[str]) -> int:
       prepare(rest[0], config)
     elif command == "train":
       train_command(config)
+    elif command == "evaluate":
+      if not FLAGS.workdir or not FLAGS.data:
+        raise UsageError("--workdir and --data are required")
+      from s2f_tf.evaluate import evaluate
+      metrics = evaluate(FLAGS.workdir, FLAGS.data, FLAGS.out, split=FLAGS.split if FLAGS.split != "train" else "test",
+                         gallery_size=FLAGS.gallery_size, vgg_face_weights=FLAGS.vgg_face_weights,
+                         log=(lambda *_: None) if FLAGS.json else print)
+      if FLAGS.json:
+        print(json.dumps(metrics))
+    elif command == "export":
+      if not FLAGS.workdir or not FLAGS.export_base:
+        raise UsageError("--workdir and --export_base are required")
+      from s2f_tf.export import export_workdir
+      print(export_workdir(FLAGS.workdir, FLAGS.export_base, FLAGS.model_name, FLAGS.version or None))
     elif command == "bench":
       bench(rest[0], config)
     elif command == "demo":
       from s2f_tf.demo import run_demo
       run_demo(FLAGS.out or "demo_out", config, FLAGS.identities, FLAGS.clips_per_identity, FLAGS.seed)
-  except (UsageError, ValueError, FileNotFoundError) as e:
+  except (UsageError, ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"s2f {command}: {e}", file=sys.stderr)
     return 2
   except RuntimeError as e:   # TrainingError and friends: a clear message, no traceback

@@ -55,3 +55,14 @@ def tiny_faces_workdir(tiny_corpus, tmp_path_factory):
     r = run_s2f("train", "--config=tiny", f"--stage={stage}", f"--workdir={workdir}", f"--data={tiny_corpus}")
     assert r.returncode == 0, r.stderr[-3000:]
   return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_workdir(tiny_corpus, tiny_faces_workdir, tmp_path_factory):
+  """All three stages trained at tiny size (for evaluate/export/serve tests)."""
+  import shutil
+  workdir = str(tmp_path_factory.mktemp("trained") / "run")
+  shutil.copytree(tiny_faces_workdir, workdir)
+  r = run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}", f"--data={tiny_corpus}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir

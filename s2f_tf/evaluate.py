@@ -1,0 +1,265 @@
+"""`s2f evaluate`: honest quality figures on held-out (speaker-disjoint) data.
+
+For each input length (the preset's clip length and half of it; paper: 6 s and 3 s):
+  feature similarity between v_s (from the voice) and v_f (the true face's feature):
+    angle = degrees between them; L2 / L1 = || v_s/|v_s| - v_f/|v_f| || (unit-normalised features,
+    so the figures do not depend on the feature scale); mean and std over clips
+  retrieval (speech -> face): each query's gallery holds its own clip's true face and one face of
+    each of up to G-1 OTHER test speakers; recall@1/2/5/10 by cosine, L1 and L2, with the gallery
+    size G and chance (K / G) reported next to every number
+  attributes (where the data has them): a linear classifier fitted on TRUE faces' features of the
+    training split labels the true face and the face decoded from the voice; agreement for binary
+    attributes (sex), Pearson r for continuous ones
+Writes metrics.json, faces.png (per row: true face | decoded from the true feature | decoded from
+the voice) and report.html.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from s2f_tf.data.dataset import InputOptions, make_dataset
+from s2f_tf.data.schema import DatasetInfo
+from s2f_tf.export import load_config, load_trained_model
+from s2f_tf.models import factory
+from s2f_tf.models.face_encoder import load_vggface_weights
+from s2f_tf.train.stages import weights_path
+
+KS = (1, 2, 5, 10)
+BINARY_ATTRIBUTES = ("sex",)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def similarity_figures(v_s: np.ndarray, v_f: np.ndarray) -> dict:
+  """[N, D] x2 -> angle (deg), L2, L1 between unit-normalised features: mean and std."""
+  a, b = _unit(v_s), _unit(v_f)
+  cos = np.clip(np.sum(a * b, axis=1), -1.0, 1.0)
+  angle = np.degrees(np.arccos(cos))
+  l2 = np.linalg.norm(a - b, axis=1)
+  l1 = np.abs(a - b).sum(axis=1)
+  return {name: {"mean": float(v.mean()), "std": float(v.std())}
+          for name, v in (("cosine_angle_degrees", angle), ("l2", l2), ("l1", l1))}
+
+
+def galleries(speakers: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
+  """Per query i: [own clip i, one clip of each of G-1 other speakers] -> int [N, G]."""
+  rng = np.random.default_rng(seed)
+  unique = np.unique(speakers)
+  size = min(size, len(unique))
+  first = {s: int(np.flatnonzero(speakers == s)[0]) for s in unique}
+  rows = []
+  for i, s in enumerate(speakers):
+    others = [first[o] for o in unique if o != s]
+    picks = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else []
+    rows.append([i] + [others[j] for j in picks])
+  return np.asarray(rows, np.int64)
+
+
+def retrieval_figures(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100,
+                      seed: int = 0) -> dict:
+  """Recall@K of each query's own face within its gallery, by cosine, L1 and L2 distance."""
+  gal = galleries(speakers, gallery_size, seed)                                # [N, G]
+  g = gal.shape[1]
+  out = {"gallery_size": int(g), "queries": int(len(v_s)),
+         "chance": {f"R@{k}": min(k, g) / g for k in KS}}
+  q = _unit(v_s)
+  faces = _unit(v_f)
+  for metric in ("cosine", "l2", "l1"):
+    cand = faces[gal]                                                          # [N, G, D]
+    if metric == "cosine":
+      dist = -np.einsum("nd,ngd->ng", q, cand)
+    elif metric == "l2":
+      dist = np.linalg.norm(cand - q[:, None], axis=-1)
+    else:
+      dist = np.abs(cand - q[:, None]).sum(-1)
+    rank = (dist < dist[:, :1]).sum(axis=1)                                    # own face is column 0
+    out[metric] = {f"R@{k}": float(np.mean(rank < k)) for k in KS}
+  return out
+
+
+def fit_attribute_classifier(features: np.ndarray, values: np.ndarray, ridge: float = 1e-2):
+  """Linear least squares with a bias on standardised features (one model per attribute column)."""
+  mu, sd = features.mean(0), features.std(0) + 1e-6
+  x = np.concatenate([(features - mu) / sd, np.ones((len(features), 1))], axis=1)
+  w = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ values)
+  return lambda f: np.concatenate([(f - mu) / sd, np.ones((len(f), 1))], axis=1) @ w
+
+
+def attribute_figures(names, train_feat, train_attr, true_feat, voice_feat) -> dict:
+  out = {}
+  for j, name in enumerate(names):
+    ok = np.isfinite(train_attr[:, j])
+    if ok.sum() < 10:
+      continue
+    predict = fit_attribute_classifier(train_feat[ok], train_attr[ok, j])
+    p_true, p_voice = predict(true_feat), predict(voice_feat)
+    if name in BINARY_ATTRIBUTES:
+      out[name] = {"agreement": float(np.mean((p_true > 0.5) == (p_voice > 0.5))),
+                   "classifier_accuracy_on_true_faces": None}
+    else:
+      r = np.corrcoef(p_true, p_voice)[0, 1] if np.std(p_voice) > 0 and np.std(p_true) > 0 else 0.0
+      out[name] = {"pearson_r": float(r)}
+  return out
+
+
+class _Models:
+  def __init__(self, workdir: str, vgg_face_weights: str | None):
+    self.s2f, self.config = load_trained_model(workdir)
+    self.face_encoder = factory.build_face_encoder(self.config)
+    size = self.config.face_encoder.image_size
+    self.face_encoder(np.zeros((1, size, size, 3), np.float32))
+    if vgg_face_weights:
+      load_vggface_weights(self.face_encoder, vgg_face_weights)
+    else:
+      self.face_encoder.load_weights(weights_path(workdir, "face_encoder"))
+    self.encode_faces = tf.function(lambda im: self.face_encoder(tf.cast(im, tf.float32), training=False)["feature"])
+    self.encode_voice = tf.function(lambda w: self.s2f.encode(w, training=False))
+    self.decode = tf.function(lambda v: self.s2f.face_decoder(v, training=False)["image"])
+
+
+def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samples: int,
+             lengths: list[int], limit: int | None, with_voice: bool) -> dict:
+  fields = ["image", "speaker", "clip_id"] + (["pcm"] if with_voice else [])
+  if info.attribute_names:
+    fields.append("attributes")
+  opts = InputOptions(batch_size=32, clip_samples=samples, training=False, fields=tuple(fields),
+                      drop_remainder=False, repeat=False)
+  out: dict = {"v_f": [], "speaker": [], "attributes": [], "images": [], "clip_id": []}
+  out.update({f"v_s_{n}": [] for n in lengths})
+  count = 0
+  for batch in make_dataset(data_dir, split, opts, info=info):
+    out["v_f"].append(models.encode_faces(batch["image"]).numpy())
+    out["speaker"].append(batch["speaker"].numpy())
+    out["clip_id"] += [c.decode() for c in batch["clip_id"].numpy()]
+    if "attributes" in batch:
+      out["attributes"].append(batch["attributes"].numpy())
+    if with_voice:
+      out["images"].append(batch["image"].numpy())
+      pcm = batch["pcm"]
+      for n in lengths:
+        start = (samples - n) // 2
+        out[f"v_s_{n}"].append(models.encode_voice(pcm[:, start:start + n]).numpy())
+    count += len(batch["speaker"])
+    if limit and count >= limit:
+      break
+  return {k: (np.concatenate(v) if v and not isinstance(v[0], str) else v) for k, v in out.items()}
+
+
+def _faces_png(models: _Models, data: dict, length: int, rows: int = 8) -> bytes:
+  from PIL import Image, ImageDraw
+  speakers = data["speaker"]
+  picks = [int(np.flatnonzero(speakers == s)[0]) for s in np.unique(speakers)][:rows]
+  true = data["images"][picks].astype(np.float32) / 255.0
+  from_true = models.decode(data["v_f"][picks]).numpy()
+  from_voice = models.decode(data[f"v_s_{length}"][picks]).numpy()
+  size = true.shape[1]
+  scale = max(1, 128 // size)
+  header = 18
+  grid = np.concatenate([np.concatenate([t, a, b], axis=1) for t, a, b in zip(true, from_true, from_voice)], 0)
+  image = Image.fromarray(np.uint8(np.clip(grid, 0, 1) * 255)).resize(
+      (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+  canvas = Image.new("RGB", (image.width, image.height + header), "white")
+  canvas.paste(image, (0, header))
+  draw = ImageDraw.Draw(canvas)
+  for i, label in enumerate(("true face", "from true feature", "from the voice")):
+    draw.text((i * size * scale + 4, 3), label, fill="black")
+  buf = io.BytesIO()
+  canvas.save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str = "test",
+             gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int = 2000,
+             log=print) -> dict:
+  """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`."""
+  out_dir = out_dir or os.path.join(workdir, "eval")
+  tf.io.gfile.makedirs(out_dir)
+  info = DatasetInfo.read(data_dir)
+  models = _Models(workdir, vgg_face_weights)
+  config = models.config
+  long = config.audio.clip_samples
+  short = max(config.audio.min_samples, long // 2)
+  lengths = [long, short]
+  log(f"evaluate: {split} split of {data_dir}, inputs of {long / 16000:g} s and {short / 16000:g} s")
+  test = _collect(models, data_dir, split, info, long, lengths, None, with_voice=True)
+  n_speakers = len(np.unique(test["speaker"]))
+  metrics: dict = {"workdir": workdir, "data": data_dir, "split": split, "clips": int(len(test["v_f"])),
+                   "speakers": int(n_speakers), "config": config.name,
+                   "definitions": {"l2/l1": "distance between unit-normalised features",
+                                   "gallery": "own clip's face + one face of each of G-1 other speakers",
+                                   "attributes": "linear classifier on true faces' features (train split)"},
+                   "inputs": {}}
+  train = None
+  if info.attribute_names and "train" in info.shards:
+    train = _collect(models, data_dir, "train", info, long, [], train_limit, with_voice=False)
+  for n in lengths:
+    key = f"{n / config.audio.sample_rate:g}s"
+    v_s = test[f"v_s_{n}"]
+    entry = {"similarity": similarity_figures(v_s, test["v_f"]),
+             "retrieval": retrieval_figures(v_s, test["v_f"], test["speaker"], gallery_size)}
+    if train is not None and len(test["attributes"]):
+      decoded = models.decode(v_s).numpy()
+      voice_face_features = models.encode_faces(decoded * 255.0).numpy()
+      true_face_features = test["v_f"]
+      entry["attributes"] = attribute_figures(info.attribute_names, train["v_f"], train["attributes"],
+                                              true_face_features, voice_face_features)
+      # how well the classifier reads the TRUE attributes of the true faces (its own ceiling)
+      for j, name in enumerate(info.attribute_names):
+        if name in entry["attributes"] and name in BINARY_ATTRIBUTES:
+          predict = fit_attribute_classifier(train["v_f"], train["attributes"][:, j])
+          entry["attributes"][name]["classifier_accuracy_on_true_faces"] = float(
+              np.mean((predict(true_face_features) > 0.5) == (test["attributes"][:, j] > 0.5)))
+    metrics["inputs"][key] = entry
+    r = entry["retrieval"]
+    log(f"  {key}: angle {entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "
+        f"cosine R@1 {100 * r['cosine']['R@1']:.1f}% (chance {100 * r['chance']['R@1']:.1f}%, "
+        f"gallery {r['gallery_size']})"
+        + (f", sex agreement {100 * entry['attributes']['sex']['agreement']:.0f}%"
+           if "sex" in entry.get("attributes", {}) else ""))
+  png = _faces_png(models, test, long)
+  with tf.io.gfile.GFile(os.path.join(out_dir, "faces.png"), "wb") as f:
+    f.write(png)
+  with tf.io.gfile.GFile(os.path.join(out_dir, "metrics.json"), "w") as f:
+    f.write(json.dumps(metrics, indent=2))
+  with tf.io.gfile.GFile(os.path.join(out_dir, "report.html"), "w") as f:
+    f.write(render_report(metrics, png))
+  metrics["outputs"] = {k: os.path.join(out_dir, k) for k in ("metrics.json", "faces.png", "report.html")}
+  return metrics
+
+
+def render_report(metrics: dict, png: bytes) -> str:
+  rows = []
+  for key, entry in metrics["inputs"].items():
+    r, s = entry["retrieval"], entry["similarity"]
+    for metric in ("cosine", "l2", "l1"):
+      rows.append(f"<tr><td>{key}</td><td>{metric}</td>" + "".join(
+          f"<td>{100 * r[metric][f'R@{k}']:.1f}</td>" for k in KS) + "</tr>")
+    rows.append(f"<tr><td>{key}</td><td>chance (G={r['gallery_size']})</td>" + "".join(
+        f"<td>{100 * r['chance'][f'R@{k}']:.1f}</td>" for k in KS) + "</tr>")
+    rows.append(f"<tr><td>{key}</td><td colspan=5>angle {s['cosine_angle_degrees']['mean']:.2f} ± "
+                f"{s['cosine_angle_degrees']['std']:.2f}°, L2 {s['l2']['mean']:.3f} ± {s['l2']['std']:.3f}, "
+                f"L1 {s['l1']['mean']:.2f} ± {s['l1']['std']:.2f}; attributes: "
+                f"{html.escape(json.dumps(entry.get('attributes', {})))}</td></tr>")
+  image = base64.b64encode(png).decode()
+  return f"""<!doctype html><html><head><meta charset="utf-8"><title>s2f evaluation</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
+</head><body><h1>Speech2Face evaluation</h1>
+<p>{metrics['clips']} held-out clips from {metrics['speakers']} speakers never seen in training
+(split <code>{html.escape(metrics['split'])}</code>, config <code>{html.escape(metrics['config'])}</code>),
+{datetime.date.today().isoformat()}.</p>
+<h2>Speech-to-face retrieval, recall@K (%)</h2>
+<table><tr><th>input</th><th>metric</th>{''.join(f'<th>R@{k}</th>' for k in KS)}</tr>{''.join(rows)}</table>
+<h2>Faces</h2><p>Per row: the true face, the face decoded from the true face feature, and the face
+predicted from the voice alone.</p><img src="data:image/png;base64,{image}" alt="faces">
+</body></html>"""

@@ -1,0 +1,151 @@
+"""Where a SavedModel is written: `s2f export`.
+
+  <export_base>/<model_name>/<version>/          integer version, what TF Serving polls
+      saved_model.pb, variables/
+      assets.extra/tf_serving_warmup_requests    PredictionLog records (TF Serving warms up with them)
+      assets.extra/s2f_model.json                 sample rate, length limits, shapes, config name
+Signature `serving_default`:
+  waveform     float32 [batch, samples] at 16 kHz (any length in [min, max]; short clips are tiled)
+  -> face_feature float32 [batch, D], face_image uint8 [batch, S, S, 3], landmarks float32 [batch, K, 2]
+The export is built in a temporary directory next to the versions and renamed when complete, so
+a polling server never sees half a model. It is reloaded and checked against the in-process model
+before the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import tensorflow as tf
+
+from s2f_tf.configs.base import Config, from_dict
+from s2f_tf.models import factory
+from s2f_tf.train.stages import weights_path
+
+SIGNATURE = "serving_default"
+INPUT = "waveform"
+OUTPUTS = ("face_feature", "face_image", "landmarks")
+WARMUP_FILE = "tf_serving_warmup_requests"
+MODEL_INFO_FILE = "s2f_model.json"
+
+
+class ServingModule(tf.Module):
+  """The exported computation: raw waveform in, feature + face image + landmarks out."""
+
+  def __init__(self, model):
+    super().__init__()
+    self.model = model
+
+  @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name=INPUT)])
+  def serve(self, waveform):
+    out = self.model(waveform, training=False)
+    image = tf.cast(tf.round(tf.clip_by_value(out["face_image"], 0.0, 1.0) * 255.0), tf.uint8)
+    return {"face_feature": tf.identity(out["face_feature"], name="face_feature"),
+            "face_image": tf.identity(image, name="face_image"),                 # [B, S, S, 3]
+            "landmarks": tf.identity(out["landmarks"], name="landmarks")}        # [B, K, 2]
+
+
+def load_config(workdir: str) -> Config:
+  path = os.path.join(workdir, "config.json")
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{path} is missing: {workdir!r} is not a training workdir")
+  with tf.io.gfile.GFile(path) as f:
+    return from_dict(json.load(f))
+
+
+def load_trained_model(workdir: str):
+  """Speech2Face (front end + voice encoder + face decoder) from a workdir's resolved config and
+  stage weights; returns (model, config)."""
+  config = load_config(workdir)
+  model = factory.build_speech2face(config)
+  model(np.zeros((1, config.audio.clip_samples), np.float32))                   # build
+  for stage, part in (("voice_encoder", model.voice_encoder), ("face_decoder", model.face_decoder)):
+    path = weights_path(workdir, stage)
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f"{path} is missing: train --stage={stage} first")
+    part.load_weights(path)
+  return model, config
+
+
+def next_version(model_dir: str) -> int:
+  versions = [int(n) for n in tf.io.gfile.listdir(model_dir) if n.strip("/").isdigit()] \
+      if tf.io.gfile.isdir(model_dir) else []
+  return max(versions, default=0) + 1
+
+
+def _warmup_records(config: Config, batch_sizes=(1, 4)) -> list[bytes]:
+  from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+  records = []
+  rng = np.random.RandomState(0)
+  for b in batch_sizes:
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(signature_name=SIGNATURE))
+    wave = (rng.randn(b, config.audio.clip_samples) * 0.05).astype(np.float32)
+    request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(wave))
+    log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    records.append(log.SerializeToString())
+  return records
+
+
+def model_info(config: Config) -> dict:
+  a = config.audio
+  return {"config": config.name, "sample_rate": a.sample_rate, "min_samples": a.min_samples,
+          "max_samples": a.max_samples, "clip_samples": a.clip_samples, "feature_dim": config.feature_dim,
+          "image_size": config.face_encoder.image_size, "num_landmarks": config.face_decoder.num_landmarks,
+          "signature": SIGNATURE, "input": INPUT, "outputs": list(OUTPUTS)}
+
+
+def export_model(model, config: Config, export_base: str, model_name: str, version: int | None = None,
+                 check: bool = True) -> str:
+  """Writes the SavedModel atomically; returns the final version directory."""
+  if not model_name or "/" in model_name:
+    raise ValueError(f"model_name must be a plain name, got {model_name!r}")
+  model_dir = os.path.join(export_base, model_name)
+  tf.io.gfile.makedirs(model_dir)
+  version = version or next_version(model_dir)
+  final = os.path.join(model_dir, str(version))
+  if tf.io.gfile.exists(final):
+    raise FileExistsError(f"{final} already exists; versions are never overwritten")
+  tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
+  if tf.io.gfile.exists(tmp):
+    tf.io.gfile.rmtree(tmp)
+  module = ServingModule(model)
+  try:
+    tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
+    extra = os.path.join(tmp, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+      for record in _warmup_records(config):
+        writer.write(record)
+    with tf.io.gfile.GFile(os.path.join(extra, MODEL_INFO_FILE), "w") as f:
+      f.write(json.dumps(model_info(config), indent=2))
+    if check:
+      check_export(tmp, model, config)
+    tf.io.gfile.rename(tmp, final)
+  finally:
+    if tf.io.gfile.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)
+  return final
+
+
+def check_export(path: str, model, config: Config, atol: float = 1e-4) -> None:
+  """Reloads the SavedModel and compares its outputs with the in-process model."""
+  loaded = tf.saved_model.load(path)
+  fn = loaded.signatures[SIGNATURE]
+  wave = (np.random.RandomState(1).randn(2, config.audio.clip_samples) * 0.05).astype(np.float32)
+  got = fn(waveform=tf.constant(wave))
+  want = model(wave, training=False)
+  if set(got) != set(OUTPUTS):
+    raise AssertionError(f"exported outputs {sorted(got)} != {list(OUTPUTS)}")
+  np.testing.assert_allclose(got["face_feature"].numpy(), want["face_feature"].numpy(), atol=atol, rtol=1e-4)
+  np.testing.assert_allclose(got["landmarks"].numpy(), want["landmarks"].numpy(), atol=atol, rtol=1e-4)
+  image = np.round(np.clip(want["face_image"].numpy(), 0, 1) * 255)
+  if np.abs(got["face_image"].numpy().astype(np.int32) - image).max() > 1:
+    raise AssertionError("exported face_image differs from the in-process model")
+
+
+def export_workdir(workdir: str, export_base: str, model_name: str, version: int | None = None) -> str:
+  model, config = load_trained_model(workdir)
+  return export_model(model, config, export_base, model_name, version)
