@@ -7,8 +7,9 @@ batches int16 PCM; this layer converts it.
   waveform [batch, samples] (int16 PCM or float in [-1, 1], 16 kHz)
     -> tile clips shorter than `tile_to_samples` (repeat, as the paper does)
     -> STFT (Hann `window_samples`, hop `hop_samples`, FFT `fft_length`, no centring/padding)
+    -> keep the lowest `max_bins` bins (0: all; the paper keeps all 257)
     -> real, imaginary parts, each sign(x) * |x| ** power
-    -> [batch, frames, fft_length // 2 + 1, 2]
+    -> [batch, frames, bins, 2]
 
 Always float32, whatever the mixed-precision policy (DESIGN.md).
 """
@@ -61,12 +62,13 @@ class SpectrogramFrontEnd(keras.layers.Layer):
     min_samples, max_samples: inputs outside [min, max] samples raise InvalidArgumentError.
     periodic_window: periodic Hann (scipy/librosa `get_window('hann', n, fftbins=True)`).
     validate: check length and finiteness in the graph (cheap; keep on outside benchmarks).
+    max_bins: keep only the lowest `max_bins` frequency bins (a band limit); 0 keeps all.
   """
 
   def __init__(self, sample_rate: int = 16000, window_samples: int = 400, hop_samples: int = 160,
                fft_length: int = 512, power: float = 0.3, tile_to_samples: int = 96000,
                min_samples: int = 400, max_samples: int = 480000, periodic_window: bool = True,
-               validate: bool = True, **kwargs):
+               validate: bool = True, max_bins: int = 0, **kwargs):
     kwargs["dtype"] = "float32"    # never mixed precision: STFT and power law in float32
     super().__init__(**kwargs)
     if fft_length < window_samples:
@@ -85,7 +87,11 @@ class SpectrogramFrontEnd(keras.layers.Layer):
     self.max_samples = max_samples
     self.periodic_window = periodic_window
     self.validate = validate
-    self.num_bins = fft_length // 2 + 1
+    full = fft_length // 2 + 1
+    if not 0 <= max_bins <= full:
+      raise ValueError(f"max_bins must be in [0, {full}], got {max_bins}")
+    self.max_bins = max_bins
+    self.num_bins = max_bins or full
     window = tf.signal.hann_window(window_samples, periodic=periodic_window, dtype=tf.float32)
     self._window = window
 
@@ -143,6 +149,8 @@ class SpectrogramFrontEnd(keras.layers.Layer):
     stft = tf.signal.stft(x, frame_length=self.window_samples, frame_step=self.hop_samples,
                           fft_length=self.fft_length, window_fn=self._window_fn,
                           pad_end=False)                                    # [B, T, F] complex64
+    if self.max_bins:
+      stft = stft[..., :self.max_bins]                                      # [B, T, max_bins]
     parts = tf.stack([tf.math.real(stft), tf.math.imag(stft)], axis=-1)    # [B, T, F, 2]
     return power_law(parts, self.power)                                     # [B, T, F, 2]
 
@@ -157,13 +165,13 @@ class SpectrogramFrontEnd(keras.layers.Layer):
                   hop_samples=self.hop_samples, fft_length=self.fft_length, power=self.power,
                   tile_to_samples=self.tile_to_samples, min_samples=self.min_samples,
                   max_samples=self.max_samples, periodic_window=self.periodic_window,
-                  validate=self.validate)
+                  validate=self.validate, max_bins=self.max_bins)
     return config
 
 
 def spectrogram_numpy(waveform: np.ndarray, window_samples: int = 400, hop_samples: int = 160,
                       fft_length: int = 512, power: float = 0.3, tile_to_samples: int = 0,
-                      periodic_window: bool = True) -> np.ndarray:
+                      periodic_window: bool = True, max_bins: int = 0) -> np.ndarray:
   """Plain numpy reference of `SpectrogramFrontEnd` (float64), for tests and for users to check.
 
   [batch, samples] -> [batch, frames, bins, 2]
@@ -181,6 +189,8 @@ def spectrogram_numpy(waveform: np.ndarray, window_samples: int = 400, hop_sampl
   frames = num_frames(x.shape[1], window_samples, hop_samples)
   idx = np.arange(frames)[:, None] * hop_samples + n[None, :]              # [T, W]
   spec = np.fft.rfft(x[:, idx] * window, n=fft_length, axis=-1)            # [B, T, F]
+  if max_bins:
+    spec = spec[..., :max_bins]
   parts = np.stack([spec.real, spec.imag], axis=-1)                        # [B, T, F, 2]
   return np.sign(parts) * np.abs(parts) ** power
 

@@ -50,9 +50,9 @@ class TorchVoiceEncoder(nn.Module):
   def forward(self, wave):
     a = self.a
     frames = wave.unfold(1, a.window_samples, a.hop_samples) * self.window          # [B, T, W]
-    spec = torch.fft.rfft(frames, n=a.fft_length)                                    # [B, T, F]
+    spec = torch.fft.rfft(frames, n=a.fft_length)[..., :a.num_bins]                  # [B, T, F]
     x = torch.stack([spec.real, spec.imag], dim=1)                                   # [B, 2, T, F]
-    x = torch.sign(x) * x.abs().pow(0.3)
+    x = (torch.sign(x) * x.abs().pow(0.3)).contiguous(memory_format=torch.channels_last)
     for i in range(8):
       x = self.norms[i](torch.relu(self._conv(i, x)))
       if i in _POOL_AFTER:
@@ -64,7 +64,7 @@ class TorchVoiceEncoder(nn.Module):
 
 def torch_train_seconds(config, batch_size: int, steps: int, warmup: int) -> float:
   torch.set_num_threads(max(1, torch.get_num_threads()))
-  model = TorchVoiceEncoder(config)
+  model = TorchVoiceEncoder(config).to(memory_format=torch.channels_last)   # oneDNN's best CPU layout
   opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), eps=1e-4)
   wave = torch.from_numpy((np.random.RandomState(0).randn(batch_size, config.audio.clip_samples) * 0.1)
                           .astype(np.float32))
@@ -86,3 +86,17 @@ def torch_train_seconds(config, batch_size: int, steps: int, warmup: int) -> flo
   for _ in range(steps):
     step()
   return time.perf_counter() - start
+
+
+def main() -> None:
+  """python -m s2f_tf.bench_torch CONFIG_JSON BATCH STEPS WARMUP -> prints seconds (own process, so
+  TensorFlow's thread pools cannot disturb the timing)."""
+  import json
+  import sys
+  from s2f_tf.configs.base import from_dict
+  config = from_dict(json.loads(sys.argv[1]))
+  print(torch_train_seconds(config, int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+
+
+if __name__ == "__main__":
+  main()

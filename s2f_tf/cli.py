@@ -58,7 +58,8 @@ flags.DEFINE_enum("precision", None, ["float32", "mixed_bfloat16", "mixed_float1
                   "train: overrides train.precision (CPUs: float32).")
 flags.DEFINE_integer("cpu_devices", 1, "Split the CPU into N logical devices (to exercise MirroredStrategy "
                      "without GPUs).")
-flags.DEFINE_bool("jit_compile", True, "train: XLA-compile the forward/backward pass.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"], "train/bench: XLA-compile the "
+                  "forward/backward pass; auto = on GPUs, off on CPUs (TF's oneDNN convolutions beat XLA:CPU's).")
 flags.DEFINE_bool("deterministic", False, "train: deterministic ops and input order (exact resume; slower).")
 flags.DEFINE_string("profile_steps", None, "train: START,STOP steps to trace for TensorBoard's profiler.")
 flags.DEFINE_string("vgg_face_weights", None, "VGG-Face Keras HDF5 weights file: the face encoder (stage 1 "
@@ -172,6 +173,13 @@ def prepare(kind: str, config) -> None:
               beam_args=FLAGS.beam_arg, num_workers=FLAGS.num_workers, arguments=arguments)
 
 
+def _jit() -> bool:
+  if FLAGS.jit_compile == "auto":
+    import tensorflow as tf
+    return bool(tf.config.list_physical_devices("GPU"))
+  return FLAGS.jit_compile == "true"
+
+
 def train_command(config) -> None:
   from s2f_tf.train.loop import TrainOptions, train
   if not FLAGS.stage or not FLAGS.workdir or not FLAGS.data:
@@ -189,7 +197,7 @@ def train_command(config) -> None:
       raise UsageError(f"--profile_steps needs 0 <= START < STOP, got {FLAGS.profile_steps!r}")
     profile = (start, stop)
   options = TrainOptions(stage=FLAGS.stage, workdir=FLAGS.workdir, data_dir=FLAGS.data, strategy=FLAGS.strategy,
-                         jit_compile=FLAGS.jit_compile, deterministic=FLAGS.deterministic,
+                         jit_compile=_jit(), deterministic=FLAGS.deterministic,
                          profile_steps=profile, vgg_face_weights=FLAGS.vgg_face_weights,
                          skip_corrupt=FLAGS.skip_corrupt)
   result = train(config, options)
@@ -207,7 +215,7 @@ def bench(kind: str, config) -> None:
   elif kind == "train":
     from s2f_tf.bench import bench_train
     result = bench_train(config, batch_size=FLAGS.batch_size or config.train.batch_size, steps=FLAGS.steps,
-                         jit_compile=FLAGS.jit_compile)
+                         jit_compile=_jit())
   print(json.dumps(result) if FLAGS.json else "\n".join(f"{k:>24}: {v}" for k, v in result.items()))
 
 

@@ -127,3 +127,14 @@ def test_bad_input_errors():
     f(np.zeros((1, 100), np.float32))
   with pytest.raises(ValueError, match="fft_length"):
     SpectrogramFrontEnd(fft_length=256)
+
+
+def test_band_limit_keeps_lowest_bins():
+  x = _wave()
+  fe = _small(max_bins=129)
+  out = fe(x).numpy()
+  assert out.shape[2] == 129
+  np.testing.assert_allclose(out, spectrogram_numpy(x, tile_to_samples=1600, max_bins=129), **TOL)
+  assert SpectrogramFrontEnd.from_config(fe.get_config()).max_bins == 129
+  with pytest.raises(ValueError, match="max_bins"):
+    _small(max_bins=300)

@@ -459,3 +459,14 @@ def test_training_step_reduces_loss():
   for _ in range(5):
     last, _ = step()
   assert np.isfinite(last) and last < first
+
+
+def test_batchnorm_variant_trains_and_refuses_vggface_weights(tmp_path):
+  from s2f_tf.models.face_encoder import FaceEncoder, load_vggface_weights
+  model = FaceEncoder(image_size=32, width=1 / 16, fc_units=16, num_identities=5, batchnorm=True, dropout=0.0)
+  assert len(model.norm_layers) == 13
+  out = model(np.random.RandomState(0).uniform(0, 255, (4, 32, 32, 3)).astype(np.float32), training=True)
+  assert out["feature"].shape == (4, 16)
+  assert FaceEncoder.from_config(model.get_config()).batchnorm
+  with pytest.raises(ValueError, match="batchnorm=False"):
+    load_vggface_weights(model, str(tmp_path / "any.h5"))

@@ -51,7 +51,7 @@ def test_stages_write_weights_summaries_and_profile(tiny_corpus, tiny_faces_work
   assert config["face_encoder"]["num_identities"] == 8          # resolved from the data
   workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
   result = _result(run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}",
-                           f"--data={tiny_corpus}", "--profile_steps=2,4"))
+                           f"--data={tiny_corpus}", "--profile_steps=2,4", "--jit_compile=true"))
   assert result["steps"] == 6 and set(result["losses"]) == {"decoder_l1", "feature_l2", "distill", "total"}
   logdir = os.path.join(workdir, "tensorboard", "voice_encoder")
   tags = _tags(logdir)
@@ -99,7 +99,7 @@ def test_multi_worker_two_processes_end_identical(tiny_corpus, tiny_faces_workdi
   assert os.path.exists(os.path.join(workdir, "voice_encoder", "voice_encoder.weights.h5"))
 
 
-KILL_ARGS = ["--config=tiny", "--stage=voice_encoder", "--deterministic", "--jit_compile=false",
+KILL_ARGS = ["--config=tiny", "--stage=voice_encoder", "--deterministic", 
              "--set=train.voice_encoder_steps=12", "--set=train.checkpoint_every=2"]
 
 

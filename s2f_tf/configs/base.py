@@ -25,6 +25,7 @@ class AudioConfig:
   fft_length: int = 512            # -> 257 bins
   power: float = 0.3               # sign(x) * |x| ** power on real and imaginary parts
   periodic_window: bool = True     # Hann as in scipy/librosa (fftbins=True)
+  max_bins: int = 0                # keep only the lowest N bins (a band limit); 0: all (the paper)
 
   @property
   def clip_samples(self) -> int:
@@ -45,7 +46,7 @@ class AudioConfig:
 
   @property
   def num_bins(self) -> int:
-    return self.fft_length // 2 + 1
+    return self.max_bins or self.fft_length // 2 + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +71,7 @@ class FaceEncoderConfig:
   channel_order: str = "BGR"               # what the network's first conv expects
   mean: tuple[float, float, float] = (93.5940, 104.7624, 129.1863)   # in channel_order
   dropout: float = 0.5                     # after fc6/fc7 when training from scratch
+  batchnorm: bool = False                  # conv-BN-ReLU (small variants trained from scratch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +95,7 @@ class LossConfig:
   lambda_distill: float = 200.0            # lambda2: fc8 distillation
   temperature: float = 2.0
   decoder_texture: float = 1.0             # texture L1
-  decoder_landmarks: float = 1.0           # landmark MSE
+  decoder_landmarks: float = 100.0         # landmark MSE (normalised coordinates: errors ~1e-3)
   decoder_feature: float = 1.0             # negative cosine of face-encoder features
 
 
@@ -219,6 +221,8 @@ def validate(config: Config) -> Config:
   if not 0 < a.min_seconds <= a.clip_seconds <= a.max_seconds:
     raise ValueError("audio: need 0 < min_seconds <= clip_seconds <= max_seconds, got "
                      f"{a.min_seconds}, {a.clip_seconds}, {a.max_seconds}")
+  if not 0 <= a.max_bins <= a.fft_length // 2 + 1:
+    raise ValueError(f"audio.max_bins must be in [0, {a.fft_length // 2 + 1}], got {a.max_bins}")
   if a.min_samples < a.window_samples:
     raise ValueError(f"audio.min_seconds ({a.min_seconds}) is shorter than one STFT window")
   if config.voice_encoder.padding not in ("valid", "same"):

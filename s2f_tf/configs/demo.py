@@ -1,10 +1,14 @@
-"""`demo`: CPU-sized Speech2Face, big enough to learn the synthetic corpus in minutes.
+"""`demo`: CPU-sized Speech2Face that learns the synthetic corpus in minutes on 2 cores.
 
-2 s clips (198 x 257 x 2), 'same' padding so the short clip survives the Table 1 stack, channels
-at 1/4 width, a 256-D face feature, 64 x 64 faces, 68 landmarks (the synthetic faces' layout).
+Same front end maths as the paper (25 ms Hann, FFT 512, power law 0.3) with a 20 ms hop and a
+0-4 kHz band (the synthetic voices' pitch and formants live there): 2 s -> 99 x 129 x 2.
+The Table 1 voice encoder at 1/8 width with 'same' padding; a 256-D face feature; VGG-Face layout
+at 1/4 width on 64 x 64 faces; 68 landmarks (the synthetic faces' layout).
 
   make demo            # prepares the synthetic corpus and runs every stage with this preset
   s2f describe --config=demo
+Expected (make demo, 200 identities x 10 clips, held-out speakers): retrieval R@1 (cosine) at
+least 5x chance, sex agreement between voice-predicted and true faces at least 90%.
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig,
@@ -14,14 +18,15 @@ from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEnc
 def get_config() -> Config:
   return Config(
       name="demo",
-      audio=AudioConfig(clip_seconds=2.0, min_seconds=0.5, max_seconds=30.0),
-      voice_encoder=VoiceEncoderConfig(width=0.25, padding="same", fc_units=256),
+      audio=AudioConfig(clip_seconds=2.0, min_seconds=0.5, max_seconds=30.0, hop_samples=320, max_bins=129),
+      voice_encoder=VoiceEncoderConfig(width=0.125, padding="same", fc_units=256),
       face_encoder=FaceEncoderConfig(image_size=64, width=0.25, fc_units=256, num_identities=200,
-                                     dropout=0.2),
+                                     dropout=0.2, batchnorm=True),
       face_decoder=FaceDecoderConfig(bottleneck=256, num_landmarks=68, landmark_hidden=(256,),
-                                     texture_start_size=8, texture_base_channels=128,
-                                     texture_min_channels=32),
-      train=TrainConfig(batch_size=16, face_encoder_steps=600, face_decoder_steps=600,
-                        voice_encoder_steps=1500, log_every=50, image_every=500,
-                        checkpoint_every=500, shuffle_buffer=512),
+                                     texture_start_size=8, texture_base_channels=64,
+                                     texture_min_channels=16),
+      train=TrainConfig(batch_size=32, face_encoder_steps=300, face_decoder_steps=300,
+                        voice_encoder_steps=600, face_encoder_learning_rate=1e-3,
+                        face_decoder_learning_rate=1e-3, log_every=25, image_every=100,
+                        checkpoint_every=200, shuffle_buffer=512),
   )

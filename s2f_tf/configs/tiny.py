@@ -13,7 +13,7 @@ def get_config() -> Config:
       audio=AudioConfig(clip_seconds=1.0, min_seconds=0.25, max_seconds=10.0),
       voice_encoder=VoiceEncoderConfig(width=1 / 16, padding="same", fc_units=32),
       face_encoder=FaceEncoderConfig(image_size=32, width=1 / 16, fc_units=32, num_identities=8,
-                                     dropout=0.0),
+                                     dropout=0.0, batchnorm=True),
       face_decoder=FaceDecoderConfig(bottleneck=32, num_landmarks=68, landmark_hidden=(32,),
                                      texture_start_size=4, texture_base_channels=16,
                                      texture_min_channels=8),

@@ -79,13 +79,15 @@ class FaceEncoder(keras.Model):
     channel_order: "RGB" or "BGR": the channel order the first conv expects.
     mean: per-channel mean subtracted from [0, 255] pixels, in `channel_order`.
     dropout: dropout rate after the fc6 and fc7 ReLUs (active only with training=True).
+    batchnorm: conv -> batch norm -> ReLU in every conv layer (VGG-BN), for training small variants
+      from scratch; VGG-Face itself has none (published weights need batchnorm=False).
     **kwargs: passed to `keras.Model` (name, dtype, trainable).
   """
 
   def __init__(self, image_size: int = 224, width: float = 1.0, fc_units: int = 4096,
                num_identities: int = 2622, channel_order: str = "BGR",
                mean: Sequence[float] = (93.5940, 104.7624, 129.1863), dropout: float = 0.5,
-               **kwargs: Any) -> None:
+               batchnorm: bool = False, **kwargs: Any) -> None:
     super().__init__(**kwargs)
     image_size = int(image_size)
     if image_size <= 0 or image_size % 32 != 0:
@@ -106,14 +108,18 @@ class FaceEncoder(keras.Model):
     self.channel_order = channel_order
     self.mean = mean
     self.dropout = float(dropout)
+    self.batchnorm = bool(batchnorm)
 
     self.conv_layers: list[keras.layers.Conv2D] = []
+    self.norm_layers: list[keras.layers.BatchNormalization] = []
     self.pool_layers: list[keras.layers.MaxPooling2D] = []
     for b, block in enumerate(VGG16_BLOCKS, start=1):
       for i, channels in enumerate(block, start=1):
         self.conv_layers.append(keras.layers.Conv2D(
-            _scaled(channels, self.width), 3, padding="same", activation="relu",
-            name=f"conv{b}_{i}"))
+            _scaled(channels, self.width), 3, padding="same",
+            activation=None if self.batchnorm else "relu", name=f"conv{b}_{i}"))
+        if self.batchnorm:
+          self.norm_layers.append(keras.layers.BatchNormalization(name=f"bn{b}_{i}"))
       self.pool_layers.append(keras.layers.MaxPooling2D(2, strides=2, name=f"pool{b}"))
     self.flatten = keras.layers.Flatten(name="flatten")
     self.fc6 = keras.layers.Dense(self.fc_units, activation="relu", name="fc6")
@@ -150,6 +156,8 @@ class FaceEncoder(keras.Model):
         conv = next(convs)
         conv.build(shape)
         shape = (None, shape[1], shape[2], conv.filters)
+        if self.batchnorm:
+          self.norm_layers[self.conv_layers.index(conv)].build(shape)
       shape = (None, shape[1] // 2, shape[2] // 2, shape[3])
     flat = shape[1] * shape[2] * shape[3]
     self.fc6.build((None, flat))
@@ -174,10 +182,13 @@ class FaceEncoder(keras.Model):
     self._check_images(images)
     x = preprocess(images, self.channel_order, self.mean)   # [B, S, S, 3] float32
     x = ops.cast(x, self.compute_dtype)                      # [B, S, S, 3]
-    convs = iter(self.conv_layers)
+    convs = iter(range(len(self.conv_layers)))
     for block, pool in zip(VGG16_BLOCKS, self.pool_layers):
       for _ in block:
-        x = next(convs)(x)          # [B, s, s, C_block]  (S=224, width=1: C = 64 .. 512)
+        k = next(convs)
+        x = self.conv_layers[k](x)  # [B, s, s, C_block]  (S=224, width=1: C = 64 .. 512)
+        if self.batchnorm:
+          x = ops.relu(self.norm_layers[k](x, training=training))
       x = pool(x)                   # [B, s/2, s/2, C_block]  (S=224: 112, 56, 28, 14, 7)
     x = self.flatten(x)             # [B, (S/32)^2 * C5]      (S=224, width=1: 25088)
     x = self.fc6(x)                 # [B, F] ReLU
@@ -206,6 +217,7 @@ class FaceEncoder(keras.Model):
         "channel_order": self.channel_order,
         "mean": list(self.mean),
         "dropout": self.dropout,
+        "batchnorm": self.batchnorm,
     })
     return config
 
@@ -288,6 +300,9 @@ def load_vggface_weights(model: FaceEncoder, path: str) -> None:
       differs (message names the layer, the expected shape and the file's shape).
   """
   path = os.fspath(path)
+  if model.batchnorm:
+    raise ValueError("VGG-Face weights have no batch norm layers: build the face encoder with "
+                     "batchnorm=False (--set=face_encoder.batchnorm=false) to load them")
   if not os.path.isfile(path):
     raise FileNotFoundError(f"VGG-Face weights file not found: {path}")
   if not h5py.is_hdf5(path):

@@ -16,7 +16,7 @@ def build_front_end(config: Config, validate: bool = True) -> SpectrogramFrontEn
       sample_rate=a.sample_rate, window_samples=a.window_samples, hop_samples=a.hop_samples,
       fft_length=a.fft_length, power=a.power, tile_to_samples=a.clip_samples,
       min_samples=a.min_samples, max_samples=a.max_samples, periodic_window=a.periodic_window,
-      validate=validate, name="front_end")
+      validate=validate, max_bins=a.max_bins, name="front_end")
 
 
 def build_voice_encoder(config: Config) -> VoiceEncoder:
@@ -31,7 +31,7 @@ def build_face_encoder(config: Config) -> FaceEncoder:
   f = config.face_encoder
   return FaceEncoder(image_size=f.image_size, width=f.width, fc_units=f.fc_units,
                      num_identities=f.num_identities, channel_order=f.channel_order, mean=f.mean,
-                     dropout=f.dropout, name="face_encoder")
+                     dropout=f.dropout, batchnorm=f.batchnorm, name="face_encoder")
 
 
 def build_face_decoder(config: Config) -> FaceDecoder:
