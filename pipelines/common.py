@@ -34,26 +34,15 @@ from s2f_tf.data import schema
 
 PREPARE_FILE = "prepare.json"
 
-# Typed failure reasons that land in the manifest.
-MISSING_FILE = "missing_file"
-UNDECODABLE = "undecodable"
-TOO_SHORT = "too_short"
-NO_FACE = "no_face"
-SEVERAL_FACES = "several_faces"
-NO_FACE_NEAR_CENTER = "no_face_near_center"
+# Typed failure reasons that land in the manifest: the media vocabulary (s2f_tf/data/media.py),
+# plus the framework's own catch-all for unexpected exceptions.
+from s2f_tf.data.media import (MISSING_FILE, NO_FACE, NO_FACE_NEAR_CENTER, SEVERAL_FACES,  # noqa: E402,F401
+                               TOO_SHORT, UNDECODABLE)
+from s2f_tf.data.media import REASONS as MEDIA_REASONS  # noqa: E402
+from s2f_tf.data.media import MediaError as ItemError  # noqa: E402,F401  one typed failure for items and media
+
 UNEXPECTED = "unexpected_error"
-REASONS = (MISSING_FILE, UNDECODABLE, TOO_SHORT, NO_FACE, SEVERAL_FACES, NO_FACE_NEAR_CENTER, UNEXPECTED)
-
-
-class ItemError(Exception):
-  """A typed, expected failure of one item: recorded in the manifest, never fatal to the job."""
-
-  def __init__(self, reason: str, detail: str):
-    if reason not in REASONS:
-      raise ValueError(f"unknown failure reason {reason!r}; known: {REASONS}")
-    super().__init__(f"{reason}: {detail}")
-    self.reason = reason
-    self.detail = detail
+REASONS = MEDIA_REASONS + (UNEXPECTED,)
 
 
 class Source(Protocol):

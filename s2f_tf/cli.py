@@ -71,6 +71,15 @@ flags.DEFINE_integer("gallery_size", 100, "evaluate: faces per retrieval gallery
 flags.DEFINE_string("export_base", None, "export: SavedModels go to <export_base>/<model_name>/<version>/.")
 flags.DEFINE_string("model_name", "s2f", "export/serve/predict: the model's name.")
 flags.DEFINE_integer("version", 0, "export: version number; 0: one above the newest.")
+# serve / predict (serve's flags as tensorflow_model_server names them)
+flags.DEFINE_string("model_base_path", None, "serve: <export_base>/<model_name>, holding integer versions.")
+flags.DEFINE_integer("port", 8500, "serve: gRPC port (0 disables).")
+flags.DEFINE_integer("rest_api_port", 8501, "serve: REST port (0 disables).")
+flags.DEFINE_string("host", "127.0.0.1", "serve: address to bind; 127.0.0.1 unless you mean otherwise.")
+flags.DEFINE_string("server", None, "predict: HOST:PORT of a gRPC server (TF Serving or `s2f serve`).")
+flags.DEFINE_string("model_dir", None, "predict: a SavedModel (or its <model_name> dir) to run in-process.")
+flags.DEFINE_string("feature_out", None, "predict: also write the face feature as .npy here.")
+flags.DEFINE_float("timeout", 30.0, "predict: request deadline in seconds.")
 # bench
 flags.DEFINE_string("data", None, "A prepared dataset directory.")
 flags.DEFINE_string("split", "train", "Dataset split to read.")
@@ -85,7 +94,9 @@ COMMANDS = {
     "train": "train one stage: --stage=face_encoder|face_decoder|voice_encoder --workdir --data",
     "evaluate": "quality on held-out speakers: --workdir --data [--out] -> metrics.json, faces.png, report.html",
     "export": "write a SavedModel for TF Serving: --workdir --export_base --model_name",
-    "bench": "measure speed and print figures: input | train",
+    "serve": "development server (TF Serving's gRPC + REST APIs): --model_base_path --model_name --port",
+    "predict": "a face from an audio file: AUDIO [--server HOST:PORT | --model_dir DIR] --out face.png",
+    "bench": "measure speed and print figures: input | train | serve",
     "demo": "run the whole stack end to end on the synthetic corpus (what `make demo` runs)",
 }
 
@@ -141,7 +152,7 @@ class UsageError(Exception):
   """Bad command line: printed without a traceback, exit status 2."""
 
 
-SUBCOMMANDS = {"prepare": ("synthetic", "avspeech", "folders"), "bench": ("input", "train")}
+SUBCOMMANDS = {"prepare": ("synthetic", "avspeech", "folders"), "bench": ("input", "train", "serve")}
 
 
 def prepare(kind: str, config) -> None:
@@ -204,6 +215,24 @@ def train_command(config) -> None:
   print(json.dumps(result))
 
 
+def predict_command(audio: str) -> None:
+  from s2f_tf.predict import LocalModel, predict_file
+  if not FLAGS.out:
+    raise UsageError("--out face.png is required")
+  if bool(FLAGS.server) == bool(FLAGS.model_dir):
+    raise UsageError("give exactly one of --server HOST:PORT or --model_dir DIR")
+  if not os.path.exists(audio):
+    raise FileNotFoundError(f"audio file {audio!r} does not exist")
+  if FLAGS.server:
+    from serving.client import GrpcClient
+    predictor = GrpcClient(FLAGS.server, FLAGS.model_name, timeout_seconds=FLAGS.timeout)
+    max_samples = None
+  else:
+    predictor = LocalModel(FLAGS.model_dir)
+    max_samples = predictor.info.get("max_samples")
+  print(json.dumps(predict_file(audio, FLAGS.out, predictor, FLAGS.feature_out, max_samples)))
+
+
 def bench(kind: str, config) -> None:
   if kind == "input":
     from s2f_tf.bench import bench_input
@@ -212,6 +241,11 @@ def bench(kind: str, config) -> None:
     seconds = FLAGS.clip_seconds or 6.0
     result = bench_input(FLAGS.data, FLAGS.split, batch_size=FLAGS.batch_size or 64,
                          clip_samples=int(round(seconds * config.audio.sample_rate)), steps=FLAGS.steps)
+  elif kind == "serve":
+    from s2f_tf.bench_serve import bench_serve
+    if not FLAGS.model_base_path:
+      raise UsageError("--model_base_path is required (an exported <export_base>/<model_name>)")
+    result = bench_serve(FLAGS.model_base_path, FLAGS.model_name, batch_size=FLAGS.batch_size or 1)
   elif kind == "train":
     from s2f_tf.bench import bench_train
     result = bench_train(config, batch_size=FLAGS.batch_size or config.train.batch_size, steps=FLAGS.steps,
@@ -231,7 +265,9 @@ def main(argv: list[str]) -> int:
   try:
     if kinds and (len(rest) != 1 or rest[0] not in kinds):
       raise UsageError(f"expected one of: {' | '.join(kinds)}; got {' '.join(rest) or 'nothing'}")
-    if not kinds and rest:
+    if command == "predict" and len(rest) != 1:
+      raise UsageError("expected one audio file: s2f predict AUDIO --out face.png")
+    if not kinds and rest and command != "predict":
       raise UsageError(f"unexpected arguments {rest}")
     config = _resolved_config()
     if command == "describe":
@@ -249,6 +285,14 @@ def main(argv: list[str]) -> int:
                          log=(lambda *_: None) if FLAGS.json else print)
       if FLAGS.json:
         print(json.dumps(metrics))
+    elif command == "serve":
+      if not FLAGS.model_base_path:
+        raise UsageError("--model_base_path is required")
+      from serving.server import serve
+      serve(FLAGS.model_base_path, FLAGS.model_name, port=FLAGS.port, rest_api_port=FLAGS.rest_api_port,
+            host=FLAGS.host)
+    elif command == "predict":
+      predict_command(rest[0])
     elif command == "export":
       if not FLAGS.workdir or not FLAGS.export_base:
         raise UsageError("--workdir and --export_base are required")
@@ -262,6 +306,11 @@ def main(argv: list[str]) -> int:
   except (UsageError, ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"s2f {command}: {e}", file=sys.stderr)
     return 2
+  except Exception as e:  # typed media errors (unreadable audio, ...) and serving errors: no traceback
+    if type(e).__name__ not in ("MediaError", "ServingError"):
+      raise
+    print(f"s2f {command}: {e}", file=sys.stderr)
+    return 1
   except RuntimeError as e:   # TrainingError and friends: a clear message, no traceback
     if type(e).__name__ != "TrainingError":
       raise

@@ -321,6 +321,8 @@ class RestClient:
     return path + suffix
 
   def _request(self, url: str, body: dict | None = None) -> Any:
+    """GET (no body) or POST JSON; returns the decoded JSON. Connection failures, 503 and 429 are
+    retried with backoff; any other HTTP error raises ServingError with the server's message."""
     data = None if body is None else json.dumps(body).encode()
     attempt = 0
     while True:
@@ -335,19 +337,17 @@ class RestClient:
           message = json.loads(raw).get("error", "")
         except (ValueError, AttributeError):
           message = raw.decode(errors="replace")
-        code = _HTTP_TO_CODE.get(e.code, "UNKNOWN")
-        if attempt < self.retries and e.code in (429, 503):
-          pass
-        else:
-          raise ServingError(code, message or e.reason, http_status=e.code) from None
-      except (urllib.error.URLError, ConnectionError) as e:
-        reason = getattr(e, "reason", e)
-        if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-          raise ServingError("DEADLINE_EXCEEDED", f"{url}: {reason}") from None
-        if attempt >= self.retries:
-          raise ServingError("UNAVAILABLE", f"{url}: {reason}") from None
+        error = ServingError(_HTTP_TO_CODE.get(e.code, "UNKNOWN"), message or str(e.reason), http_status=e.code)
+        retryable = e.code in (429, 503)
       except TimeoutError as e:
         raise ServingError("DEADLINE_EXCEEDED", f"{url}: {e}") from None
+      except (urllib.error.URLError, ConnectionError) as e:
+        reason = getattr(e, "reason", e)
+        if isinstance(reason, TimeoutError):
+          raise ServingError("DEADLINE_EXCEEDED", f"{url}: {reason}") from None
+        error, retryable = ServingError("UNAVAILABLE", f"{url}: {reason}"), True
+      if not retryable or attempt >= self.retries:
+        raise error
       self.retries_made += 1
       time.sleep(_backoff(attempt, self.backoff_seconds))
       attempt += 1
