@@ -7,9 +7,10 @@ For each input length (the preset's clip length and half of it; paper: 6 s and 3
   retrieval (speech -> face): each query's gallery holds its own clip's true face and one face of
     each of up to G-1 OTHER test speakers; recall@1/2/5/10 by cosine, L1 and L2, with the gallery
     size G and chance (K / G) reported next to every number
-  attributes (where the data has them): a linear classifier fitted on TRUE faces' features of the
-    training split labels the true face and the face decoded from the voice; agreement for binary
-    attributes (sex), Pearson r for continuous ones
+  attributes (where the data has them): a small CNN attribute classifier trained on the TRUE face
+    images of the training split (standing in for the face-attribute service the paper used)
+    labels the true face and the face decoded from the voice; agreement for binary attributes
+    (sex), Pearson r for continuous ones, and the classifier's own accuracy on true faces
 Writes metrics.json, faces.png (per row: true face | decoded from the true feature | decoded from
 the voice) and report.html.
 """
@@ -88,28 +89,71 @@ def retrieval_figures(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, ga
   return out
 
 
-def fit_attribute_classifier(features: np.ndarray, values: np.ndarray, ridge: float = 1e-2):
-  """Linear least squares with a bias on standardised features (one model per attribute column)."""
-  mu, sd = features.mean(0), features.std(0) + 1e-6
-  x = np.concatenate([(features - mu) / sd, np.ones((len(features), 1))], axis=1)
-  w = np.linalg.solve(x.T @ x + ridge * len(x) * np.eye(x.shape[1]), x.T @ values)
-  return lambda f: np.concatenate([(f - mu) / sd, np.ones((len(f), 1))], axis=1) @ w
+def train_attribute_classifier(images: np.ndarray, values: np.ndarray, names, steps: int = 400,
+                               batch_size: int = 64, seed: int = 0):
+  """A small CNN: face images uint8 [N, S, S, 3] -> attributes [N, A] (binary ones as probabilities).
+
+  Trained on true faces only; NaN (unknown) attributes are masked out of the loss.
+  Returns predict(images [M, S, S, 3] uint8 or float in [0, 255]) -> [M, A].
+  """
+  import keras
+  binary = np.array([n in BINARY_ATTRIBUTES for n in names])
+  finite = np.isfinite(values)
+  mu = np.where(binary, 0.0, np.nanmean(np.where(finite, values, np.nan), axis=0))
+  sd = np.where(binary, 1.0, np.nanstd(np.where(finite, values, np.nan), axis=0) + 1e-6)
+  target = np.where(finite, (values - mu) / sd, 0.0).astype(np.float32)
+  keras.utils.set_random_seed(seed)
+  model = keras.Sequential([
+      keras.layers.Input(images.shape[1:]),
+      keras.layers.Rescaling(1.0 / 255.0),
+      keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+      keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+      keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+      keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+      keras.layers.GlobalAveragePooling2D(),
+      keras.layers.Dense(64, activation="relu"),
+      keras.layers.Dense(len(names))], name="attribute_classifier")
+  optimizer = keras.optimizers.Adam(2e-3)
+  bin_mask = tf.constant(binary, tf.bool)
+
+  @tf.function
+  def step(x, y, ok):
+    with tf.GradientTape() as tape:
+      out = model(tf.cast(x, tf.float32), training=True)
+      bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=out)
+      loss = tf.where(bin_mask[None], bce, tf.square(out - y))
+      loss = tf.reduce_sum(tf.where(ok, loss, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0)
+    grads = tape.gradient(loss, model.trainable_variables)
+    optimizer.apply(grads, model.trainable_variables)
+    return loss
+
+  rng = np.random.default_rng(seed)
+  for _ in range(steps):
+    idx = rng.integers(0, len(images), batch_size)
+    step(images[idx], target[idx], finite[idx])
+
+  def predict(x):
+    out = model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0)
+    return np.where(binary, 1.0 / (1.0 + np.exp(-out)), out * sd + mu)
+  return predict
 
 
-def attribute_figures(names, train_feat, train_attr, true_feat, voice_feat) -> dict:
+def attribute_figures(names, predict, true_images, voice_images, true_values) -> dict:
+  """Agreement / correlation between the classifier's reading of true and voice-decoded faces."""
+  p_true, p_voice = predict(true_images), predict(voice_images)
   out = {}
   for j, name in enumerate(names):
-    ok = np.isfinite(train_attr[:, j])
-    if ok.sum() < 10:
-      continue
-    predict = fit_attribute_classifier(train_feat[ok], train_attr[ok, j])
-    p_true, p_voice = predict(true_feat), predict(voice_feat)
+    known = np.isfinite(true_values[:, j])
     if name in BINARY_ATTRIBUTES:
-      out[name] = {"agreement": float(np.mean((p_true > 0.5) == (p_voice > 0.5))),
-                   "classifier_accuracy_on_true_faces": None}
+      out[name] = {"agreement": float(np.mean((p_true[:, j] > 0.5) == (p_voice[:, j] > 0.5))),
+                   "classifier_accuracy_on_true_faces":
+                       float(np.mean((p_true[known, j] > 0.5) == (true_values[known, j] > 0.5)))}
     else:
-      r = np.corrcoef(p_true, p_voice)[0, 1] if np.std(p_voice) > 0 and np.std(p_true) > 0 else 0.0
-      out[name] = {"pearson_r": float(r)}
+      r = (np.corrcoef(p_true[:, j], p_voice[:, j])[0, 1]
+           if np.std(p_voice[:, j]) > 0 and np.std(p_true[:, j]) > 0 else 0.0)
+      ceiling = (np.corrcoef(p_true[known, j], true_values[known, j])[0, 1]
+                 if known.sum() > 2 and np.std(p_true[known, j]) > 0 else 0.0)
+      out[name] = {"pearson_r": float(r), "classifier_r_on_true_faces": float(ceiling)}
   return out
 
 
@@ -129,7 +173,7 @@ class _Models:
 
 
 def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samples: int,
-             lengths: list[int], limit: int | None, with_voice: bool) -> dict:
+             lengths: list[int], limit: int | None, with_voice: bool, images: bool = True) -> dict:
   fields = ["image", "speaker", "clip_id"] + (["pcm"] if with_voice else [])
   if info.attribute_names:
     fields.append("attributes")
@@ -144,8 +188,9 @@ def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samp
     out["clip_id"] += [c.decode() for c in batch["clip_id"].numpy()]
     if "attributes" in batch:
       out["attributes"].append(batch["attributes"].numpy())
-    if with_voice:
+    if images:
       out["images"].append(batch["image"].numpy())
+    if with_voice:
       pcm = batch["pcm"]
       for n in lengths:
         start = (samples - n) // 2
@@ -198,28 +243,23 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
                    "speakers": int(n_speakers), "config": config.name,
                    "definitions": {"l2/l1": "distance between unit-normalised features",
                                    "gallery": "own clip's face + one face of each of G-1 other speakers",
-                                   "attributes": "linear classifier on true faces' features (train split)"},
+                                   "attributes": "CNN attribute classifier trained on true face images "
+                                                 "(train split), applied to true and voice-decoded faces"},
                    "inputs": {}}
-  train = None
-  if info.attribute_names and "train" in info.shards:
+  predict_attributes = None
+  if info.attribute_names and "train" in info.shards and len(test["attributes"]):
     train = _collect(models, data_dir, "train", info, long, [], train_limit, with_voice=False)
+    log(f"  training the attribute classifier on {len(train['images'])} true training faces")
+    predict_attributes = train_attribute_classifier(train["images"], train["attributes"], info.attribute_names)
   for n in lengths:
     key = f"{n / config.audio.sample_rate:g}s"
     v_s = test[f"v_s_{n}"]
     entry = {"similarity": similarity_figures(v_s, test["v_f"]),
              "retrieval": retrieval_figures(v_s, test["v_f"], test["speaker"], gallery_size)}
-    if train is not None and len(test["attributes"]):
-      decoded = models.decode(v_s).numpy()
-      voice_face_features = models.encode_faces(decoded * 255.0).numpy()
-      true_face_features = test["v_f"]
-      entry["attributes"] = attribute_figures(info.attribute_names, train["v_f"], train["attributes"],
-                                              true_face_features, voice_face_features)
-      # how well the classifier reads the TRUE attributes of the true faces (its own ceiling)
-      for j, name in enumerate(info.attribute_names):
-        if name in entry["attributes"] and name in BINARY_ATTRIBUTES:
-          predict = fit_attribute_classifier(train["v_f"], train["attributes"][:, j])
-          entry["attributes"][name]["classifier_accuracy_on_true_faces"] = float(
-              np.mean((predict(true_face_features) > 0.5) == (test["attributes"][:, j] > 0.5)))
+    if predict_attributes is not None:
+      decoded = np.clip(models.decode(v_s).numpy(), 0.0, 1.0) * 255.0          # [N, S, S, 3]
+      entry["attributes"] = attribute_figures(info.attribute_names, predict_attributes, test["images"],
+                                              decoded, test["attributes"])
     metrics["inputs"][key] = entry
     r = entry["retrieval"]
     log(f"  {key}: angle {entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "

@@ -172,3 +172,22 @@ def test_distributed_input_context(data_dir):
   ids = [int(c.decode().split("/")[1]) for b in batches for c in b["clip_id"].numpy()]
   assert all(b["clip_id"].shape == (2,) for b in batches)     # per-replica batch
   assert sorted(ids) == [1, 3, 5, 7]                          # this worker's shard only
+
+
+def test_tf_data_service_on_loopback(data_dir):
+  """The same batches come back through a real tf.data service (dispatcher + worker on 127.0.0.1)."""
+  dispatcher = tf.data.experimental.service.DispatchServer(
+      tf.data.experimental.service.DispatcherConfig(port=0))
+  address = dispatcher.target.split("://")[1]
+  worker = tf.data.experimental.service.WorkerServer(
+      tf.data.experimental.service.WorkerConfig(dispatcher_address=address, worker_address="127.0.0.1:%port%",
+                                                port=0))
+  try:
+    opts = InputOptions(batch_size=4, clip_samples=500, training=False, fields=("pcm", "clip_id"))
+    local = sorted(c for b in make_dataset(data_dir, "train", opts) for c in b["clip_id"].numpy())
+    served = make_dataset(data_dir, "train", InputOptions(**{**opts.__dict__, "service_address": dispatcher.target}))
+    remote = sorted(c for b in served for c in b["clip_id"].numpy())
+    assert remote == local and len(local) == 8
+  finally:
+    worker._stop()
+    dispatcher._stop()

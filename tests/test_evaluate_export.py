@@ -42,12 +42,20 @@ def test_galleries_hold_own_face_and_other_speakers_only():
     assert speakers[i] not in others and len(set(others)) == 3
 
 
-def test_attribute_classifier_recovers_a_linear_attribute():
+def test_attribute_classifier_learns_from_images():
   rng = np.random.default_rng(1)
-  feats = rng.standard_normal((200, 8))
-  sex = (feats[:, 0] > 0).astype(float)
-  out = ev.attribute_figures(["sex"], feats, sex[:, None], feats[:50], feats[:50])
-  assert out["sex"]["agreement"] == 1.0
+  sex = rng.integers(0, 2, 256).astype(np.float32)
+  size = rng.uniform(0, 1, 256).astype(np.float32)
+  images = np.zeros((256, 16, 16, 3), np.uint8)
+  images[sex == 1, :, :8, 0] = 255                       # "female" faces: red left half
+  images[..., 2] = (size * 255).astype(np.uint8)[:, None, None]
+  values = np.stack([sex, size], 1)
+  predict = ev.train_attribute_classifier(images, values, ["sex", "size"], steps=150)
+  out = ev.attribute_figures(["sex", "size"], predict, images[:64], images[:64], values[:64])
+  assert out["sex"]["agreement"] == 1.0 and out["sex"]["classifier_accuracy_on_true_faces"] > 0.95
+  assert out["size"]["classifier_r_on_true_faces"] > 0.9 and out["size"]["pearson_r"] > 0.99
+  flipped = ev.attribute_figures(["sex", "size"], predict, images[:64], 255 - images[:64], values[:64])
+  assert flipped["sex"]["agreement"] < 1.0
 
 
 def test_evaluate_command_writes_metrics_grid_and_report(tiny_trained_workdir, tiny_corpus, tmp_path):

@@ -36,6 +36,9 @@ class InputOptions:
   drop_remainder: bool = True           # static batch shapes (needed under tf.distribute / XLA)
   repeat: bool | None = None            # default: = training
   prefetch: int = tf.data.AUTOTUNE
+  service_address: str | None = None    # "grpc://host:port" of a tf.data service dispatcher: parsing
+                                        # and batching run on its workers (see BUILD.md)
+  service_job: str | None = None        # shared job name: consumers split one stream between them
 
 
 def crop_or_tile(pcm_bytes: tf.Tensor, lengths: tf.Tensor, clip_samples: int, training: bool,
@@ -146,6 +149,10 @@ def make_dataset(data_dir: str, split: str, options: InputOptions,
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=options.deterministic)
   if options.skip_corrupt:
     ds = ds.ignore_errors(log_warning=True)
+  if options.service_address:
+    ds = ds.apply(tf.data.experimental.service.distribute(
+        processing_mode=tf.data.experimental.service.ShardingPolicy.OFF,
+        service=options.service_address, job_name=options.service_job))
   opts = tf.data.Options()
   opts.deterministic = options.deterministic
   opts.experimental_optimization.map_parallelization = True
