@@ -6,6 +6,8 @@
           ProcessShard: for each item in item_id order, source.process(item) -> Clip or ItemError
                         -> <split>-<i>-of-<n>.tfrecord (temporary name, renamed when complete)
                         -> <split>-<i>-of-<n>.done.json (the shard's manifest + stats; written last)
+  optional feature stage: with a FaceEncoder weights file, every shard's faces go through the face
+          encoder (in batches, one encoder per worker process) and face/feature is stored
   driver: merge the .done.json files -> manifest.jsonl (every item: ok, or its typed failure)
           and dataset.json (schema.DatasetInfo)
 
@@ -127,20 +129,57 @@ def _join(*parts: str) -> str:
   return os.path.join(*parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class FeatureSpec:
+  """Compute face/feature for every clip: a VGG-Face Keras HDF5 weights file and the FaceEncoder
+  constructor arguments it fits (picklable: the encoder itself is built once per worker)."""
+  weights: str
+  encoder_kwargs: dict
+
+  @property
+  def feature_dim(self) -> int:
+    return int(self.encoder_kwargs.get("fc_units", 4096))
+
+
+_ENCODERS: dict = {}
+
+
+def _face_features(spec: FeatureSpec, clips: list[schema.Clip], batch_size: int = 32) -> None:
+  """Fills clip.feature in place: PNG -> [B, S, S, 3] -> the face encoder's fc7 feature."""
+  import io as _io
+
+  from PIL import Image
+
+  from s2f_tf.models.face_encoder import FaceEncoder, load_vggface_weights
+  key = (spec.weights, json.dumps(spec.encoder_kwargs, sort_keys=True))
+  if key not in _ENCODERS:
+    encoder = FaceEncoder(**spec.encoder_kwargs)
+    load_vggface_weights(encoder, spec.weights)
+    _ENCODERS[key] = tf.function(lambda x: encoder(x, training=False)["feature"])
+  encode = _ENCODERS[key]
+  for start in range(0, len(clips), batch_size):
+    chunk = clips[start:start + batch_size]
+    images = np.stack([np.asarray(Image.open(_io.BytesIO(c.face_png)).convert("RGB")) for c in chunk])
+    features = encode(tf.constant(images, tf.float32)).numpy()             # [B, D]
+    for clip, feature in zip(chunk, features):
+      clip.feature = feature
+
+
 def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items: list[dict[str, Any]],
-                  speakers: dict[str, int]) -> dict[str, Any]:
+                  speakers: dict[str, int], features: FeatureSpec | None = None) -> dict[str, Any]:
   """Processes and writes one shard; returns its summary (also written as <shard>.done.json)."""
   split, index, count = key
   name = shard_name(split, index, count)
   done_path = os.path.join(out_dir, name.replace(".tfrecord", ".done.json"))
   if tf.io.gfile.exists(done_path) and tf.io.gfile.exists(os.path.join(out_dir, name)):
     return _read_json(done_path)                                 # finished by an earlier run
-  statuses, records = [], []
+  statuses, clips = [], []
   landmark_sum, landmark_count, max_samples, speakers_seen = None, 0, 0, set()
   for item in sorted(items, key=lambda it: it["item_id"]):
     try:
       clip = source.process(item, speakers[item["speaker_id"]])
-      records.append(schema.encode(clip))
+      schema.encode(clip)                                        # validates before it is kept
+      clips.append(clip)
     except ItemError as e:
       statuses.append({"item_id": item["item_id"], "status": "failed", "reason": e.reason,
                        "detail": e.detail, "speaker_id": item["speaker_id"]})
@@ -157,6 +196,9 @@ def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items
     lm = np.asarray(clip.landmarks, np.float64)
     landmark_sum = lm if landmark_sum is None else landmark_sum + lm
     landmark_count += 1
+  if features is not None and clips:
+    _face_features(features, clips)
+  records = [schema.encode(clip) for clip in clips]
   schema.write_shard(_join(out_dir, name), records)
   summary = {"shard": name, "split": split, "items": statuses, "clips": len(records),
              "speakers": sorted(speakers_seen), "max_samples": max_samples,
@@ -169,16 +211,17 @@ def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items
 class _ProcessShard:
   """Beam step: one line of plan.jsonl -> process and write that shard (a plain picklable class)."""
 
-  def __init__(self, source: Source, out_dir: str, speakers: dict[str, int]):
-    self.source, self.out_dir, self.speakers = source, out_dir, speakers
+  def __init__(self, source: Source, out_dir: str, speakers: dict[str, int], features: FeatureSpec | None):
+    self.source, self.out_dir, self.speakers, self.features = source, out_dir, speakers, features
 
   def __call__(self, line: str):
     task = json.loads(line)
-    return process_shard(self.source, self.out_dir, tuple(task["key"]), task["items"], self.speakers)
+    return process_shard(self.source, self.out_dir, tuple(task["key"]), task["items"], self.speakers,
+                         self.features)
 
 
 def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: list[str],
-              num_workers: int) -> None:
+              num_workers: int, features: FeatureSpec | None = None) -> None:
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -195,7 +238,7 @@ def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: 
     for key, items in sorted(plan.shards.items()):
       f.write(json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n")
   tf.io.gfile.rename(tmp, plan_path, overwrite=True)
-  fn = _ProcessShard(source, out_dir, plan.speakers)
+  fn = _ProcessShard(source, out_dir, plan.speakers, features)
   with beam.Pipeline(options=PipelineOptions(args)) as p:
     _ = (p | "plan" >> beam.io.ReadFromText(plan_path)
            | "spread" >> beam.Reshuffle()
@@ -204,12 +247,16 @@ def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: 
 
 def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner: str = "DirectRunner",
                 beam_args: Iterable[str] = (), num_workers: int = 2, arguments: dict | None = None,
-                log=print) -> schema.DatasetInfo:
+                log=print, features: FeatureSpec | None = None) -> schema.DatasetInfo:
   """Prepares `source` into `out_dir` (idempotent; see module docstring). Returns the DatasetInfo."""
   started = time.time()
   tf.io.gfile.makedirs(out_dir)
   fingerprint = {"source": source.name, "arguments": arguments or {}, "items_per_shard": items_per_shard,
                  "schema_version": schema.SCHEMA_VERSION}
+  if features is not None:
+    if not tf.io.gfile.exists(features.weights):
+      raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
+    fingerprint["features"] = dataclasses.asdict(features)
   prep_path = os.path.join(out_dir, PREPARE_FILE)
   if tf.io.gfile.exists(prep_path):
     previous = _read_json(prep_path)
@@ -227,8 +274,8 @@ def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner
   log(f"prepare {source.name}: {len(items)} items, {len(plan.speakers)} speakers, "
       f"{len(plan.shards)} shards ({done} already done) -> {out_dir}")
   if done < len(plan.shards):
-    _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers)
-  info = _finalize(plan, source, out_dir)
+    _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers, features)
+  info = _finalize(plan, source, out_dir, features.feature_dim if features else 0)
   failed = sum(1 for _ in _iter_failures(out_dir))
   log(f"prepare {source.name}: {sum(info.counts.values())} clips written "
       f"({', '.join(f'{s} {n}' for s, n in info.counts.items())}), {failed} failed items "
@@ -244,7 +291,7 @@ def _iter_failures(out_dir: str):
         yield row
 
 
-def _finalize(plan: Plan, source: Source, out_dir: str) -> schema.DatasetInfo:
+def _finalize(plan: Plan, source: Source, out_dir: str, feature_dim: int = 0) -> schema.DatasetInfo:
   summaries = []
   for key in sorted(plan.shards):
     path = _join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
@@ -272,7 +319,7 @@ def _finalize(plan: Plan, source: Source, out_dir: str) -> schema.DatasetInfo:
   info = schema.DatasetInfo(
       source=source.name, num_speakers=len(plan.speakers), speakers=plan.speakers, shards=shards,
       counts=counts, speaker_counts={k: len(v) for k, v in speakers.items()}, mean_landmarks=mean,
-      **source.info())
+      feature_dim=feature_dim, **source.info())
   info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])
   info.write(out_dir)
   return info

@@ -180,8 +180,15 @@ def prepare(kind: str, config) -> None:
     extra = {"min_seconds": FLAGS.min_seconds} if FLAGS.min_seconds else {}
     source = FoldersSource(FLAGS.root, image_size, meta_path=FLAGS.meta, **extra)
     arguments = {"root": os.path.abspath(FLAGS.root), "image_size": image_size, "meta": FLAGS.meta, **extra}
+  features = None
+  if FLAGS.vgg_face_weights:
+    import dataclasses
+    from pipelines.common import FeatureSpec
+    kwargs = dataclasses.asdict(config.face_encoder)
+    kwargs.update(image_size=image_size, mean=list(kwargs["mean"]))
+    features = FeatureSpec(os.path.abspath(FLAGS.vgg_face_weights), kwargs)
   run_prepare(source, FLAGS.out, items_per_shard=FLAGS.items_per_shard, runner=FLAGS.runner,
-              beam_args=FLAGS.beam_arg, num_workers=FLAGS.num_workers, arguments=arguments)
+              beam_args=FLAGS.beam_arg, num_workers=FLAGS.num_workers, arguments=arguments, features=features)
 
 
 def _jit() -> bool:

@@ -119,3 +119,32 @@ def test_plan_checks_and_splits():
   splits = [common.split_for_speaker(f"speaker{i}") for i in range(2000)]
   assert 0.75 < splits.count("train") / 2000 < 0.85 and splits.count("test") > 150
   assert common.split_for_speaker("speaker7") == common.split_for_speaker("speaker7")
+
+
+def test_feature_stage_stores_face_encoder_features(tmp_path):
+  """With a weights file, prepare stores each face's fc7 feature; training then reads it."""
+  from s2f_tf.models.face_encoder import FaceEncoder, load_vggface_weights
+  from test_face_encoder import keras2_layer_list, random_vgg_weights, write_keras2_h5
+  kwargs = dict(image_size=32, width=1 / 16, fc_units=16, num_identities=5, dropout=0.0)
+  encoder = FaceEncoder(**kwargs)
+  weights_file = str(tmp_path / "vgg.h5")
+  write_keras2_h5(weights_file, keras2_layer_list(random_vgg_weights(encoder)))
+  load_vggface_weights(encoder, weights_file)
+  out = str(tmp_path / "data")
+  source = SyntheticSource(identities=4, clips_per_identity=2, image_size=32, seed=5)
+  info = common.run_prepare(source, out, beam_args=IN_PROCESS, log=lambda *_: None,
+                            features=common.FeatureSpec(weights_file, kwargs))
+  assert info.feature_dim == 16
+  import tensorflow as tf
+  from PIL import Image
+  import io
+  shard = info.files(out, sorted(info.shards)[0])[0]
+  clip = schema.decode_numpy(next(iter(tf.data.TFRecordDataset(shard))).numpy())
+  image = np.asarray(Image.open(io.BytesIO(clip.face_png)))[None].astype(np.float32)
+  np.testing.assert_allclose(clip.feature, encoder(image)["feature"].numpy()[0], rtol=1e-4, atol=1e-4)
+  batch = next(iter(make_dataset(out, sorted(info.shards)[0], InputOptions(
+      batch_size=1, clip_samples=8000, training=False, fields=("pcm", "feature")))))
+  assert batch["feature"].shape == (1, 16)
+  with pytest.raises(FileNotFoundError, match="do not exist"):
+    common.run_prepare(source, str(tmp_path / "other"), log=lambda *_: None,
+                       features=common.FeatureSpec(str(tmp_path / "missing.h5"), kwargs))
