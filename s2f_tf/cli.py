@@ -7,6 +7,10 @@
   s2f train --stage=face_encoder|face_decoder|voice_encoder --workdir=RUN --data=DIR
   s2f evaluate --workdir=RUN --data=DIR [--json]
   s2f export --workdir=RUN --export_base=EXPORTS --model_name=s2f
+  s2f serve --model_base_path=EXPORTS/s2f --model_name=s2f --port=8500 --rest_api_port=8501
+  s2f predict AUDIO (--server=HOST:PORT | --model_dir=EXPORTS/s2f) --out=face.png
+  s2f bench input|train|serve ...
+  s2f demo --out=demo_out
   s2f bench input --data=DIR [--json]
 
 `s2f --helpfull` lists every flag.
