@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import time
 
-from s2f_tf.data.dataset import InputOptions, make_dataset
-
 
 def bench_input(data_dir: str, split: str, batch_size: int, clip_samples: int, steps: int = 50,
                 warmup: int = 10, fields=("pcm", "speaker")) -> dict:
   """Runs the training input pipeline (random crop, shuffle, repeat) and times `steps` batches."""
+  from s2f_tf.data.dataset import InputOptions, make_dataset
   options = InputOptions(batch_size=batch_size, clip_samples=clip_samples, training=True, fields=fields)
   it = iter(make_dataset(data_dir, split, options))
   for _ in range(warmup):
@@ -54,7 +53,8 @@ def graph_flops(concrete_function) -> int:
   return int(tf.compat.v1.profiler.profile(graph=concrete_function.graph, options=opts).total_float_ops)
 
 
-def _timed(step, steps: int, warmup: int) -> float:
+def timed(step, steps: int, warmup: int) -> float:
+  """Seconds for `steps` calls of `step` after `warmup` calls (shared by the TF and PyTorch sides)."""
   for _ in range(warmup):
     step()
   start = time.perf_counter()
@@ -99,7 +99,7 @@ def bench_train(config, batch_size: int, steps: int = 10, warmup: int = 3, jit_c
     return loss
 
   matmul_before = matmul_flops_per_second()
-  seconds = _timed(lambda: train_step(wave, target).numpy(), steps, warmup)
+  seconds = timed(lambda: train_step(wave, target).numpy(), steps, warmup)
   matmul = max(matmul_before, matmul_flops_per_second())     # the machine's capability, not a dip
   step_flops = 3 * flops_forward
   result = {"benchmark": "train", "config": config.name, "batch_size": batch_size, "steps": steps,

@@ -6,12 +6,12 @@ Adam; NCHW layout as PyTorch prefers. Imported only when torch is installed.
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import torch
 from torch import nn
 
+from s2f_tf.bench import timed
 from s2f_tf.models.voice_encoder import _POOL_AFTER, _STRIDE2, frequency_bins_out, scaled_channels
 
 
@@ -80,12 +80,7 @@ def torch_train_seconds(config, batch_size: int, steps: int, warmup: int) -> flo
     opt.step()
     return float(loss)
 
-  for _ in range(warmup):
-    step()
-  start = time.perf_counter()
-  for _ in range(steps):
-    step()
-  return time.perf_counter() - start
+  return timed(step, steps, warmup)
 
 
 def main() -> None:

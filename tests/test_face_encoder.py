@@ -130,15 +130,6 @@ def assert_close(actual: Any, expected: np.ndarray, rtol: float = 1e-4) -> None:
   np.testing.assert_allclose(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
-@pytest.fixture
-def set_policy():
-  """Sets a global dtype policy for one test; always restores float32."""
-  try:
-    yield keras.mixed_precision.set_global_policy
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
-
-
 # ----------------------------------------------------------------------------------------------
 # 1. Shapes, dtypes, feature >= 0, logits_from_feature.
 
@@ -386,10 +377,10 @@ def test_keras_save_and_load(tmp_path):
 # 6. Mixed precision.
 
 
-@pytest.mark.parametrize("policy,compute", [("mixed_float16", "float16"),
-                                            ("mixed_bfloat16", "bfloat16")])
-def test_mixed_precision_outputs_float32(set_policy, policy, compute):
-  set_policy(policy)
+@pytest.mark.parametrize("name,compute", [("mixed_float16", "float16"),
+                                          ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_outputs_float32(policy, name, compute):
+  policy(name)   # conftest's fixture: sets the global policy, restores float32 afterwards
   model = tiny()
   assert model.conv_layers[0].compute_dtype == compute
   assert model.fc6.kernel.dtype == "float32"
