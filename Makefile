@@ -3,10 +3,13 @@
 
 SHELL := /bin/bash
 VENV ?= .venv
-# First Python 3.12 / 3.11 on PATH (or PYTHON=... from the caller).
-PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
+# First Python 3.12 / 3.11 on PATH (or PYTHON=... from the caller). The case pattern is written
+# "(3.11|3.12)" so its parentheses balance inside $(shell ...).
+ifndef PYTHON
+PYTHON := $(shell for p in python3.12 python3.11 python3; do \
   v=$$($$p -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) && \
-  case $$v in 3.11|3.12) echo $$p; exit 0;; esac; done; echo none)
+  case $$v in (3.11|3.12) echo $$p; exit 0;; esac; done; echo none)
+endif
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 PYTEST_ARGS ?=
