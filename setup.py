@@ -24,6 +24,7 @@ setup(
         "imageio-ffmpeg>=0.5",
         "mtcnn==1.0.*",
         "tensorflow-serving-api==2.21.*",
+        "tensorboard==2.21.*",          # tf.summary needs it (TF 2.21 no longer depends on it)
         "grpcio>=1.60",
         "protobuf>=5,<7",
     ],
