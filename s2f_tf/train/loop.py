@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -100,6 +101,17 @@ def make_optimizer(config: Config, learning_rate: float, precision: str):
 
 def _inner(optimizer):
   return getattr(optimizer, "inner_optimizer", optimizer)
+
+
+@contextlib.contextmanager
+def _naming_corrupt_shards(files: list[str]):
+  """Turns a tf.data read failure into a TrainingError that names the corrupt shard(s)."""
+  try:
+    yield
+  except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+    if isinstance(e, tf.errors.InvalidArgumentError) and "record" not in str(e).lower():
+      raise
+    raise TrainingError(explain_read_error(e, files)) from None
 
 
 def train(config: Config, options: TrainOptions, log=print) -> dict:
@@ -206,11 +218,13 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   writer = (tf.summary.create_file_writer(os.path.join(options.workdir, "tensorboard", stage.name))
             if chief else tf.summary.create_noop_writer())
   preview = None
+  files = info.files(options.data_dir, "train")
   if chief and stage.summaries is not None:
     preview_split = "validation" if info.shards.get("validation") else "train"
     preview_options = dataclasses.replace(input_options, batch_size=4, training=False, repeat=True,
                                           drop_remainder=True)
-    preview = next(iter(make_dataset(options.data_dir, preview_split, preview_options, info=info)))
+    with _naming_corrupt_shards(info.files(options.data_dir, preview_split)):
+      preview = next(iter(make_dataset(options.data_dir, preview_split, preview_options, info=info)))
 
   start_step = int(step.numpy())
   if start_step >= total_steps:
@@ -222,7 +236,6 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   last_time, last_step = time.time(), start_step
   rate = 0.0
   values: dict = {}
-  files = info.files(options.data_dir, "train")
   learning_rate = _inner(optimizer).learning_rate
   with writer.as_default():
     while int(step.numpy()) < total_steps:
@@ -230,12 +243,8 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
       if profile and current == profile[0] and chief:
         tf.profiler.experimental.start(os.path.join(options.workdir, "tensorboard", stage.name))
         profiling = True
-      try:
+      with _naming_corrupt_shards(files):
         out = preemption.run(train_step, iterator) if preemption else train_step(iterator)
-      except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-        if isinstance(e, tf.errors.InvalidArgumentError) and "record" not in str(e).lower():
-          raise
-        raise TrainingError(explain_read_error(e, files)) from None
       current = int(step.numpy())
       values = {k: float(v) for k, v in out.items()}
       if not math.isfinite(values["total"]):
