@@ -152,6 +152,11 @@ def _usage() -> str:
   return "\n".join(lines)
 
 
+# A corrupt shard or a NaN loss (TrainingError), unreadable media (MediaError), a server's answer
+# (ServingError): their messages say what went wrong and where.
+EXPECTED_FAILURES = ("TrainingError", "MediaError", "ServingError")
+
+
 class UsageError(Exception):
   """Bad command line: printed without a traceback, exit status 2."""
 
@@ -317,13 +322,9 @@ def main(argv: list[str]) -> int:
   except (UsageError, ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"s2f {command}: {e}", file=sys.stderr)
     return 2
-  except Exception as e:  # typed media errors (unreadable audio, ...) and serving errors: no traceback
-    if type(e).__name__ not in ("MediaError", "ServingError"):
-      raise
-    print(f"s2f {command}: {e}", file=sys.stderr)
-    return 1
-  except RuntimeError as e:   # TrainingError and friends: a clear message, no traceback
-    if type(e).__name__ != "TrainingError":
+  except Exception as e:
+    # Expected failures with a message written for the user: no traceback, exit status 1.
+    if type(e).__name__ not in EXPECTED_FAILURES:
       raise
     print(f"s2f {command}: {e}", file=sys.stderr)
     return 1
