@@ -12,6 +12,7 @@ PYTHON := $(shell for p in python3.12 python3.11 python3; do \
 endif
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
+DEMO_ARGS ?= --identities=600 --clips_per_identity=4
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv clean
@@ -26,7 +27,7 @@ $(STAMP): requirements.lock setup.py
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/s2f demo --out=$(DEMO_OUT)
+	$(VENV)/bin/s2f demo --config=demo --out=$(DEMO_OUT) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
