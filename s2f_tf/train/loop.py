@@ -230,7 +230,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   if start_step >= total_steps:
     log(f"[{stage.name}] already at step {start_step} of {total_steps}")
   bar = keras.utils.Progbar(total_steps, stateful_metrics=["step", "loss", "examples/s"],
-                            verbose=1 if (chief and options.progress) else 0)
+                            verbose=1 if (chief and options.progress) else 0, interval=1.0)
   profile = options.profile_steps
   profiling = False
   last_time, last_step = time.time(), start_step
