@@ -175,3 +175,44 @@ def test_corrupt_shard_fails_naming_the_file(tiny_corpus, tmp_path):
   assert r.returncode == 1 and "corrupt data in" in r.stderr, r.stderr[-2000:]
   assert any(os.path.basename(shard) in r.stderr for shard in shards)
   assert "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_multi_worker_sigterm_saves_and_resumes(tiny_corpus, tiny_faces_workdir, tmp_path):
+  """SIGTERM to one worker: TF's PreemptionCheckpointHandler saves on every worker and they exit;
+  restarting the same commands resumes from that save and finishes."""
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  args = ["--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}", f"--data={tiny_corpus}",
+          "--set=train.voice_encoder_steps=400", "--set=train.checkpoint_every=100000",
+          "--set=train.log_every=1"]
+  ckpts = os.path.join(workdir, "voice_encoder", "checkpoints")
+
+  def launch():
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    procs = []
+    for index in range(2):
+      env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
+                                                   "task": {"type": "worker", "index": index}}))
+      procs.append(subprocess.Popen([sys.executable, "-m", "s2f_tf.cli", "train", *args], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    return procs
+
+  procs = launch()
+  events = os.path.join(workdir, "tensorboard", "voice_encoder")
+  deadline = time.time() + 180
+  while time.time() < deadline and not glob.glob(os.path.join(events, "events.*")):
+    time.sleep(0.2)
+  time.sleep(3)                                         # some steps in
+  procs[0].send_signal(signal.SIGTERM)
+  for p in procs:
+    p.communicate(timeout=180)
+  saved = glob.glob(os.path.join(ckpts, "ckpt-*.index"))
+  assert saved, "no checkpoint written on SIGTERM"
+  assert any(p.returncode != 0 for p in procs)          # the run stopped early
+  results = []
+  for p in launch():
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    results.append(json.loads(out.strip().splitlines()[-1]))
+  assert all(r["steps"] == 400 for r in results)
+  assert results[0]["replica_digests"] == results[1]["replica_digests"]
