@@ -89,7 +89,7 @@ def retrieval_figures(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, ga
   return out
 
 
-def train_attribute_classifier(images: np.ndarray, values: np.ndarray, names, steps: int = 400,
+def train_attribute_classifier(images: np.ndarray, values: np.ndarray, names, steps: int = 1500,
                                batch_size: int = 64, seed: int = 0):
   """A small CNN: face images uint8 [N, S, S, 3] -> attributes [N, A] (binary ones as probabilities).
 
