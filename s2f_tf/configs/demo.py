@@ -11,11 +11,11 @@ the decoder-L1 and distillation terms swamp the cosine term and the voice encode
 mean face (held-out angle 66 deg, R@1 at chance). Feature 100 / distillation 10 gave 54 deg and
 4.8x chance. The decoder's texture term is weighted 10 so faces come out sharper.
 
-  make demo            # 600 identities x 4 clips, every stage with this preset (11.5 min on 2 cores)
+  make demo            # 600 identities x 4 clips, every stage with this preset (~12 min on 2 cores)
   s2f describe --config=demo
 Bars (held-out speakers): retrieval R@1 (cosine) at least 5x chance, sex agreement between the
-voice-predicted and the true face at least 90%. Measured (gallery 70): make demo 5.8x chance and
-71% sex agreement; other runs 2.2-4.8x and 70-82%. The sex bar is not met yet.
+voice-predicted and the true face at least 90%. Measured on fresh `make demo` runs (gallery 70):
+4.2x and 5.8x chance; 79% and 94% sex agreement (judge 96-99% on true faces). Not met reliably yet.
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,
