@@ -188,17 +188,15 @@ class AVSpeechSource:
                              f"{item['speaker_id']}.<ext> and {item['speaker_id']}_<start>_<end>.<ext>)")
     # A segment file holds just [start, end): its own time base starts at 0.
     offset = start if item["segment_file"] else 0.0
-    try:
-      pcm, frame = media.read_video_segment(item["path"], start - offset, end - offset,
-                                            min_seconds=self.min_seconds,
-                                            frame_position=self.frame_position)
-      crop, landmarks, _ = media.face_from_frame(
-          frame, (item["center_x"], item["center_y"]), self.image_size,
-          min_face_size=self.min_face_size, max_side=self.detect_max_side,
-          max_center_distance=self.max_center_distance, ambiguity_margin=self.ambiguity_margin,
-          min_confidence=self.min_confidence)
-    except media.MediaError as e:
-      raise common.ItemError(e.reason, e.detail) from e
+    # media.MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
+    pcm, frame = media.read_video_segment(item["path"], start - offset, end - offset,
+                                          min_seconds=self.min_seconds,
+                                          frame_position=self.frame_position)
+    crop, landmarks, _ = media.face_from_frame(
+        frame, (item["center_x"], item["center_y"]), self.image_size,
+        min_face_size=self.min_face_size, max_side=self.detect_max_side,
+        max_center_distance=self.max_center_distance, ambiguity_margin=self.ambiguity_margin,
+        min_confidence=self.min_confidence)
     return schema.Clip(
         clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
         split=item["split"], pcm=pcm, face_png=schema.encode_png(crop), face_size=self.image_size,

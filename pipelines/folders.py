@@ -208,18 +208,16 @@ class FoldersSource:
     if item["image"] is None:
       raise common.ItemError(common.MISSING_FILE, f"speaker folder {item['speaker_id']!r} has no face "
                                                   f"images ({', '.join(IMAGE_EXTENSIONS)})")
-    try:
-      pcm = media.load_audio(item["audio"])                                   # [samples]
-      if pcm.size < self.min_seconds * media.SAMPLE_RATE:
-        raise media.MediaError(media.TOO_SHORT, f"{item['audio']}: {pcm.size / media.SAMPLE_RATE:.3f} s "
-                                                f"of audio (< {self.min_seconds} s)")
-      if self.max_seconds is not None:
-        pcm = pcm[:int(self.max_seconds * media.SAMPLE_RATE)]
-      crop, landmarks = _face_crop(item["image"], self.image_size, self.min_face_size,
-                                   self.detect_max_side, self.pad_fraction, self.max_center_distance,
-                                   self.ambiguity_margin, self.min_confidence)
-    except media.MediaError as e:
-      raise common.ItemError(e.reason, e.detail) from e
+    # media.MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
+    pcm = media.load_audio(item["audio"])                                   # [samples]
+    if pcm.size < self.min_seconds * media.SAMPLE_RATE:
+      raise media.MediaError(media.TOO_SHORT, f"{item['audio']}: {pcm.size / media.SAMPLE_RATE:.3f} s "
+                                              f"of audio (< {self.min_seconds} s)")
+    if self.max_seconds is not None:
+      pcm = pcm[:int(self.max_seconds * media.SAMPLE_RATE)]
+    crop, landmarks = _face_crop(item["image"], self.image_size, self.min_face_size,
+                                 self.detect_max_side, self.pad_fraction, self.max_center_distance,
+                                 self.ambiguity_margin, self.min_confidence)
     attributes = {}
     if self.meta_path:
       attributes["sex"] = math.nan if item["sex"] is None else float(item["sex"])

@@ -30,9 +30,7 @@ import tensorflow as tf
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.export import load_config, load_trained_model
-from s2f_tf.models import factory
-from s2f_tf.models.face_encoder import load_vggface_weights
-from s2f_tf.train.stages import weights_path
+from s2f_tf.train.stages import load_frozen_face_encoder
 
 KS = (1, 2, 5, 10)
 BINARY_ATTRIBUTES = ("sex",)
@@ -160,13 +158,7 @@ def attribute_figures(names, predict, true_images, voice_images, true_values) ->
 class _Models:
   def __init__(self, workdir: str, vgg_face_weights: str | None):
     self.s2f, self.config = load_trained_model(workdir)
-    self.face_encoder = factory.build_face_encoder(self.config)
-    size = self.config.face_encoder.image_size
-    self.face_encoder(np.zeros((1, size, size, 3), np.float32))
-    if vgg_face_weights:
-      load_vggface_weights(self.face_encoder, vgg_face_weights)
-    else:
-      self.face_encoder.load_weights(weights_path(workdir, "face_encoder"))
+    self.face_encoder = load_frozen_face_encoder(self.config, workdir, vgg_face_weights)
     self.encode_faces = tf.function(lambda im: self.face_encoder(tf.cast(im, tf.float32), training=False)["feature"])
     self.encode_voice = tf.function(lambda w: self.s2f.encode(w, training=False))
     self.decode = tf.function(lambda v: self.s2f.face_decoder(v, training=False)["image"])

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 import tensorflow as tf
 
 from s2f_tf.configs.base import Config, from_dict
 from s2f_tf.models import factory
-from s2f_tf.train.stages import weights_path
+from s2f_tf.train.stages import load_stage_weights
 
 SIGNATURE = "serving_default"
 INPUT = "waveform"
@@ -62,18 +61,20 @@ def load_trained_model(workdir: str):
   config = load_config(workdir)
   model = factory.build_speech2face(config)
   model(np.zeros((1, config.audio.clip_samples), np.float32))                   # build
-  for stage, part in (("voice_encoder", model.voice_encoder), ("face_decoder", model.face_decoder)):
-    path = weights_path(workdir, stage)
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"{path} is missing: train --stage={stage} first")
-    part.load_weights(path)
+  load_stage_weights(model.voice_encoder, workdir, "voice_encoder")
+  load_stage_weights(model.face_decoder, workdir, "face_decoder")
   return model, config
 
 
+def versions(model_dir: str) -> list[int]:
+  """The complete integer version directories under <export_base>/<model_name>, ascending."""
+  if not tf.io.gfile.isdir(model_dir):
+    return []
+  return sorted(int(n.strip("/")) for n in tf.io.gfile.listdir(model_dir) if n.strip("/").isdigit())
+
+
 def next_version(model_dir: str) -> int:
-  versions = [int(n) for n in tf.io.gfile.listdir(model_dir) if n.strip("/").isdigit()] \
-      if tf.io.gfile.isdir(model_dir) else []
-  return max(versions, default=0) + 1
+  return max(versions(model_dir), default=0) + 1
 
 
 def _warmup_records(config: Config, batch_sizes=(1, 4)) -> list[bytes]:
@@ -126,7 +127,7 @@ def export_model(model, config: Config, export_base: str, model_name: str, versi
     tf.io.gfile.rename(tmp, final)
   finally:
     if tf.io.gfile.exists(tmp):
-      shutil.rmtree(tmp, ignore_errors=True)
+      tf.io.gfile.rmtree(tmp)
   return final
 
 

@@ -13,18 +13,17 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from s2f_tf.export import MODEL_INFO_FILE, SIGNATURE
+from s2f_tf.export import MODEL_INFO_FILE, SIGNATURE, versions
 
 
 def newest_version_dir(model_dir: str) -> str:
   """`model_dir` itself if it is a SavedModel, else its newest integer version directory."""
   if tf.io.gfile.exists(os.path.join(model_dir, "saved_model.pb")):
     return model_dir
-  versions = sorted(int(n.strip("/")) for n in tf.io.gfile.listdir(model_dir) if n.strip("/").isdigit()) \
-      if tf.io.gfile.isdir(model_dir) else []
-  if not versions:
+  found = versions(model_dir)
+  if not found:
     raise FileNotFoundError(f"{model_dir!r} holds no SavedModel (expected saved_model.pb or <version>/ dirs)")
-  return os.path.join(model_dir, str(versions[-1]))
+  return os.path.join(model_dir, str(found[-1]))
 
 
 def waveform_from_file(path: str, max_samples: int | None = None) -> np.ndarray:

@@ -62,15 +62,9 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
-  """True on the one worker that writes checkpoints, summaries and outputs."""
-  resolver = getattr(strategy, "cluster_resolver", None)
-  if resolver is None or not resolver.cluster_spec().as_dict():
-    return True
-  task_type, task_id = resolver.task_type, resolver.task_id
-  if task_type == "chief":
-    return True
-  has_chief = "chief" in resolver.cluster_spec().as_dict()
-  return task_type == "worker" and task_id == 0 and not has_chief
+  """True on the one worker that writes checkpoints, summaries and outputs: the chief if the
+  cluster has one, else worker 0 — index 0 in `worker_info` either way."""
+  return worker_info(strategy)[1] == 0
 
 
 def worker_info(strategy: tf.distribute.Strategy) -> tuple[int, int]:

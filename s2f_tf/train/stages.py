@@ -38,12 +38,26 @@ def save_weights_atomic(model, path: str) -> None:
   tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
-def _load_stage_weights(model, workdir: str, stage: str) -> None:
+def load_stage_weights(model, workdir: str, stage: str) -> None:
+  """Loads <workdir>/<stage>/<stage>.weights.h5 into a built `model`; a clear error if missing."""
   path = weights_path(workdir, stage)
   if not tf.io.gfile.exists(path):
     hint = " or pass --vgg_face_weights=FILE" if stage == "face_encoder" else ""
     raise FileNotFoundError(f"{path} is missing: train --stage={stage} first{hint}")
   model.load_weights(path)
+
+
+def load_frozen_face_encoder(config: Config, workdir: str, vgg_face_weights: str | None = None):
+  """The trained face encoder, frozen: from a VGG-Face HDF5 file, or from stage 1's weights."""
+  fe = factory.build_face_encoder(config)
+  size = config.face_encoder.image_size
+  fe(np.zeros((1, size, size, 3), np.float32))                                 # build
+  if vgg_face_weights:
+    load_vggface_weights(fe, vgg_face_weights)
+  else:
+    load_stage_weights(fe, workdir, "face_encoder")
+  fe.trainable = False
+  return fe
 
 
 def _images_float(images: tf.Tensor) -> tf.Tensor:
@@ -66,15 +80,11 @@ class Stage:
     return getattr(self.config.train, f"{self.name}_learning_rate", self.config.optimizer.learning_rate)
 
   def _face_encoder(self, trainable: bool):
+    if not trainable:
+      return load_frozen_face_encoder(self.config, self.workdir, self.vgg_face_weights)
     fe = factory.build_face_encoder(self.config)
     size = self.config.face_encoder.image_size
     fe(np.zeros((1, size, size, 3), np.float32))                               # build
-    if not trainable:
-      if self.vgg_face_weights:
-        load_vggface_weights(fe, self.vgg_face_weights)
-      else:
-        _load_stage_weights(fe, self.workdir, "face_encoder")
-      fe.trainable = False
     return fe
 
   def _face_decoder(self, trainable: bool):
@@ -84,7 +94,7 @@ class Stage:
       if self.info.mean_landmarks:
         dec.set_mean_landmarks(np.asarray(self.info.mean_landmarks, np.float32))
     else:
-      _load_stage_weights(dec, self.workdir, "face_decoder")
+      load_stage_weights(dec, self.workdir, "face_decoder")
       dec.trainable = False
     return dec
 
@@ -92,11 +102,12 @@ class Stage:
   def build(self) -> None:
     raise NotImplementedError
 
+  # The model a stage trains is the attribute named like the stage (self.face_encoder, ...).
   def trainable_variables(self) -> list:
-    raise NotImplementedError
+    return getattr(self, self.name).trainable_variables
 
   def checkpoint_items(self) -> dict:
-    raise NotImplementedError
+    return {self.name: getattr(self, self.name)}
 
   def compute_loss(self, batch: dict, training: bool) -> dict[str, tf.Tensor]:
     """Per-example loss terms [per-replica batch], including 'total'."""
@@ -106,7 +117,9 @@ class Stage:
     """Writes image/audio summaries for a preview batch (chief only, default strategy scope)."""
 
   def save_outputs(self) -> list[str]:
-    raise NotImplementedError
+    path = weights_path(self.workdir, self.name)
+    save_weights_atomic(getattr(self, self.name), path)
+    return [path]
 
 
 def _grid(columns: list[tf.Tensor], rows: int = 4) -> tf.Tensor:
@@ -126,12 +139,6 @@ class FaceEncoderStage(Stage):
                        "face encoder); train --stage=face_decoder")
     self.face_encoder = self._face_encoder(trainable=True)
 
-  def trainable_variables(self):
-    return self.face_encoder.trainable_variables
-
-  def checkpoint_items(self):
-    return {"face_encoder": self.face_encoder}
-
   def compute_loss(self, batch, training):
     out = self.face_encoder(_images_float(batch["image"]), training=training)
     ce = losses.identity_cross_entropy_per_example(batch["speaker"], out["logits"])
@@ -141,10 +148,6 @@ class FaceEncoderStage(Stage):
   def summaries(self, batch, step):
     tf.summary.image("faces/input", tf.cast(batch["image"][:4], tf.float32) / 255.0, step=step, max_outputs=4)
 
-  def save_outputs(self):
-    path = weights_path(self.workdir, self.name)
-    save_weights_atomic(self.face_encoder, path)
-    return [path]
 
 
 class FaceDecoderStage(Stage):
@@ -154,12 +157,6 @@ class FaceDecoderStage(Stage):
   def build(self):
     self.face_encoder = self._face_encoder(trainable=False)
     self.face_decoder = self._face_decoder(trainable=True)
-
-  def trainable_variables(self):
-    return self.face_decoder.trainable_variables
-
-  def checkpoint_items(self):
-    return {"face_decoder": self.face_decoder}
 
   def compute_loss(self, batch, training):
     images = _images_float(batch["image"])                                     # [B, S, S, 3] 0..255
@@ -180,10 +177,6 @@ class FaceDecoderStage(Stage):
     tf.summary.image("faces/true|decoded|texture",
                      _grid([images / 255.0, out["image"], out["texture"]]), step=step)
 
-  def save_outputs(self):
-    path = weights_path(self.workdir, self.name)
-    save_weights_atomic(self.face_decoder, path)
-    return [path]
 
 
 class VoiceEncoderStage(Stage):
@@ -202,12 +195,6 @@ class VoiceEncoderStage(Stage):
     self.front_end = factory.build_front_end(self.config)
     self.voice_encoder = factory.build_voice_encoder(self.config)
     self.voice_encoder(self.front_end(np.zeros((1, self.config.audio.clip_samples), np.float32)))
-
-  def trainable_variables(self):
-    return self.voice_encoder.trainable_variables
-
-  def checkpoint_items(self):
-    return {"voice_encoder": self.voice_encoder}
 
   def _teacher(self, batch):
     if "feature" in batch:
@@ -243,10 +230,6 @@ class VoiceEncoderStage(Stage):
     picture = picture / (tf.reduce_max(picture, axis=[1, 2, 3], keepdims=True) + 1e-6)
     tf.summary.image("spectrogram", picture, step=step, max_outputs=2)
 
-  def save_outputs(self):
-    path = weights_path(self.workdir, self.name)
-    save_weights_atomic(self.voice_encoder, path)
-    return [path]
 
 
 STAGE_CLASSES = {cls.name: cls for cls in (FaceEncoderStage, FaceDecoderStage, VoiceEncoderStage)}
