@@ -165,7 +165,8 @@ class _Models:
 
 
 def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samples: int,
-             lengths: list[int], limit: int | None, with_voice: bool, images: bool = True) -> dict:
+             lengths: list[int], limit: int | None, with_voice: bool, images: bool = True,
+             features: bool = True) -> dict:
   fields = ["image", "speaker", "clip_id"] + (["pcm"] if with_voice else [])
   if info.attribute_names:
     fields.append("attributes")
@@ -175,7 +176,8 @@ def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samp
   out.update({f"v_s_{n}": [] for n in lengths})
   count = 0
   for batch in make_dataset(data_dir, split, opts, info=info):
-    out["v_f"].append(models.encode_faces(batch["image"]).numpy())
+    if features:
+      out["v_f"].append(models.encode_faces(batch["image"]).numpy())
     out["speaker"].append(batch["speaker"].numpy())
     out["clip_id"] += [c.decode() for c in batch["clip_id"].numpy()]
     if "attributes" in batch:
@@ -240,7 +242,8 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
                    "inputs": {}}
   predict_attributes = None
   if info.attribute_names and "train" in info.shards and len(test["attributes"]):
-    train = _collect(models, data_dir, "train", info, long, [], train_limit, with_voice=False)
+    train = _collect(models, data_dir, "train", info, long, [], train_limit, with_voice=False,
+                     features=False)        # the attribute judge needs images and labels only
     log(f"  training the attribute classifier on {len(train['images'])} true training faces")
     predict_attributes = train_attribute_classifier(train["images"], train["attributes"], info.attribute_names)
   for n in lengths:
