@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import common
 from pipelines.synthetic import SyntheticSource
-from s2f_tf.data import schema
+from s2f_tf.data import schema, synthetic
 from s2f_tf.data.dataset import InputOptions, make_dataset
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
@@ -53,7 +53,7 @@ def test_synthetic_corpus_feeds_the_input_pipeline(synthetic_dir):
                       fields=("pcm", "image", "landmarks", "speaker", "attributes"))
   batch = next(iter(make_dataset(synthetic_dir, "train", opts)))
   assert batch["pcm"].shape == (4, 16000) and batch["image"].shape == (4, 32, 32, 3)
-  assert batch["attributes"].shape == (4, 5)
+  assert batch["attributes"].shape == (4, len(synthetic.ATTRIBUTE_NAMES)) == (4, 6)
 
 
 def test_rerun_is_idempotent_and_byte_identical(synthetic_dir):

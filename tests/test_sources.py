@@ -52,11 +52,11 @@ def avspeech(tmp_path_factory):
   (videos / "sub").mkdir(parents=True)
   frame = face_frame(identity=0, size=100, x=150, y=70)                       # face centre ~ (0.62, 0.5)
   make_video(videos / f"{FACE_ID}.mp4", frame, 4.0, freq=440.0)
-  make_video(videos / "sub" / f"{SEGMENT_ID}_10.5_13.000000.mkv", face_frame(identity=5), 2.5, freq=880.0)
+  make_video(videos / "sub" / f"{SEGMENT_ID}_10.5_13.000000.mkv", face_frame(identity=10), 2.5, freq=880.0)
   make_video(videos / "noFace.mov", np.random.default_rng(0).integers(90, 130, (240, 320, 3), np.uint8), 3.0)
   two = np.full((240, 320, 3), 120, np.uint8)
-  two[70:170, 70:170] = synthetic_face(0, 100)
-  two[70:170, 150:250] = synthetic_face(5, 100)
+  two[70:170, 70:170] = synthetic_face(7, 100)
+  two[70:170, 150:250] = synthetic_face(10, 100)
   make_video(videos / "twoFaces.mp4", two, 3.0)
   (videos / "garbage.mp4").write_bytes(np.random.default_rng(1).integers(0, 256, 40000, np.uint8).tobytes())
   (videos / "truncated.mp4").write_bytes(open(videos / f"{FACE_ID}.mp4", "rb").read()[:15000])
@@ -172,7 +172,7 @@ def folders(tmp_path_factory):
   sf.write(spk["id10001"] / "yt1" / "00001.wav", np.stack([sine(500, 44100, 1.5)] * 2, 1), 44100)
   _save_face(spk["id10001"] / "yt1" / "00001.png", 0)
   sf.write(spk["id10001"] / "b.flac", sine(500, 22050, 1.2), 22050, subtype="PCM_16")
-  _save_face(spk["id10001"] / "portrait.jpg", 2)
+  _save_face(spk["id10001"] / "portrait.jpg", 7)
   # id10002: OGG 48 kHz, MP3 8 kHz, M4A (ffmpeg) and a too-short WAV; one image
   sf.write(spk["id10002"] / "a.ogg", sine(300, 48000, 1.5), 48000, subtype="VORBIS")
   wav8k = root / "tmp8k.wav"
@@ -180,7 +180,7 @@ def folders(tmp_path_factory):
   ffmpeg("-i", str(wav8k), "-c:a", "libmp3lame", str(spk["id10002"] / "b.mp3"))
   ffmpeg("-i", str(wav8k), "-c:a", "aac", str(spk["id10002"] / "c.m4a"))
   sf.write(spk["id10002"] / "short.wav", sine(300, 16000, 0.3), 16000)
-  _save_face(spk["id10002"] / "face.jpeg", 5)
+  _save_face(spk["id10002"] / "face.jpeg", 10)
   # id10003: the image has no face
   sf.write(spk["id10003"] / "a.wav", sine(300, 16000, 1.5), 16000)
   Image.fromarray(np.full((128, 128, 3), 100, np.uint8)).save(spk["id10003"] / "a.png")

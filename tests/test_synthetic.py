@@ -169,12 +169,33 @@ def test_attributes_are_stored_and_in_range():
     assert syn.AGE_RANGE[0] <= attrs["age"] <= syn.AGE_RANGE[1]
     for name in ("size", "timbre", "rasp"):
       assert 0.0 <= attrs[name] <= 1.0
+    assert attrs["ancestry"] in range(len(syn.ACCENTS)) and idt.accent in syn.ACCENTS
   assert 0.35 < np.mean([i.sex for i in ids]) < 0.65
   assert ids[0] == syn.make_identity(SEED, 0)
   with pytest.raises(dataclasses.FrozenInstanceError):
     ids[0].age = 3.0  # type: ignore[misc]
   clip = syn.make_clip(SEED, 4, 0, 32)
   assert clip["attributes"] == syn.make_identity(SEED, 4).attributes()
+
+
+def test_ancestry_sets_the_accent_mostly_and_the_skin_tone_range():
+  ids = [syn.make_identity(SEED, i) for i in range(600)]
+  matched = np.mean([syn.ACCENTS[i.ancestry] == i.accent for i in ids])
+  expected = syn.P_ACCENT_OF_ANCESTRY + (1 - syn.P_ACCENT_OF_ANCESTRY) / len(syn.ACCENTS)
+  assert abs(matched - expected) < 0.05, matched
+  brightness = [np.mean([sum(i.skin_rgb) for i in ids if i.ancestry == g]) for g in range(len(syn.ACCENTS))]
+  assert all(a > b + 20 for a, b in zip(brightness, brightness[1:])), brightness    # light -> dark
+
+
+def test_accent_changes_the_voice_and_clothes_change_per_clip():
+  idt = syn.make_identity(SEED, 5)
+  other = dataclasses.replace(idt, accent=next(a for a in syn.ACCENTS if a != idt.accent))
+  text = "The quick brown fox jumps over the lazy dog."
+  a = syn.synthesize_voice(idt, text, np.random.default_rng(1))
+  b = syn.synthesize_voice(other, text, np.random.default_rng(1))
+  assert len(a) != len(b) or np.abs(a.astype(np.int32) - b).mean() > 100
+  shoulder = [syn.draw_face(idt, 64, np.random.default_rng(s))[0][62, 3].astype(float) for s in range(6)]
+  assert np.std(shoulder, axis=0).max() > 30                 # the shirt: a new colour per clip
 
 
 def test_sentences_vary():

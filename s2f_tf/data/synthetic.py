@@ -13,11 +13,18 @@ identity has hidden attributes (`ATTRIBUTE_NAMES`) that drive BOTH sides:
 | size      | vocal-tract length: formants scaled by resampling, lower F0 | face width and jaw length, cheek fullness, neck    |
 | timbre    | formant peak heights/widths (dark <-> bright), spectral tilt| hair base colour (blond -> black), eye colour      |
 | rasp      | roughness (creak), flutter, breath noise                    | brow thickness, nose width, cheek ruddiness        |
+| ancestry  | accent: one of ACCENTS (espeak-ng English variants), for    | skin-tone range: group k centres on SKIN_PALETTE   |
+|           | P_ACCENT_OF_ANCESTRY of people, else any accent             | at (k + 0.5) / groups, private spread around it    |
+
+`ancestry` is a group index 0..len(ACCENTS)-1, an ordinal along skin tone. It stands in for what
+the paper found strongest after sex and age: language and accent carry ethnicity (Speech2Face,
+Sec. 5). The pairing of groups with accents is arbitrary; skin tone is the largest private cue a
+face-identity network sees, so without it the voice could explain too little of the face feature.
 
 On top of that each identity has private variation on each side that the other side cannot see
-(F0/rate/formant offsets; skin tone, eye spacing, nose/mouth shape, hair style, clothes), so the
-voice -> face link is real but partial. Per clip, the sentence, prosody (small F0/rate jitter),
-gain, noise floor, head pose, expression, lighting and background vary a little.
+(F0/rate/formant offsets; skin tone within its group, eye spacing, nose/mouth shape, hair style),
+so the voice -> face link is real but partial. Per clip, the sentence, prosody (small F0/rate
+jitter), gain, noise floor, head pose, expression, lighting, background and clothes vary.
 
 Voices come from the espeak-ng library shipped in the `espeakng_loader` wheel, driven via ctypes
 with a per-identity voice-variant file (pitch, formants, flutter, roughness, breath) written into
@@ -56,7 +63,8 @@ import numpy as np
 # ---------------------------------------------------------------------------------------------
 
 NUM_LANDMARKS = 68                  # iBUG-68 order: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67
-ATTRIBUTE_NAMES = ("sex", "age", "size", "timbre", "rasp")  # sex 0 male / 1 female; age years; others in [0, 1]
+ATTRIBUTE_NAMES = ("sex", "age", "size", "timbre", "rasp", "ancestry")  # sex 0 male / 1 female; age years;
+                                    # ancestry a group index; the others in [0, 1]
 SAMPLE_RATE = 16000                 # output audio rate (Hz)
 SPLITS = ("train", "validation", "test")
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -74,6 +82,9 @@ P_FEMALE = 0.5                      # P(sex == 1)
 AGE_RANGE = (18.0, 78.0)            # age ~ U(AGE_RANGE), years
 SIZE_BETA = 1.6                     # size ~ Beta(SIZE_BETA, SIZE_BETA) in [0, 1]
 AGE_REF = 40.0                      # age at which the age slopes below are zero
+ACCENTS = ("en-us", "en-029", "en-gb-scotland", "en-gb-x-gbcwmd")  # espeak-ng voice per ancestry group
+P_ACCENT_OF_ANCESTRY = 0.85         # P(accent is the group's); else any of ACCENTS (grew up elsewhere)
+SKIN_GROUP_SIGMA = 0.07             # private skin-tone spread within a group (palette units, 0..1)
 
 # --- voice: pitch --------------------------------------------------------------------------------
 F0_BASE_HZ = (118.0, 210.0)         # median F0 (male, female) at AGE_REF and size 0.5
@@ -135,7 +146,7 @@ FACE_CX = 0.5
 EYE_Y = 0.415                       # eye line
 JAW_TOP_DY = 0.025                  # jaw points 0/16 sit this far below the eye line
 HEAD_TOP_DY = 0.285                 # skull top above the jaw-top line
-FACE_HALF_WIDTH = (0.292, 0.270)    # (male, female) half distance between jaw points 0 and 16
+FACE_HALF_WIDTH = (0.300, 0.262)    # (male, female) half distance between jaw points 0 and 16
 FACE_WIDTH_SIZE = 0.050             # +- across size 0 -> 1
 FACE_WIDTH_SIGMA = 0.008
 JAW_LENGTH = (0.425, 0.405)         # (male, female) jaw-top line to chin
@@ -172,7 +183,7 @@ NECK_HALF_WIDTH = (0.135, 0.110)
 NECK_WIDTH_SIZE = 0.040
 
 # --- face: appearance ------------------------------------------------------------------------------
-SKIN_PALETTE = (                    # skin tone range, light -> dark (a private per-identity draw)
+SKIN_PALETTE = (                    # skin tone range, light -> dark (by ancestry group + private spread)
     (250, 222, 200), (236, 192, 160), (205, 150, 110), (150, 100, 68), (96, 62, 42))
 HAIR_PALETTE = (                    # hair base colour along timbre 0 -> 1
     (226, 196, 132),                # platinum/golden blond
@@ -188,10 +199,10 @@ GREY_HAIR = (200, 200, 198)
 GREY_AGE_START = 36.0               # grey fraction ramps from here ...
 GREY_AGE_FULL = 72.0                # ... to (nearly) fully grey here
 WRINKLE_AGE_START = 32.0            # wrinkle strength ramps from here to the oldest age
-P_BEARD_MALE = 0.55                 # P(some facial hair | male), grows with age below
+P_BEARD_MALE = 0.70                 # P(some facial hair | male), grows with age below
 P_BEARD_AGE = 0.15
-P_LONG_HAIR = (0.06, 0.90)          # (male, female)
-P_LIPSTICK = 0.55                   # | female
+P_LONG_HAIR = (0.05, 0.95)          # (male, female): hair past the jaw
+P_LIPSTICK = 0.80                   # | female
 P_BALDING_AGE = 0.75                # P(receding hairline | male) scales with this times age fraction
 SUPERSAMPLE = 4                     # draw at this multiple of the output size, then box-downsample
 MAX_CANVAS = 1024                   # ... but never larger than this
@@ -224,6 +235,8 @@ class Identity:
   size: float                       # [0, 1], body/head size
   timbre: float                     # [0, 1], dark -> bright voice; blond -> black hair, blue -> brown eyes
   rasp: float                       # [0, 1], smooth -> rough voice; thin -> thick brows, narrow -> wide nose
+  ancestry: int                     # group 0..len(ACCENTS)-1: accent of the voice, skin-tone range of the face
+  accent: str                       # espeak-ng voice name (one of ACCENTS)
   # voice
   f0_hz: float                      # median F0 of the final audio
   pitch_range: float                # espeak range: top = base * (1 + range)
@@ -263,7 +276,6 @@ class Identity:
   brow_rgb: tuple[int, int, int]
   eye_rgb: tuple[int, int, int]
   lip_rgb: tuple[int, int, int]
-  shirt_rgb: tuple[int, int, int]
   hair_style: str                   # short | crew | bald | long | bob | bun | bangs
   hair_length: float                # y of the hair ends (long styles)
   hair_volume: float                # hair thickness over the skull
@@ -279,7 +291,7 @@ class Identity:
   def attributes(self) -> dict[str, float]:
     """The hidden attributes, as stored with every clip for evaluation."""
     return {"sex": float(self.sex), "age": float(self.age), "size": float(self.size),
-            "timbre": float(self.timbre), "rasp": float(self.rasp)}
+            "timbre": float(self.timbre), "rasp": float(self.rasp), "ancestry": float(self.ancestry)}
 
 
 def _lerp(a: float, b: float, t: float) -> float:
@@ -306,6 +318,8 @@ def make_identity(seed: int, index: int) -> Identity:
   size = float(rng.beta(SIZE_BETA, SIZE_BETA))
   timbre = float(rng.random())
   rasp = float(rng.random())
+  ancestry = int(rng.integers(len(ACCENTS)))
+  accent = ACCENTS[ancestry] if rng.random() < P_ACCENT_OF_ANCESTRY else ACCENTS[int(rng.integers(len(ACCENTS)))]
   age01 = (age - AGE_RANGE[0]) / (AGE_RANGE[1] - AGE_RANGE[0])   # 0 youngest .. 1 oldest
 
   # --- voice --------------------------------------------------------------------------------------
@@ -343,7 +357,7 @@ def make_identity(seed: int, index: int) -> Identity:
   lip_thin = 1.0 - LIP_AGE_THIN * age01
 
   # --- face appearance ----------------------------------------------------------------------------
-  skin_t = float(rng.beta(1.3, 2.2))                 # private: not linked to the voice
+  skin_t = float(np.clip((ancestry + 0.5) / len(ACCENTS) + rng.normal(0, SKIN_GROUP_SIGMA), 0, 1))
   skin = _palette(SKIN_PALETTE, skin_t)
   skin = _mix_rgb(skin, (skin[0] * 0.92, skin[1] * 0.9, skin[2] * 0.9), 0.5 * age01)
   base_hair = _palette(HAIR_PALETTE, timbre + rng.normal(0, 0.06))
@@ -356,7 +370,6 @@ def make_identity(seed: int, index: int) -> Identity:
   natural_lip = _mix_rgb(skin, (170, 70, 70), 0.35 + 0.1 * rng.random())
   lip = _mix_rgb(natural_lip, (185 + 40 * rng.random(), 30 + 30 * rng.random(), 60 + 40 * rng.random()), 0.75) \
       if lipstick else natural_lip
-  shirt = tuple(int(c) for c in rng.integers(20, 236, size=3))
 
   # hair style
   long_hair = rng.random() < P_LONG_HAIR[sex]
@@ -370,7 +383,7 @@ def make_identity(seed: int, index: int) -> Identity:
     else:
       style = "short" if rng.random() < 0.6 else "crew"
   else:
-    style = str(rng.choice(["long", "bangs", "long", "bun"])) if long_hair else str(rng.choice(["bob", "short"]))
+    style = str(rng.choice(["long", "bangs", "long"])) if long_hair else str(rng.choice(["bob", "short", "bun"]))
   hair_length = float(rng.uniform(0.78, 1.08) if style in ("long", "bangs") else rng.uniform(0.70, 0.80))
   hair_volume = float(rng.uniform(0.015, 0.035) if style in ("crew", "bald") else rng.uniform(0.03, 0.06))
   hairline = float(rng.uniform(0.145, 0.175) + 0.09 * recede)
@@ -382,6 +395,7 @@ def make_identity(seed: int, index: int) -> Identity:
 
   return Identity(
       index=int(index), seed=int(seed), sex=sex, age=age, size=size, timbre=timbre, rasp=rasp,
+      ancestry=ancestry, accent=accent,
       f0_hz=f0, pitch_range=pitch_range, rate_wpm=rate, vtl_factor=float(vtl), flutter=flutter,
       roughness=roughness, breath=breath, formant_freq=formant_freq, formant_height=formant_height,
       formant_width=formant_width, tilt=tilt,
@@ -398,7 +412,7 @@ def make_identity(seed: int, index: int) -> Identity:
       lower_lip=float(g(LOWER_LIP) * lip_thin * math.exp(rng.normal(0, 0.12))),
       neck_half_width=float(g(NECK_HALF_WIDTH) + NECK_WIDTH_SIZE * (size - 0.5)),
       ear_size=float(rng.uniform(0.9, 1.15)),
-      skin_rgb=skin, hair_rgb=hair, brow_rgb=brow, eye_rgb=eye_rgb, lip_rgb=lip, shirt_rgb=shirt,
+      skin_rgb=skin, hair_rgb=hair, brow_rgb=brow, eye_rgb=eye_rgb, lip_rgb=lip,
       hair_style=style, hair_length=hair_length, hair_volume=hair_volume, hairline=hairline,
       hair_part=float(rng.uniform(-1, 1)), recede=recede, beard=beard, beard_alpha=beard_alpha,
       wrinkles=float(np.clip((age - WRINKLE_AGE_START) / (AGE_RANGE[1] - WRINKLE_AGE_START), 0, 1)),
@@ -596,8 +610,9 @@ class _Espeak:
     lib.espeak_ng_SetRandSeed.restype = ctypes.c_int
     return lib
 
-  def synthesize(self, variant: str, text: str, rate_wpm: int, noise_seed: int = 1) -> np.ndarray:
-    """int16 [samples] at `self.sample_rate` for `text` spoken with voice-variant file `variant`.
+  def synthesize(self, variant: str, text: str, rate_wpm: int, noise_seed: int = 1,
+                 voice: str = _BASE_VOICE) -> np.ndarray:
+    """int16 [samples] at `self.sample_rate` for `text` spoken by espeak-ng `voice` + `variant`.
 
     `noise_seed` seeds espeak's breath-noise generator (espeak_Initialize seeds it from the clock).
     """
@@ -612,8 +627,8 @@ class _Espeak:
           raise RuntimeError(f"espeak_Initialize failed (library {self.lib_path}, data {self.root}/espeak-ng-data)")
         self.sample_rate = rate
         lib.espeak_SetSynthCallback(self._callback)
-        if lib.espeak_SetVoiceByName(f"{_BASE_VOICE}+{_VARIANT_NAME}".encode()) != 0:
-          raise RuntimeError(f"espeak-ng: cannot select voice {_BASE_VOICE}+{_VARIANT_NAME}")
+        if lib.espeak_SetVoiceByName(f"{voice}+{_VARIANT_NAME}".encode()) != 0:
+          raise RuntimeError(f"espeak-ng: cannot select voice {voice}+{_VARIANT_NAME}")
         lib.espeak_SetParameter(_ESPEAK_RATE, int(rate_wpm), 0)
         lib.espeak_SetParameter(_ESPEAK_VOLUME, 100, 0)
         lib.espeak_SetParameter(_ESPEAK_PITCH, 50, 0)
@@ -716,7 +731,8 @@ def synthesize_voice(identity: Identity, text: str, rng: np.random.Generator,
                           identity.formant_freq, identity.formant_height, identity.formant_width,
                           female=bool(identity.sex))
   espeak_rate = int(round(np.clip(rate / k, *RATE_LIMITS)))
-  raw = engine.synthesize(variant, text, espeak_rate, noise_seed=int(rng.integers(1, 2 ** 31 - 1)))                           # int16 [n] at espeak's rate
+  raw = engine.synthesize(variant, text, espeak_rate, noise_seed=int(rng.integers(1, 2 ** 31 - 1)),
+                          voice=identity.accent)                           # int16 [n] at espeak's rate
   if raw.size == 0:
     raise RuntimeError(f"espeak-ng produced no audio for {text!r}")
   x = raw.astype(np.float64) / 32768.0
@@ -923,6 +939,7 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   light_amp = rng.uniform(0, LIGHT_GRADIENT)
   light_gain = math.exp(rng.normal(0, LIGHT_GAIN_SIGMA))
   noise_seed = int(rng.integers(0, 2 ** 63 - 1))
+  shirt_rgb = tuple(int(c) for c in rng.integers(20, 236, size=3))  # clothes change between videos
 
   # pose: rotate/scale about the image centre, then shift (normalised coordinates)
   c, s = math.cos(rot) * scale, math.sin(rot) * scale
@@ -953,7 +970,7 @@ def draw_face(identity: Identity, image_size: int, rng: np.random.Generator) -> 
   shirt = np.array([(-0.2, 1.2), (-0.2, 1.0), (FACE_CX - 0.40, 0.955), (FACE_CX - nw - 0.03, 0.925),
                     (FACE_CX, 0.985 + 0.02 * (idt.sex == 1)), (FACE_CX + nw + 0.03, 0.925), (FACE_CX + 0.40, 0.955),
                     (1.2, 1.0), (1.2, 1.2)])
-  cv.poly(shirt, idt.shirt_rgb)
+  cv.poly(shirt, shirt_rgb)
 
   # ---- back hair (behind head and shoulders) ------------------------------------------------------------------
   if idt.hair_style in long_styles or idt.hair_style == "bob":
