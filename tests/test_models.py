@@ -49,6 +49,16 @@ def test_decoder_mean_landmarks_and_errors():
     d(np.zeros((1, 2, 6), np.float32))
 
 
+def test_decoder_normalized_input_reads_the_direction_only():
+  feature = np.random.RandomState(5).rand(3, 6).astype(np.float32)
+  d = _decoder(normalize_input=True)
+  np.testing.assert_allclose(d(feature)["image"], d(feature * 0.4)["image"], atol=1e-5)
+  assert FaceDecoder.from_config(d.get_config()).normalize_input
+  plain = _decoder()
+  f = tf.constant(feature)
+  assert np.abs(plain.bottleneck_features(f) - plain.bottleneck_features(f * 0.4)).max() > 1e-3
+
+
 def test_decoder_config_round_trip_and_training_step():
   d = _decoder()
   clone = FaceDecoder.from_config(d.get_config())

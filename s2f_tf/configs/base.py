@@ -86,6 +86,7 @@ class FaceDecoderConfig:
   kernel_size: int = 5
   warp_border_points: int = 4              # zero-displacement control points per image edge
   warp_regularization: float = 1e-4        # > 0 keeps the spline solvable if landmarks collide
+  normalize_input: bool = False            # read only the feature's direction: v / |v| * sqrt(D)
 
 
 @dataclasses.dataclass(frozen=True)

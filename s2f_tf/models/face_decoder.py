@@ -1,6 +1,6 @@
 """Face decoder after Cole et al. (CVPR 2017): face feature -> canonical face image.
 
-  feature [B, D]
+  feature [B, D]  (optionally rescaled to v / |v| * sqrt(D): the decoder then reads its direction only)
     -> FC bottleneck + ReLU                         [B, 1000]   (f_dec in the Speech2Face loss)
     -> landmarks: ReLU MLP -> mean + offsets        [B, K, 2]   normalised (x, y) in [0, 1]
     -> texture: FC -> [B, s, s, 256] -> transposed convs (5x5, stride 2, ReLU,
@@ -34,7 +34,7 @@ class FaceDecoder(keras.Model):
                landmark_hidden=(1000,), texture_start_size: int = 14,
                texture_base_channels: int = 256, texture_min_channels: int = 32,
                kernel_size: int = 5, warp_border_points: int = 4,
-               warp_regularization: float = 0.0, **kwargs):
+               warp_regularization: float = 0.0, normalize_input: bool = False, **kwargs):
     super().__init__(**kwargs)
     ups = image_size // texture_start_size
     if image_size % texture_start_size or ups & (ups - 1):
@@ -50,6 +50,7 @@ class FaceDecoder(keras.Model):
     self.kernel_size = int(kernel_size)
     self.warp_border_points = int(warp_border_points)
     self.warp_regularization = float(warp_regularization)
+    self.normalize_input = bool(normalize_input)
     self.num_upsamples = int(round(math.log2(ups)))
 
     self.fc_bottleneck = layers.Dense(self.bottleneck, activation="relu", name="fc_bottleneck")
@@ -82,6 +83,12 @@ class FaceDecoder(keras.Model):
     """f_dec(v): the decoder's first layer, [B, D] -> [B, bottleneck] float32."""
     if feature.shape.rank != 2:
       raise ValueError(f"face decoder input must be a feature [batch, dim], got shape {feature.shape}")
+    if self.normalize_input:
+      # The voice loss constrains v_s's direction (normalised-feature L2), not its length, and a
+      # regressed v_s comes out shorter than a true face's feature: decode the direction only.
+      v = ops.cast(feature, "float32")                              # [B, D]
+      scale = math.sqrt(v.shape[-1]) / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-6)
+      feature = v * scale
     return ops.cast(self.fc_bottleneck(feature), "float32")
 
   def call(self, feature, training=None):
@@ -110,5 +117,5 @@ class FaceDecoder(keras.Model):
                   texture_base_channels=self.texture_base_channels,
                   texture_min_channels=self.texture_min_channels, kernel_size=self.kernel_size,
                   warp_border_points=self.warp_border_points,
-                  warp_regularization=self.warp_regularization)
+                  warp_regularization=self.warp_regularization, normalize_input=self.normalize_input)
     return config

@@ -42,7 +42,8 @@ def build_face_decoder(config: Config) -> FaceDecoder:
                      texture_base_channels=d.texture_base_channels,
                      texture_min_channels=d.texture_min_channels, kernel_size=d.kernel_size,
                      warp_border_points=d.warp_border_points,
-                     warp_regularization=d.warp_regularization, name="face_decoder")
+                     warp_regularization=d.warp_regularization, normalize_input=d.normalize_input,
+                     name="face_decoder")
 
 
 def build_speech2face(config: Config, face_decoder: FaceDecoder | None = None) -> Speech2Face:
