@@ -12,7 +12,7 @@ PYTHON := $(shell for p in python3.12 python3.11 python3; do \
 endif
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
-DEMO_ARGS ?= --identities=600 --clips_per_identity=4
+DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv clean

@@ -1,7 +1,7 @@
 """The `s2f` command: one binary, subcommands; absl flags live only here (DESIGN.md habit 2).
 
   s2f describe --config=paper [--set=section.field=value ...]
-  s2f prepare synthetic --identities=200 --clips_per_identity=10 --out=DIR [--config=demo]
+  s2f prepare synthetic --identities=600 --clips_per_identity=8 --out=DIR [--config=demo]
   s2f prepare avspeech --csv=avspeech_train.csv --videos_dir=VIDEOS --out=DIR --config=paper
   s2f prepare folders --root=SPEAKERS [--meta=vox1_meta.csv] --out=DIR --config=paper
   s2f train --stage=face_encoder|face_decoder|voice_encoder --workdir=RUN --data=DIR
@@ -33,8 +33,8 @@ flags.DEFINE_multi_string("set", [], "Config override section.field=value (repea
 
 # prepare
 flags.DEFINE_string("out", None, "Output directory (prepare: the dataset; demo: everything).")
-flags.DEFINE_integer("identities", 200, "prepare synthetic: number of synthetic identities.")
-flags.DEFINE_integer("clips_per_identity", 10, "prepare synthetic: clips per identity.")
+flags.DEFINE_integer("identities", 600, "prepare synthetic / demo: number of synthetic identities.")
+flags.DEFINE_integer("clips_per_identity", 8, "prepare synthetic / demo: clips per identity.")
 flags.DEFINE_integer("seed", 0, "Random seed (synthetic corpus; training).")
 flags.DEFINE_integer("image_size", 0, "Face crop size in pixels; 0: the config's face_encoder.image_size.")
 flags.DEFINE_integer("items_per_shard", 512, "prepare: items per TFRecord shard.")

@@ -68,7 +68,7 @@ def _served_predictions(out_dir: str, model_base_path: str, data_dir: str, confi
           "dir": served_dir, "grid": os.path.join(out_dir, "served_faces.png")}
 
 
-def run_demo(out_dir: str, config, identities: int = 200, clips_per_identity: int = 10, seed: int = 0,
+def run_demo(out_dir: str, config, identities: int = 600, clips_per_identity: int = 8, seed: int = 0,
              log=print) -> dict:
   from pipelines.common import run_prepare
   from pipelines.synthetic import SyntheticSource

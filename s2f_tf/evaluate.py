@@ -219,7 +219,7 @@ def _faces_png(models: _Models, data: dict, length: int, rows: int = 8) -> bytes
 
 
 def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str = "test",
-             gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int = 2000,
+             gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int = 4000,
              log=print) -> dict:
   """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`."""
   out_dir = out_dir or os.path.join(workdir, "eval")

@@ -31,7 +31,7 @@ def get_config() -> Config:
                                      dropout=0.2, batchnorm=True),
       face_decoder=FaceDecoderConfig(bottleneck=256, num_landmarks=68, landmark_hidden=(256,),
                                      texture_start_size=8, texture_base_channels=64,
-                                     texture_min_channels=16),
+                                     texture_min_channels=16, normalize_input=True),
       loss=LossConfig(lambda_feature=100.0, lambda_distill=10.0, decoder_texture=10.0),
       train=TrainConfig(batch_size=32, face_encoder_steps=1500, face_decoder_steps=1000,
                         voice_encoder_steps=2000, face_encoder_learning_rate=1e-3,
