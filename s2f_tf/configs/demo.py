@@ -11,11 +11,17 @@ the decoder-L1 and distillation terms swamp the cosine term and the voice encode
 mean face (held-out angle 66 deg, R@1 at chance). Feature 100 / distillation 10 gave 54 deg and
 4.8x chance. The decoder's texture term is weighted 10 so faces come out sharper.
 
-  make demo            # 600 identities x 4 clips, every stage with this preset (~12 min on 2 cores)
+The decoder reads only the feature's direction (face_decoder.normalize_input): the voice loss
+constrains v_s's direction, and a regressed v_s came out ~25% shorter than a true face's feature,
+so the decoder drew faint average faces from it (in one measurement, rescaling v_s alone raised the
+judge's sex accuracy on voice-decoded faces from 79% to 84%; the rest of the gain to the bar came
+with clearer sex cues in the synthetic faces, see s2f_tf/data/synthetic.py).
+
+  make demo            # 600 identities x 8 clips, every stage with this preset (~12 min on 2 cores)
   s2f describe --config=demo
 Bars (held-out speakers): retrieval R@1 (cosine) at least 5x chance, sex agreement between the
-voice-predicted and the true face at least 90%. Measured on fresh `make demo` runs (gallery 70):
-4.2x and 5.8x chance; 79% and 94% sex agreement (judge 96-99% on true faces). Not met reliably yet.
+voice-predicted and the true face at least 90%. Measured on `make demo` (gallery 70): fresh clone
+11.4x chance and 93% (12 min 14 s with setup); an earlier run 11.2x and 95%.
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,
