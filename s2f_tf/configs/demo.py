@@ -21,7 +21,8 @@ with clearer sex cues in the synthetic faces, see s2f_tf/data/synthetic.py).
   s2f describe --config=demo
 Bars (held-out speakers): retrieval R@1 (cosine) at least 5x chance, sex agreement between the
 voice-predicted and the true face at least 90%. Measured on `make demo` (gallery 70): fresh clone
-11.4x chance and 93% (12 min 14 s with setup); an earlier run 11.2x and 95%.
+11.4x chance and 93% (12 min 14 s with setup); a second fresh clone 10.9x and 96% (12 min 9 s);
+an earlier run 11.2x and 95%.
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,
