@@ -33,6 +33,8 @@ from s2f_tf.export import load_config, load_trained_model
 from s2f_tf.train.stages import load_frozen_face_encoder
 
 KS = (1, 2, 5, 10)
+JUDGE_IMAGES = 4000                  # true training faces the attribute judge learns from, at most ...
+JUDGE_IMAGE_BYTES = 256 * 2 ** 20    # ... and no more than this much uint8 image memory (224 px: ~1,700)
 BINARY_ATTRIBUTES = ("sex",)
 
 
@@ -219,7 +221,7 @@ def _faces_png(models: _Models, data: dict, length: int, rows: int = 8) -> bytes
 
 
 def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str = "test",
-             gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int = 4000,
+             gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int | None = None,
              log=print) -> dict:
   """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`."""
   out_dir = out_dir or os.path.join(workdir, "eval")
@@ -242,6 +244,8 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
                    "inputs": {}}
   predict_attributes = None
   if info.attribute_names and "train" in info.shards and len(test["attributes"]):
+    size = config.face_encoder.image_size
+    train_limit = train_limit or max(1000, min(JUDGE_IMAGES, JUDGE_IMAGE_BYTES // (size * size * 3)))
     train = _collect(models, data_dir, "train", info, long, [], train_limit, with_voice=False,
                      features=False)        # the attribute judge needs images and labels only
     log(f"  training the attribute classifier on {len(train['images'])} true training faces")

@@ -34,6 +34,7 @@ def get_config() -> Config:
       name="demo",
       audio=AudioConfig(clip_seconds=2.0, min_seconds=0.5, max_seconds=30.0, hop_samples=320, max_bins=129),
       voice_encoder=VoiceEncoderConfig(width=0.125, padding="same", fc_units=256),
+      # num_identities (fc8) is replaced by the data's speaker count when training starts
       face_encoder=FaceEncoderConfig(image_size=64, width=0.25, fc_units=256, num_identities=200,
                                      dropout=0.2, batchnorm=True),
       face_decoder=FaceDecoderConfig(bottleneck=256, num_landmarks=68, landmark_hidden=(256,),

@@ -14,7 +14,7 @@ identity has hidden attributes (`ATTRIBUTE_NAMES`) that drive BOTH sides:
 | timbre    | formant peak heights/widths (dark <-> bright), spectral tilt| hair base colour (blond -> black), eye colour      |
 | rasp      | roughness (creak), flutter, breath noise                    | brow thickness, nose width, cheek ruddiness        |
 | ancestry  | accent: one of ACCENTS (espeak-ng English variants), for    | skin-tone range: group k centres on SKIN_PALETTE   |
-|           | P_ACCENT_OF_ANCESTRY of people, else any accent             | at (k + 0.5) / groups, private spread around it    |
+|           | P_ACCENT_OF_ANCESTRY of people, else a uniform draw         | at (k + 0.5) / groups, private spread around it    |
 
 `ancestry` is a group index 0..len(ACCENTS)-1, an ordinal along skin tone. It stands in for the
 third demographic attribute the Speech2Face paper reads from voices besides sex and age, ethnicity,
@@ -28,13 +28,14 @@ On top of that each identity has private variation on each side that the other s
 so the voice -> face link is real but partial. Per clip, the sentence, prosody (small F0/rate
 jitter), gain, noise floor, head pose, expression, lighting, background and clothes vary.
 
-Voices come from the espeak-ng library shipped in the `espeakng_loader` wheel, driven via ctypes
-with a per-identity voice-variant file (pitch, formants, flutter, roughness, breath) written into
-a private mirror of espeak-ng-data. espeak-ng keeps function-static synthesis state (e.g. its
-flutter phase) across utterances, so for byte-identical output the library (a private copy of the
-.so) is loaded fresh for every utterance and unloaded afterwards; this costs well under 1 ms.
-espeak_Initialize also seeds its breath-noise generator from the clock, so every utterance
-reseeds it (espeak_ng_SetRandSeed) from the clip's rng.
+Voices come from the espeak-ng library shipped in the `espeakng_loader` wheel, driven via ctypes:
+the identity's accent (an espeak-ng English voice) with a per-identity voice-variant file (pitch,
+formants, flutter, roughness, breath) written into a private mirror of espeak-ng-data. espeak-ng
+keeps function-static synthesis state (e.g. its flutter phase) across utterances, so for
+byte-identical output the library (a private copy of the .so) is loaded fresh for every utterance
+and unloaded afterwards; this costs well under 1 ms. espeak_Initialize also seeds its breath-noise
+generator from the clock, so every utterance reseeds it (espeak_ng_SetRandSeed) from the clip's
+rng.
 
 Everything is deterministic in its arguments: all randomness comes from
 `np.random.default_rng([seed, index, ..., STREAM_TAG])`, never from a global RNG.
@@ -85,7 +86,7 @@ AGE_RANGE = (18.0, 78.0)            # age ~ U(AGE_RANGE), years
 SIZE_BETA = 1.6                     # size ~ Beta(SIZE_BETA, SIZE_BETA) in [0, 1]
 AGE_REF = 40.0                      # age at which the age slopes below are zero
 ACCENTS = ("en-us", "en-029", "en-gb-scotland", "en-gb-x-gbcwmd")  # espeak-ng voice per ancestry group
-P_ACCENT_OF_ANCESTRY = 0.85         # P(accent is the group's); else any of ACCENTS (grew up elsewhere)
+P_ACCENT_OF_ANCESTRY = 0.85         # P(accent drawn as the group's); else a uniform draw over ACCENTS
 SKIN_GROUP_SIGMA = 0.07             # private skin-tone spread within a group (palette units, 0..1)
 
 # --- voice: pitch --------------------------------------------------------------------------------
@@ -535,7 +536,7 @@ _ESPEAK_VOLUME = 2
 _ESPEAK_PITCH = 3
 _ESPEAK_RANGE = 4
 _VARIANT_NAME = "s2fvoice"          # our voice-variant file in <mirror>/espeak-ng-data/voices/!v/
-_BASE_VOICE = "en-us"
+_BASE_VOICE = ACCENTS[0]            # the probe utterance's voice; identities speak with their accent
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
 

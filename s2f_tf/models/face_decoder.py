@@ -87,8 +87,7 @@ class FaceDecoder(keras.Model):
       # The voice loss constrains v_s's direction (normalised-feature L2), not its length, and a
       # regressed v_s comes out shorter than a true face's feature: decode the direction only.
       v = ops.cast(feature, "float32")                              # [B, D]
-      scale = math.sqrt(v.shape[-1]) / ops.maximum(ops.norm(v, axis=-1, keepdims=True), 1e-6)
-      feature = v * scale
+      feature = ops.normalize(v, axis=-1) * ops.sqrt(ops.cast(ops.shape(v)[-1], "float32"))
     return ops.cast(self.fc_bottleneck(feature), "float32")
 
   def call(self, feature, training=None):
