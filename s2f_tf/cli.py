@@ -26,6 +26,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
 
+from s2f_tf import demo as s2f_demo  # noqa: E402  (light: numpy; the demo corpus sizes)
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("config", "demo", "Preset name: paper, demo or tiny.")
 flags.DEFINE_multi_string("set", [], "Config override section.field=value (repeatable), "
@@ -33,8 +35,10 @@ flags.DEFINE_multi_string("set", [], "Config override section.field=value (repea
 
 # prepare
 flags.DEFINE_string("out", None, "Output directory (prepare: the dataset; demo: everything).")
-flags.DEFINE_integer("identities", 600, "prepare synthetic / demo: number of synthetic identities.")
-flags.DEFINE_integer("clips_per_identity", 8, "prepare synthetic / demo: clips per identity.")
+flags.DEFINE_integer("identities", s2f_demo.IDENTITIES,
+                     "prepare synthetic / demo: number of synthetic identities.")
+flags.DEFINE_integer("clips_per_identity", s2f_demo.CLIPS_PER_IDENTITY,
+                     "prepare synthetic / demo: clips per identity.")
 flags.DEFINE_integer("seed", 0, "Random seed (synthetic corpus; training).")
 flags.DEFINE_integer("image_size", 0, "Face crop size in pixels; 0: the config's face_encoder.image_size.")
 flags.DEFINE_integer("items_per_shard", 512, "prepare: items per TFRecord shard.")
@@ -317,8 +321,8 @@ def main(argv: list[str]) -> int:
     elif command == "bench":
       bench(rest[0], config)
     elif command == "demo":
-      from s2f_tf.demo import run_demo
-      run_demo(FLAGS.out or "demo_out", config, FLAGS.identities, FLAGS.clips_per_identity, FLAGS.seed)
+      s2f_demo.run_demo(FLAGS.out or "demo_out", config, FLAGS.identities, FLAGS.clips_per_identity,
+                        FLAGS.seed)
   except (UsageError, ValueError, FileNotFoundError, FileExistsError) as e:
     print(f"s2f {command}: {e}", file=sys.stderr)
     return 2
