@@ -81,6 +81,15 @@ def test_crop_or_tile_eval_matches_numpy_eager_and_tf_data():
   np.testing.assert_array_equal(next(iter(ds)).numpy(), out)
 
 
+def test_crop_or_tile_repeats_very_short_and_empty_clips():
+  pcms = [np.arange(3, dtype=np.int16) - 1, np.zeros([0], np.int16), np.arange(40, dtype=np.int16)]
+  raw = tf.constant([p.astype("<i2").tobytes() for p in pcms])
+  out = crop_or_tile(raw, tf.constant([3, 0, 40]), 16, training=False).numpy()
+  np.testing.assert_array_equal(out[0], np.resize(pcms[0], 16))
+  np.testing.assert_array_equal(out[1], np.zeros(16, np.int16))
+  np.testing.assert_array_equal(out[2], pcms[2][12:28])
+
+
 def test_crop_or_tile_training_random_windows_are_contiguous():
   pcm = np.arange(100, dtype=np.int16)
   raw = tf.constant([pcm.tobytes()] * 64)

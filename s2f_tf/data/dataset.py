@@ -47,8 +47,9 @@ def crop_or_tile(pcm_bytes: tf.Tensor, lengths: tf.Tensor, clip_samples: int, tr
 
   Clips longer than `clip_samples` are cropped (random offset when training, centred otherwise)
   on the BYTES, before decoding (one vectorised substr, no per-sample index work). Clips shorter
-  than `clip_samples` are tiled (repeated from the start, as the paper does); the tiling gather
-  runs only when a batch holds such a clip.
+  than `clip_samples` are tiled (repeated from the start, as the paper does), also on the bytes:
+  each short string is doubled until it covers the window, which keeps its period; this runs only
+  when a batch holds such a clip.
   """
   lengths = tf.maximum(tf.cast(lengths, tf.int32), 1)                         # [B]
   room = tf.maximum(lengths - clip_samples, 0)                                # [B]
@@ -60,16 +61,17 @@ def crop_or_tile(pcm_bytes: tf.Tensor, lengths: tf.Tensor, clip_samples: int, tr
     offset = tf.minimum(tf.cast(tf.floor(u * tf.cast(room + 1, tf.float32)), tf.int32), room)
   else:
     offset = room // 2                                                        # [B]
-  window = tf.strings.substr(pcm_bytes, offset * 2, tf.fill(tf.shape(offset), 2 * clip_samples))
-  pcm = tf.io.decode_raw(window, tf.int16, little_endian=True,
-                         fixed_length=2 * clip_samples)                       # [B, C], short: 0-padded
+  window_bytes = 2 * clip_samples
 
-  def tile():
-    t = tf.range(clip_samples, dtype=tf.int32)[None, :]                       # [1, C]
-    index = tf.math.floormod(t, tf.minimum(lengths, clip_samples)[:, None])   # [B, C]
-    return tf.gather(pcm, index, batch_dims=1)                                # [B, C]
+  def tiled():
+    too_short = lambda b: tf.strings.length(b) < window_bytes                # noqa: E731
+    start = tf.where(tf.strings.length(pcm_bytes) == 0, tf.constant(b"\0\0"), pcm_bytes)   # [B]
+    return tf.while_loop(lambda b: tf.reduce_any(too_short(b)),
+                         lambda b: [tf.where(too_short(b), tf.strings.join([b, b]), b)], [start])[0]
 
-  return tf.cond(tf.reduce_any(lengths < clip_samples), tile, lambda: pcm)
+  source = tf.cond(tf.reduce_any(lengths < clip_samples), tiled, lambda: pcm_bytes)   # [B]
+  window = tf.strings.substr(source, offset * 2, tf.fill(tf.shape(offset), window_bytes))
+  return tf.io.decode_raw(window, tf.int16, little_endian=True, fixed_length=window_bytes)  # [B, C]
 
 
 def _parse_batch(serialized: tf.Tensor, info: DatasetInfo, options: InputOptions,
