@@ -30,7 +30,7 @@ A segment whose video is not found is an item that fails with `missing_file` (so
 says which videos to fetch), unless `skip_missing` is set, in which case it is not listed.
 
 Per item: ffmpeg decodes the segment's audio (16 kHz mono int16) and its middle frame; MTCNN finds
-the faces; the one nearest the CSV's centre is aligned and cropped (s2f_tf/data/media.py). Typed
+the faces; the one nearest the CSV's centre is aligned and cropped (s2f_tf/media/faces.py). Typed
 failures: missing_file, undecodable, too_short, no_face, no_face_near_center, several_faces.
 Provenance: source_path = the video file, source_start/end = the CSV's times (also for segment
 files, whose own time base starts at 0).
@@ -46,6 +46,7 @@ from typing import Any
 
 from pipelines import common
 from s2f_tf.data import schema
+from s2f_tf.media import faces, video
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv", ".m4v", ".mpg", ".mpeg", ".ts", ".3gp")
 
@@ -132,7 +133,7 @@ class AVSpeechSource:
     min_face_size: smallest face searched for, in pixels of the video frame.
     detect_max_side: detect on a copy downscaled to this longer side (faster on HD); the crop is
       taken from the full-resolution frame.
-    max_center_distance, ambiguity_margin, min_confidence: face selection (media.select_face).
+    max_center_distance, ambiguity_margin, min_confidence: face selection (faces.select_face).
     skip_missing: leave segments whose video is not found out of the item list (instead of
       failed `missing_file` items).
   """
@@ -180,7 +181,6 @@ class AVSpeechSource:
     return items
 
   def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
-    from s2f_tf.data import media
     start, end = item["start"], item["end"]
     if item["path"] is None:
       raise common.ItemError(common.MISSING_FILE,
@@ -188,11 +188,11 @@ class AVSpeechSource:
                              f"{item['speaker_id']}.<ext> and {item['speaker_id']}_<start>_<end>.<ext>)")
     # A segment file holds just [start, end): its own time base starts at 0.
     offset = start if item["segment_file"] else 0.0
-    # media.MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
-    pcm, frame = media.read_video_segment(item["path"], start - offset, end - offset,
+    # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
+    pcm, frame = video.read_video_segment(item["path"], start - offset, end - offset,
                                           min_seconds=self.min_seconds,
                                           frame_position=self.frame_position)
-    crop, landmarks, _ = media.face_from_frame(
+    crop, landmarks, _ = faces.face_from_frame(
         frame, (item["center_x"], item["center_y"]), self.image_size,
         min_face_size=self.min_face_size, max_side=self.detect_max_side,
         max_center_distance=self.max_center_distance, ambiguity_margin=self.ambiguity_margin,
@@ -203,5 +203,4 @@ class AVSpeechSource:
         landmarks=landmarks, source_path=item["path"], source_start=start, source_end=end)
 
   def info(self) -> dict[str, Any]:
-    from s2f_tf.data import media
-    return {"image_size": self.image_size, "num_landmarks": media.NUM_LANDMARKS, "attribute_names": []}
+    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS, "attribute_names": []}

@@ -36,12 +36,12 @@ from s2f_tf.data import schema
 
 PREPARE_FILE = "prepare.json"
 
-# Typed failure reasons that land in the manifest: the media vocabulary (s2f_tf/data/media.py),
+# Typed failure reasons that land in the manifest: the media vocabulary (s2f_tf/media/errors.py),
 # plus the framework's own catch-all for unexpected exceptions.
-from s2f_tf.data.media import (MISSING_FILE, NO_FACE, NO_FACE_NEAR_CENTER, SEVERAL_FACES,  # noqa: E402,F401
-                               TOO_SHORT, UNDECODABLE)
-from s2f_tf.data.media import REASONS as MEDIA_REASONS  # noqa: E402
-from s2f_tf.data.media import MediaError as ItemError  # noqa: E402,F401  one typed failure for items and media
+from s2f_tf.media.errors import (MISSING_FILE, NO_FACE, NO_FACE_NEAR_CENTER, SEVERAL_FACES,  # noqa: E402,F401
+                                 TOO_SHORT, UNDECODABLE)
+from s2f_tf.media.errors import REASONS as MEDIA_REASONS  # noqa: E402
+from s2f_tf.media.errors import MediaError as ItemError  # noqa: E402,F401  one typed failure for items and media
 
 UNEXPECTED = "unexpected_error"
 REASONS = MEDIA_REASONS + (UNEXPECTED,)

@@ -15,7 +15,7 @@ item fails with `missing_file`.
 
 The face is MTCNN's detection nearest the image centre (photos are assumed roughly centred on
 the person; `max_center_distance` is looser than for video), aligned and cropped like AVSpeech's
-(s2f_tf/data/media.py); the image is padded by `pad_fraction` before detection so tight face
+(s2f_tf/media/faces.py); the image is padded by `pad_fraction` before detection so tight face
 crops are found too. Crops are cached per worker process (a speaker's clips share few images).
 
 Items: item_id = "<speaker_id>/<relative audio path>", speaker_id = the folder name, split =
@@ -45,7 +45,11 @@ from typing import Any
 import numpy as np
 
 from pipelines import common
+from s2f_tf.contract import SAMPLE_RATE
 from s2f_tf.data import schema
+from s2f_tf.media import faces
+from s2f_tf.media.audio import load_audio
+from s2f_tf.media.errors import TOO_SHORT, MediaError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".aiff",
                     ".aif", ".caf", ".au")
@@ -104,9 +108,8 @@ def _face_crop(image_path: str, image_size: int, min_face_size: int, max_side: i
                min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
   """Image file -> (crop uint8 [S, S, 3], landmarks float32 [5, 2]); cached per process, since a
   speaker's clips share a few images (failures raise and are not cached)."""
-  from s2f_tf.data import media
-  image = media.load_image(image_path)                                        # [H, W, 3]
-  crop, landmarks, _ = media.face_from_frame(
+  image = faces.load_image(image_path)                                        # [H, W, 3]
+  crop, landmarks, _ = faces.face_from_frame(
       image, (0.5, 0.5), image_size, min_face_size=min_face_size, max_side=max_side,
       pad_fraction=pad_fraction, max_center_distance=max_center_distance,
       ambiguity_margin=ambiguity_margin, min_confidence=min_confidence)
@@ -137,8 +140,8 @@ class FoldersSource:
     validation_fraction: with a meta file, this fraction of the dev speakers goes to validation.
     min_seconds: audio shorter than this fails with too_short.
     max_seconds: keep at most this much audio per clip (from the start); None keeps everything.
-    min_face_size, detect_max_side, pad_fraction: face detection (media.detect_faces).
-    max_center_distance, ambiguity_margin, min_confidence: face selection (media.select_face),
+    min_face_size, detect_max_side, pad_fraction: face detection (faces.detect_faces).
+    max_center_distance, ambiguity_margin, min_confidence: face selection (faces.select_face),
       relative to the image centre.
   """
   root: str
@@ -204,17 +207,16 @@ class FoldersSource:
     return items
 
   def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
-    from s2f_tf.data import media
     if item["image"] is None:
       raise common.ItemError(common.MISSING_FILE, f"speaker folder {item['speaker_id']!r} has no face "
                                                   f"images ({', '.join(IMAGE_EXTENSIONS)})")
-    # media.MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
-    pcm = media.load_audio(item["audio"])                                   # [samples]
-    if pcm.size < self.min_seconds * media.SAMPLE_RATE:
-      raise media.MediaError(media.TOO_SHORT, f"{item['audio']}: {pcm.size / media.SAMPLE_RATE:.3f} s "
-                                              f"of audio (< {self.min_seconds} s)")
+    # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
+    pcm = load_audio(item["audio"])                                         # [samples]
+    if pcm.size < self.min_seconds * SAMPLE_RATE:
+      raise MediaError(TOO_SHORT, f"{item['audio']}: {pcm.size / SAMPLE_RATE:.3f} s "
+                                  f"of audio (< {self.min_seconds} s)")
     if self.max_seconds is not None:
-      pcm = pcm[:int(self.max_seconds * media.SAMPLE_RATE)]
+      pcm = pcm[:int(self.max_seconds * SAMPLE_RATE)]
     crop, landmarks = _face_crop(item["image"], self.image_size, self.min_face_size,
                                  self.detect_max_side, self.pad_fraction, self.max_center_distance,
                                  self.ambiguity_margin, self.min_confidence)
@@ -225,9 +227,8 @@ class FoldersSource:
         clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
         split=item["split"], pcm=pcm, face_png=schema.encode_png(crop), face_size=self.image_size,
         landmarks=landmarks, attributes=attributes, source_path=item["audio"], source_start=0.0,
-        source_end=pcm.size / media.SAMPLE_RATE)
+        source_end=pcm.size / SAMPLE_RATE)
 
   def info(self) -> dict[str, Any]:
-    from s2f_tf.data import media
-    return {"image_size": self.image_size, "num_landmarks": media.NUM_LANDMARKS,
+    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS,
             "attribute_names": ["sex"] if self.meta_path else []}

@@ -1,4 +1,4 @@
-"""`s2f prepare synthetic`: the embedded default corpus (s2f_tf/data/synthetic.py) as TFRecords.
+"""`s2f prepare synthetic`: the embedded default corpus (s2f_tf/synthetic/) as TFRecords.
 
 One item per (identity, clip); the split is decided per identity (speaker-disjoint).
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from s2f_tf import synthetic
 from s2f_tf.data import schema
 
 
@@ -27,7 +28,6 @@ class SyntheticSource:
       raise ValueError(f"image_size must be >= 16, got {self.image_size}")
 
   def list_items(self) -> list[dict[str, Any]]:
-    from s2f_tf.data import synthetic
     items = []
     for i in range(self.identities):
       split = synthetic.split_of(self.seed, i)
@@ -37,7 +37,6 @@ class SyntheticSource:
     return items
 
   def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
-    from s2f_tf.data import synthetic
     d = synthetic.make_clip(self.seed, item["identity"], item["clip"], self.image_size)
     return schema.Clip(
         clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
@@ -48,6 +47,5 @@ class SyntheticSource:
         source_end=len(d["pcm"]) / schema.SAMPLE_RATE, text=d["text"])
 
   def info(self) -> dict[str, Any]:
-    from s2f_tf.data import synthetic
     return {"image_size": self.image_size, "num_landmarks": synthetic.NUM_LANDMARKS,
             "attribute_names": sorted(synthetic.ATTRIBUTE_NAMES)}

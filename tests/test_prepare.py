@@ -11,7 +11,8 @@ import pytest
 
 from pipelines import common
 from pipelines.synthetic import SyntheticSource
-from s2f_tf.data import schema, synthetic
+from s2f_tf import synthetic
+from s2f_tf.data import schema
 from s2f_tf.data.dataset import InputOptions, make_dataset
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]

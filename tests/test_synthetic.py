@@ -1,4 +1,4 @@
-"""Tests for the synthetic paired voice/face corpus (s2f_tf/data/synthetic.py)."""
+"""Tests for the synthetic paired voice/face corpus (s2f_tf/synthetic/)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from s2f_tf.data import synthetic as syn
+from s2f_tf import synthetic as syn
 
 SEED = 7
 

@@ -1,23 +1,12 @@
-"""Real media -> what a Clip holds: 16 kHz mono int16 PCM and an aligned square face crop.
+"""Images and faces: MTCNN detection, selection near a given centre, canonical alignment.
 
-  load_audio(path)                        any WAV/FLAC/OGG/MP3/M4A/... -> int16 [samples] at 16 kHz
-  read_video_segment(path, start, end)    -> (int16 [samples] of [start, end), uint8 [H, W, 3] RGB frame)
   load_image(path)                        any JPEG/PNG/... -> uint8 [H, W, 3] RGB (EXIF-rotated)
   detect_faces(frame)                     -> [Face(box, confidence, keypoints [5, 2])], MTCNN on CPU
   select_face(faces, center_xy, ...)      -> the face nearest a given (normalised) centre, or a typed failure
   crop_face(frame, keypoints, box, size)  -> (uint8 [S, S, 3], landmarks float32 [5, 2] in [0, 1])
+  face_from_frame(frame, center_xy, size) -> detect_faces -> select_face -> crop_face
 
-Audio: soundfile (libsndfile) first; anything it cannot read (AAC/M4A, video containers, ...) is
-decoded by the ffmpeg binary shipped in the imageio-ffmpeg wheel, to float32 WAV on a pipe at the
-file's own rate and channel count. Both paths then share one conversion: average the channels,
-resample with soxr "HQ", scale by 32768, round, clip to int16. (ffmpeg's own `-ac 1` is not a
-plain average: it mixes stereo at 0.707 per channel.)
-
-Video: two ffmpeg runs per segment (input seeking `-ss start -t duration`): one decodes the first
-audio stream (as above), one grabs a single frame (PPM on a pipe, so the frame carries its own
-size; ffmpeg applies the rotation metadata of phone videos) at `start + frame_position * duration`.
-
-Faces: the `mtcnn` package (1.0, Keras 3 / TF 2; weights inside the wheel), one detector per
+Detection: the `mtcnn` package (1.0, Keras 3 / TF 2; weights inside the wheel), one detector per
 process, created on first use, run on CPU. Keypoints are MTCNN's 5 points in `LANDMARK_NAMES`
 order; "left"/"right" are as seen in the image (left_eye has the smaller x on an upright face).
 MTCNN 1.0 silently finds nothing when its min_face_size is above 20 (see `detect_faces`), so a
@@ -42,34 +31,21 @@ Coordinates: "continuous" pixel coordinates everywhere (pixel column j spans [j,
 centre is x = j + 0.5); normalised crop coordinates are continuous / S, so pixel column j has
 x = (j + 0.5) / S; x right, y down. MTCNN reports pixel-index coordinates (centre of column j at
 x = j); `detect_faces` converts them.
-
-Errors: every expected failure raises `MediaError(reason, detail)` with `reason` one of
-`REASONS` (the same vocabulary as the manifest's typed failures in pipelines/common.py).
-Paths are local files (libsndfile and ffmpeg read local paths).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import importlib.resources
 import math
 import os
-import subprocess
 import threading
 from typing import Sequence
 
 import numpy as np
+from PIL import Image, ImageOps
 
-SAMPLE_RATE = 16000
-
-# Failure reasons (same strings as pipelines/common.py; s2f_tf must not import pipelines).
-MISSING_FILE = "missing_file"
-UNDECODABLE = "undecodable"
-TOO_SHORT = "too_short"
-NO_FACE = "no_face"
-SEVERAL_FACES = "several_faces"
-NO_FACE_NEAR_CENTER = "no_face_near_center"
-REASONS = (MISSING_FILE, UNDECODABLE, TOO_SHORT, NO_FACE, SEVERAL_FACES, NO_FACE_NEAR_CENTER)
+from s2f_tf.media.errors import MISSING_FILE, NO_FACE, NO_FACE_NEAR_CENTER, SEVERAL_FACES, UNDECODABLE, MediaError
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 NUM_LANDMARKS = len(LANDMARK_NAMES)
@@ -81,161 +57,10 @@ CANONICAL_MOUTH_Y = 0.74
 CANONICAL_EYE_TO_MOUTH = CANONICAL_MOUTH_Y - CANONICAL_EYE_Y
 MAX_SUPERSAMPLE = 4                 # render at most 4 S before box-reducing to S
 
-FFMPEG_TIMEOUT_SECONDS = 300.0
-
-
-class MediaError(Exception):
-  """A typed, expected failure on one media file; `reason` is one of `REASONS`."""
-
-  def __init__(self, reason: str, detail: str):
-    if reason not in REASONS:
-      raise ValueError(f"unknown media failure reason {reason!r}; known: {REASONS}")
-    super().__init__(f"{reason}: {detail}")
-    self.reason = reason
-    self.detail = detail
-
-
-# ---------------------------------------------------------------------------------------------
-# Audio
-# ---------------------------------------------------------------------------------------------
-
-def to_mono_int16(samples: np.ndarray, rate: int, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """float [n] or [n, channels] in [-1, 1] at `rate` -> int16 [m] mono at `sample_rate`.
-
-  Channels are averaged; resampling is soxr "HQ"; the result is rounded and clipped to int16.
-  """
-  x = np.asarray(samples, np.float32)
-  if x.ndim == 2:
-    x = x.mean(axis=1)                                                        # [n]
-  elif x.ndim != 1:
-    raise ValueError(f"samples must be [n] or [n, channels], got shape {x.shape}")
-  if rate != sample_rate and x.size:
-    import soxr
-    x = soxr.resample(x, rate, sample_rate, quality="HQ")                     # [m]
-  return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-
-
-def ffmpeg_exe() -> str:
-  """Path of the ffmpeg binary shipped in the imageio-ffmpeg wheel."""
-  import imageio_ffmpeg
-  return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-def _run_ffmpeg(args: Sequence[str], path: str, what: str) -> bytes:
-  """Runs ffmpeg with `args` (after the binary and global options); returns stdout.
-  Raises MediaError(UNDECODABLE) with ffmpeg's last error line when it fails."""
-  cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", *args]
-  try:
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=FFMPEG_TIMEOUT_SECONDS, check=False)
-  except subprocess.TimeoutExpired:
-    raise MediaError(UNDECODABLE, f"{path}: ffmpeg timed out after {FFMPEG_TIMEOUT_SECONDS:.0f} s "
-                                  f"decoding {what}") from None
-  if proc.returncode != 0:
-    lines = [ln.strip() for ln in proc.stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
-    message = lines[-1] if lines else f"exit status {proc.returncode}"
-    if any("matches no streams" in ln for ln in lines):
-      message = f"no {what} stream"
-    raise MediaError(UNDECODABLE, f"{path}: ffmpeg cannot decode {what}: {message}")
-  return proc.stdout
-
-
-def _ffmpeg_audio(path: str, start: float | None = None,
-                  duration: float | None = None) -> tuple[np.ndarray, int]:
-  """The first audio stream (optionally [start, start + duration)) -> (float32 [n, channels], rate),
-  at the stream's own rate and channel count (float WAV on a pipe, read by soundfile)."""
-  import soundfile as sf
-  args: list[str] = []
-  if start is not None:
-    args += ["-ss", f"{start:.6f}"]
-  if duration is not None:
-    args += ["-t", f"{duration:.6f}"]
-  args += ["-i", path, "-map", "0:a:0", "-vn", "-sn", "-dn", "-c:a", "pcm_f32le", "-f", "wav", "pipe:1"]
-  data = _run_ffmpeg(args, path, "audio")
-  try:
-    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)   # [n, channels]
-  except Exception as e:  # noqa: BLE001  (an unreadable pipe means ffmpeg produced no audio)
-    raise MediaError(UNDECODABLE, f"{path}: ffmpeg produced no readable audio ({e})") from None
-  return samples, int(rate)
-
-
-def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """Any audio file (WAV/FLAC/OGG/MP3 via soundfile; M4A/AAC/video containers/... via ffmpeg), any
-  rate, any channel count -> int16 [samples] mono at `sample_rate`.
-
-  Raises MediaError: MISSING_FILE (no such file), UNDECODABLE (neither decoder reads it),
-  TOO_SHORT (it decodes to no samples).
-  """
-  import soundfile as sf
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MediaError(MISSING_FILE, f"{path}: no such file")
-  try:
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)           # [n, channels]
-  except Exception:  # noqa: BLE001  (libsndfile refuses many valid files: fall back to ffmpeg)
-    samples, rate = _ffmpeg_audio(path)
-  pcm = to_mono_int16(samples, int(rate), sample_rate)                        # [samples]
-  if pcm.size == 0:
-    raise MediaError(TOO_SHORT, f"{path}: no audio samples")
-  return pcm
-
-
-# ---------------------------------------------------------------------------------------------
-# Video
-# ---------------------------------------------------------------------------------------------
-
-def read_frame(path: str, time_seconds: float) -> np.ndarray:
-  """One video frame at `time_seconds` -> uint8 [H, W, 3] RGB (ffmpeg -> PPM on a pipe).
-  Raises MediaError(UNDECODABLE) if there is no video stream or no frame at that time."""
-  from PIL import Image
-  args = ["-ss", f"{max(time_seconds, 0.0):.6f}", "-i", path, "-map", "0:v:0", "-an", "-sn", "-dn",
-          "-frames:v", "1", "-c:v", "ppm", "-f", "image2pipe", "pipe:1"]
-  data = _run_ffmpeg(args, path, "video")
-  if not data:
-    raise MediaError(UNDECODABLE, f"{path}: no video frame at {time_seconds:.3f} s")
-  try:
-    with Image.open(io.BytesIO(data)) as im:
-      frame = np.asarray(im.convert("RGB"))                                   # [H, W, 3]
-  except Exception as e:  # noqa: BLE001
-    raise MediaError(UNDECODABLE, f"{path}: unreadable frame at {time_seconds:.3f} s ({e})") from None
-  return frame
-
-
-def read_video_segment(path: str, start: float, end: float, sample_rate: int = SAMPLE_RATE,
-                       min_seconds: float = 1.0,
-                       frame_position: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-  """Audio of [start, end) and one representative frame of a video file.
-
-  Returns (pcm int16 [samples] mono at `sample_rate`, frame uint8 [H, W, 3] RGB taken at
-  start + frame_position * (end - start), by default the middle of the segment).
-  Raises MediaError: MISSING_FILE; TOO_SHORT (end - start < min_seconds, or less than
-  min_seconds of audio decoded, e.g. the file ends early); UNDECODABLE (ffmpeg fails, no audio
-  stream, no video stream, no frame at that time).
-  """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MediaError(MISSING_FILE, f"{path}: no such file")
-  duration = end - start
-  if not duration >= min_seconds:
-    raise MediaError(TOO_SHORT, f"{path}: segment [{start:.3f}, {end:.3f}] is {duration:.3f} s "
-                                f"(< {min_seconds} s)")
-  samples, rate = _ffmpeg_audio(path, start, duration)
-  pcm = to_mono_int16(samples, rate, sample_rate)                             # [samples]
-  if pcm.size < min_seconds * sample_rate:
-    raise MediaError(TOO_SHORT, f"{path}: only {pcm.size / sample_rate:.3f} s of audio decoded in "
-                                f"[{start:.3f}, {end:.3f}] (< {min_seconds} s; does the file end early?)")
-  frame = read_frame(path, start + frame_position * duration)                 # [H, W, 3]
-  return pcm, frame
-
-
-# ---------------------------------------------------------------------------------------------
-# Images
-# ---------------------------------------------------------------------------------------------
 
 def load_image(path: str) -> np.ndarray:
   """An image file -> uint8 [H, W, 3] RGB, rotated upright by its EXIF orientation.
   Raises MediaError: MISSING_FILE, UNDECODABLE."""
-  from PIL import Image, ImageOps
   path = os.fspath(path)
   if not os.path.isfile(path):
     raise MediaError(MISSING_FILE, f"{path}: no such file")
@@ -247,9 +72,6 @@ def load_image(path: str) -> np.ndarray:
     raise MediaError(UNDECODABLE, f"{path}: not a readable image ({type(e).__name__}: {e})") from None
 
 
-# ---------------------------------------------------------------------------------------------
-# Faces
-# ---------------------------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Face:
@@ -277,8 +99,8 @@ def _get_detector():
   global _detector
   with _detector_lock:
     if _detector is None:
-      import importlib.resources
-
+      # Imported here, on first use: mtcnn imports TensorFlow and Keras (seconds, and memory), which
+      # nothing else in s2f_tf.media needs.
       from mtcnn import MTCNN
       from mtcnn.stages import StageONet, StagePNet, StageRNet
       weights = importlib.resources.files("mtcnn.assets.weights")
@@ -322,7 +144,6 @@ def detect_faces(frame: np.ndarray, min_face_size: int = 20, max_side: int | Non
   if max_side is not None:
     scale = min(scale, max_side / max(frame.shape[:2]))
   if scale < 1.0:
-    from PIL import Image
     size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
     image = np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BOX))   # [h, w, 3]
     scale = image.shape[1] / frame.shape[1]
@@ -430,7 +251,6 @@ def crop_face(frame: np.ndarray, keypoints: np.ndarray, box: np.ndarray | None,
   Returns:
     (uint8 [S, S, 3] crop, float32 [5, 2] keypoints in the crop, (x, y) normalised to [0, 1]).
   """
-  from PIL import Image
   del box
   frame = np.asarray(frame)
   if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:

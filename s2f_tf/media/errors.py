@@ -1,0 +1,29 @@
+"""Typed media failures: `MediaError(reason, detail)` with `reason` one of `REASONS`.
+
+The same vocabulary as the manifest's typed failures (pipelines/common.py re-exports it; s2f_tf
+must not import pipelines). A MediaError is an S2FError: the `s2f` command prints its message
+without a traceback.
+"""
+
+from __future__ import annotations
+
+from s2f_tf.contract import S2FError
+
+MISSING_FILE = "missing_file"
+UNDECODABLE = "undecodable"
+TOO_SHORT = "too_short"
+NO_FACE = "no_face"
+SEVERAL_FACES = "several_faces"
+NO_FACE_NEAR_CENTER = "no_face_near_center"
+REASONS = (MISSING_FILE, UNDECODABLE, TOO_SHORT, NO_FACE, SEVERAL_FACES, NO_FACE_NEAR_CENTER)
+
+
+class MediaError(S2FError):
+  """A typed, expected failure on one media file; `reason` is one of `REASONS`."""
+
+  def __init__(self, reason: str, detail: str):
+    if reason not in REASONS:
+      raise ValueError(f"unknown media failure reason {reason!r}; known: {REASONS}")
+    super().__init__(f"{reason}: {detail}")
+    self.reason = reason
+    self.detail = detail
