@@ -11,8 +11,8 @@ every call, and raise `ServingError(code, message)` carrying the server's own me
 failures are retried (UNAVAILABLE, and RESOURCE_EXHAUSTED from a busy server), with exponential
 backoff; INVALID_ARGUMENT, NOT_FOUND, message-too-large and every other code fail at once.
 
-The tensor helpers here (`ndarray_to_tensor_proto`, `tensor_proto_to_ndarray`) are the wire format
-shared with the development server: raw `tensor_content` bytes, no per-element protobuf fields.
+The signature, input and output names are the s2f contract's (s2f_tf.contract); the tensor wire
+format (raw `tensor_content` bytes) is serving.protos, shared with the development server.
 """
 
 from __future__ import annotations
@@ -28,26 +28,13 @@ from typing import Any, Iterable, Sequence
 
 import grpc
 import numpy as np
-from google.protobuf import json_format
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
-# The export contract (mirrors s2f_tf.export, which this module does not import: it pulls in Keras).
-SIGNATURE = "serving_default"
-INPUT = "waveform"
-OUTPUTS = ("face_feature", "face_image", "landmarks")
-
-DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
-
-# numpy dtype <-> TensorProto dtype enum, for the types this model and its clients use.
-_NP_TO_DT = {np.dtype(np.float32): types_pb2.DT_FLOAT, np.dtype(np.float64): types_pb2.DT_DOUBLE,
-             np.dtype(np.float16): types_pb2.DT_HALF, np.dtype(np.int32): types_pb2.DT_INT32,
-             np.dtype(np.int64): types_pb2.DT_INT64, np.dtype(np.int16): types_pb2.DT_INT16,
-             np.dtype(np.int8): types_pb2.DT_INT8, np.dtype(np.uint8): types_pb2.DT_UINT8,
-             np.dtype(np.uint16): types_pb2.DT_UINT16, np.dtype(np.uint32): types_pb2.DT_UINT32,
-             np.dtype(np.uint64): types_pb2.DT_UINT64, np.dtype(np.bool_): types_pb2.DT_BOOL}
-_DT_TO_NP = {v: k for k, v in _NP_TO_DT.items()}
+from s2f_tf.contract import INPUT, OUTPUTS, SIGNATURE, S2FError
+from serving.protos import (DEFAULT_MAX_MESSAGE_BYTES, DT_TO_NP, metadata_to_dict, ndarray_to_tensor_proto,
+                            status_to_dict, tensor_proto_to_ndarray)
 
 # HTTP status (TF Serving's mapping, plus 413 for an oversized body) -> canonical code name.
 _HTTP_TO_CODE = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -56,56 +43,16 @@ _HTTP_TO_CODE = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSI
                  503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
-class ServingError(Exception):
+class ServingError(S2FError):
   """A failed call: `code` is the canonical gRPC status name ("INVALID_ARGUMENT", "NOT_FOUND", ...),
-  `message` the server's message; `http_status` is set for REST calls."""
+  `message` the server's message; `http_status` is set for REST calls. An S2FError: `s2f predict`
+  prints it without a traceback."""
 
   def __init__(self, code: str, message: str, http_status: int | None = None):
     super().__init__(f"{code}: {message}")
     self.code = code
     self.message = message
     self.http_status = http_status
-
-
-def dtype_name(dtype_enum: int) -> str:
-  """'float32' for DT_FLOAT, ...; the enum number for unknown values."""
-  np_dtype = _DT_TO_NP.get(dtype_enum)
-  if np_dtype is not None:
-    return np_dtype.name
-  name = types_pb2.DataType.Name(dtype_enum) if dtype_enum in types_pb2.DataType.values() else None
-  return name[3:].lower() if name else f"dtype#{dtype_enum}"
-
-
-def ndarray_to_tensor_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
-  """A TensorProto with the array's bytes in `tensor_content` (one copy, no per-element fields)."""
-  array = np.ascontiguousarray(array)
-  dt = _NP_TO_DT.get(array.dtype)
-  if dt is None:
-    import tensorflow as tf
-    return tf.make_tensor_proto(array)
-  if array.dtype.byteorder == ">":
-    array = array.astype(array.dtype.newbyteorder("<"))
-  shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=int(d))
-                                                 for d in array.shape])
-  return tensor_pb2.TensorProto(dtype=dt, tensor_shape=shape, tensor_content=array.tobytes())
-
-
-def tensor_proto_to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-  """The array of a TensorProto: zero-copy view of `tensor_content` when present (read-only), else
-  TF's own decoding of the typed value fields. Raises ValueError on a malformed proto."""
-  shape = [d.size for d in proto.tensor_shape.dim]
-  if any(d < 0 for d in shape):
-    raise ValueError(f"tensor shape {shape} has a negative dimension")
-  np_dtype = _DT_TO_NP.get(proto.dtype)
-  if proto.tensor_content and np_dtype is not None:
-    content = proto.tensor_content
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if len(content) != count * np_dtype.itemsize:
-      raise ValueError(f"tensor_content has {len(content)} bytes, shape {shape} of {np_dtype.name} "
-                       f"needs {count * np_dtype.itemsize}")
-    return np.frombuffer(content, np_dtype).reshape(shape)
-  import tensorflow as tf
-  return tf.make_ndarray(proto)
 
 
 def _model_spec(model_name: str, signature: str, version: int | None,
@@ -116,22 +63,6 @@ def _model_spec(model_name: str, signature: str, version: int | None,
   elif version_label:
     spec.version_label = version_label
   return spec
-
-
-def metadata_to_dict(response: get_model_metadata_pb2.GetModelMetadataResponse) -> dict:
-  """GetModelMetadataResponse as TF Serving's REST API prints it:
-  {"model_spec": {...}, "metadata": {"signature_def": {"signature_def": {name: SignatureDef}}}}."""
-  sigmap = get_model_metadata_pb2.SignatureDefMap()
-  if "signature_def" in response.metadata:
-    response.metadata["signature_def"].Unpack(sigmap)
-  opts = dict(preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
-  return {"model_spec": json_format.MessageToDict(response.model_spec, **opts),
-          "metadata": {"signature_def": json_format.MessageToDict(sigmap, **opts)}}
-
-
-def status_to_dict(response: get_model_status_pb2.GetModelStatusResponse) -> dict:
-  """GetModelStatusResponse as TF Serving's REST API prints it: {"model_version_status": [...]}."""
-  return json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
 
 
 def _retryable(code: grpc.StatusCode, message: str) -> bool:
@@ -355,7 +286,7 @@ class RestClient:
   def _dtypes(self) -> dict[str, np.dtype]:
     if self._output_dtypes is None:
       sig = self.metadata()["metadata"]["signature_def"]["signature_def"].get(self.signature, {})
-      self._output_dtypes = {k: _DT_TO_NP.get(types_pb2.DataType.Value(v.get("dtype", "DT_FLOAT")),
+      self._output_dtypes = {k: DT_TO_NP.get(types_pb2.DataType.Value(v.get("dtype", "DT_FLOAT")),
                                               np.dtype(np.float32))
                              for k, v in sig.get("outputs", {}).items()}
     return self._output_dtypes

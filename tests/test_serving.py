@@ -26,6 +26,7 @@ from tensorflow.core.framework import types_pb2  # noqa: E402
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,  # noqa: E402
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
+from s2f_tf import contract  # noqa: E402
 from serving import client as client_lib  # noqa: E402
 from serving.client import GrpcClient, RestClient, ServingError  # noqa: E402
 from serving.server import AUTO_PORT, DevServer, free_port, serve  # noqa: E402
@@ -54,7 +55,7 @@ def exported(tmp_path_factory):
   """A tiny untrained model exported once: {"model", "config", "version_dir"}."""
   from s2f_tf.configs import get_config
   from s2f_tf.export import export_model
-  from s2f_tf.models import factory
+  from s2f_tf import factory
   config = get_config("tiny")
   model = factory.build_speech2face(config)
   model(np.zeros((1, CLIP), np.float32))
@@ -126,9 +127,8 @@ def _rest(url: str, body=None, raw: bytes | None = None, timeout: float = 30.0) 
 # -- happy paths ------------------------------------------------------------------------------------
 
 def test_client_contract_matches_export():
-  from s2f_tf import export
   assert (client_lib.SIGNATURE, client_lib.INPUT, client_lib.OUTPUTS) == \
-      (export.SIGNATURE, export.INPUT, export.OUTPUTS)
+      (contract.SIGNATURE, contract.INPUT, contract.OUTPUTS)
 
 
 def test_server_outputs_match_in_process(exported, server):
@@ -595,7 +595,7 @@ def test_serve_function_runs_until_stopped(model_dir):
 
 
 def test_bench_serve_reports_expected_keys(model_dir):
-  from s2f_tf.bench_serve import bench_serve
+  from s2f_tf.app.bench_serve import bench_serve
   result = bench_serve(model_dir, MODEL, requests=6, concurrency=(1, 2), time_limit_seconds=60, rounds=2,
                        warmup=2)
   json.dumps(result)

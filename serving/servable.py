@@ -1,0 +1,86 @@
+"""One loaded model version: `load_servable` reads a version directory written by `s2f export`
+(the SavedModel, its SIGNATURE, the signature_defs TF Serving reports, assets.extra/MODEL_INFO_FILE),
+`Servable.run` calls it, and `warm_up` replays assets.extra/WARMUP_FILE the way TF Serving does
+before a version goes AVAILABLE.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
+from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
+
+from s2f_tf import contract
+from serving.validation import RequestError, grpc_code, waveform_from_proto
+
+
+@dataclass
+class Servable:
+  """One loaded version: the SavedModel, its kept concrete function and what requests must match."""
+  name: str
+  version: int
+  path: str
+  loaded: Any                                  # keeps the function's variables alive
+  fn: Any                                      # loaded.signatures[contract.SIGNATURE]
+  signature_defs: get_model_metadata_pb2.SignatureDefMap
+  input_name: str
+  input_dtype: int                             # DT_FLOAT
+  input_rank: int | None                       # 2
+  output_names: tuple[str, ...]
+  info: dict = field(default_factory=dict)     # assets.extra/MODEL_INFO_FILE (may be empty)
+
+  def run(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
+    """waveform float32 [B, N] -> {output name: ndarray}. Graph errors -> RequestError."""
+    try:
+      out = self.fn(**{self.input_name: tf.constant(waveform)})
+      return {k: v.numpy() for k, v in out.items()}
+    except tf.errors.OpError as e:
+      raise RequestError(grpc_code(e.error_code),
+                         f"model error: {contract.clean_tf_message(e.message)}") from None
+
+
+def load_servable(path: str, name: str, version: int) -> Servable:
+  """Loads `path` (one version directory) and reads its signature, contract and metadata."""
+  loaded = tf.saved_model.load(path)
+  if contract.SIGNATURE not in loaded.signatures:
+    raise ValueError(f"{path} has no {contract.SIGNATURE!r} signature (has {sorted(loaded.signatures)})")
+  fn = loaded.signatures[contract.SIGNATURE]
+  saved_model = saved_model_pb2.SavedModel()
+  with open(os.path.join(path, contract.SAVED_MODEL_FILE), "rb") as f:
+    saved_model.ParseFromString(f.read())
+  meta = next((m for m in saved_model.meta_graphs if "serve" in m.meta_info_def.tags),
+              saved_model.meta_graphs[0])
+  sigmap = get_model_metadata_pb2.SignatureDefMap()
+  for key, sig in meta.signature_def.items():
+    sigmap.signature_def[key].CopyFrom(sig)
+  sig = meta.signature_def[contract.SIGNATURE]
+  if len(sig.inputs) != 1:
+    raise ValueError(f"{path}: {contract.SIGNATURE} must take one input, takes {sorted(sig.inputs)}")
+  input_name, input_info = next(iter(sig.inputs.items()))
+  shape = input_info.tensor_shape
+  return Servable(name=name, version=version, path=path, loaded=loaded, fn=fn, signature_defs=sigmap,
+                  input_name=input_name, input_dtype=input_info.dtype,
+                  input_rank=None if shape.unknown_rank else len(shape.dim),
+                  output_names=tuple(sorted(sig.outputs)), info=contract.read_model_info(path))
+
+
+def warm_up(servable: Servable, max_batch: int) -> int:
+  """Replays assets.extra/WARMUP_FILE (PredictionLog records, at most MAX_WARMUP_RECORDS), like TF
+  Serving; each request passes the same checks as a client's. Returns the requests replayed."""
+  path = os.path.join(servable.path, contract.ASSETS_EXTRA, contract.WARMUP_FILE)
+  if not os.path.exists(path):
+    return 0
+  replayed = 0
+  for i, record in enumerate(tf.data.TFRecordDataset(path)):
+    if i >= contract.MAX_WARMUP_RECORDS:
+      break
+    entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+    if entry.HasField("predict_log"):
+      servable.run(waveform_from_proto(servable, entry.predict_log.request.inputs, max_batch))
+      replayed += 1
+  return replayed
