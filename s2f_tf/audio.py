@@ -11,7 +11,7 @@ batches int16 PCM; this layer converts it.
     -> real, imaginary parts, each sign(x) * |x| ** power
     -> [batch, frames, bins, 2]
 
-Always float32, whatever the mixed-precision policy (DESIGN.md).
+Always float32, whatever the mixed-precision policy (docs/DESIGN.md).
 """
 
 from __future__ import annotations
@@ -24,12 +24,12 @@ _INT16_SCALE = 1.0 / 32768.0
 
 
 def num_frames(samples: int, window_samples: int, hop_samples: int) -> int:
-  """STFT frames without padding: 1 + (samples - window) // hop (SPEC: 96000 -> 598)."""
+  """STFT frames without padding: 1 + (samples - window) // hop (docs/SPEC.md: 96000 -> 598)."""
   return 1 + (samples - window_samples) // hop_samples
 
 
 def power_law(x: tf.Tensor, power: float) -> tf.Tensor:
-  """sign(x) * |x| ** power, elementwise (SPEC's compression of real and imaginary parts)."""
+  """sign(x) * |x| ** power, elementwise (docs/SPEC.md: the compression of real and imaginary parts)."""
   return tf.sign(x) * tf.pow(tf.abs(x), power)
 
 
@@ -56,8 +56,8 @@ class SpectrogramFrontEnd(keras.layers.Layer):
 
   Args:
     sample_rate: expected rate in Hz (used in error messages and by callers; no resampling here).
-    window_samples, hop_samples, fft_length: STFT geometry (SPEC: 400, 160, 512).
-    power: exponent of the power-law compression (SPEC: 0.3).
+    window_samples, hop_samples, fft_length: STFT geometry (docs/SPEC.md: 400, 160, 512).
+    power: exponent of the power-law compression (docs/SPEC.md: 0.3).
     tile_to_samples: clips shorter than this are tiled up to it (0: never tile).
     min_samples, max_samples: inputs outside [min, max] samples raise InvalidArgumentError.
     periodic_window: periodic Hann (scipy/librosa `get_window('hann', n, fftbins=True)`).

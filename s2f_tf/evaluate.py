@@ -27,10 +27,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from s2f_tf import contract
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
-from s2f_tf.export import load_config, load_trained_model
-from s2f_tf.train.stages import load_frozen_face_encoder
+from s2f_tf.workdir import Workdir, load_frozen_face_encoder, load_trained_model
 
 KS = (1, 2, 5, 10)
 JUDGE_IMAGES = 4000                  # true training faces the attribute judge learns from, at most ...
@@ -189,8 +189,7 @@ def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samp
     if with_voice:
       pcm = batch["pcm"]
       for n in lengths:
-        start = (samples - n) // 2
-        out[f"v_s_{n}"].append(models.encode_voice(pcm[:, start:start + n]).numpy())
+        out[f"v_s_{n}"].append(models.encode_voice(contract.center_crop(pcm, n)).numpy())
     count += len(batch["speaker"])
     if limit and count >= limit:
       break
@@ -224,7 +223,9 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
              gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int | None = None,
              log=print) -> dict:
   """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`."""
-  out_dir = out_dir or os.path.join(workdir, "eval")
+  if split not in contract.SPLITS:
+    raise ValueError(f"--split must be one of {', '.join(contract.SPLITS)}, got {split!r}")
+  out_dir = out_dir or Workdir(workdir).eval_dir
   tf.io.gfile.makedirs(out_dir)
   info = DatasetInfo.read(data_dir)
   models = _Models(workdir, vgg_face_weights)
@@ -232,7 +233,8 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
   long = config.audio.clip_samples
   short = max(config.audio.min_samples, long // 2)
   lengths = [long, short]
-  log(f"evaluate: {split} split of {data_dir}, inputs of {long / 16000:g} s and {short / 16000:g} s")
+  log(f"evaluate: {split} split of {data_dir}, inputs of {contract.seconds(long):g} s and "
+      f"{contract.seconds(short):g} s")
   test = _collect(models, data_dir, split, info, long, lengths, None, with_voice=True)
   n_speakers = len(np.unique(test["speaker"]))
   metrics: dict = {"workdir": workdir, "data": data_dir, "split": split, "clips": int(len(test["v_f"])),
@@ -251,7 +253,7 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
     log(f"  training the attribute classifier on {len(train['images'])} true training faces")
     predict_attributes = train_attribute_classifier(train["images"], train["attributes"], info.attribute_names)
   for n in lengths:
-    key = f"{n / config.audio.sample_rate:g}s"
+    key = f"{contract.seconds(n):g}s"
     v_s = test[f"v_s_{n}"]
     entry = {"similarity": similarity_figures(v_s, test["v_f"]),
              "retrieval": retrieval_figures(v_s, test["v_f"], test["speaker"], gallery_size)}

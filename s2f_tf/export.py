@@ -1,4 +1,5 @@
-"""Where a SavedModel is written: `s2f export`.
+"""Where a SavedModel is written: `s2f export`. The names and layout are the contract's
+(s2f_tf/contract.py); this module writes them.
 
   <export_base>/<model_name>/<version>/          integer version, what TF Serving polls
       saved_model.pb, variables/
@@ -20,15 +21,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from s2f_tf.configs.base import Config, from_dict
-from s2f_tf.models import factory
-from s2f_tf.train.stages import load_stage_weights
-
-SIGNATURE = "serving_default"
-INPUT = "waveform"
-OUTPUTS = ("face_feature", "face_image", "landmarks")
-WARMUP_FILE = "tf_serving_warmup_requests"
-MODEL_INFO_FILE = "s2f_model.json"
+from s2f_tf import contract
+from s2f_tf.configs import Config
+from s2f_tf.contract import INPUT, OUTPUTS, SIGNATURE
+from s2f_tf.workdir import load_trained_model
 
 
 class ServingModule(tf.Module):
@@ -47,34 +43,8 @@ class ServingModule(tf.Module):
             "landmarks": tf.identity(out["landmarks"], name="landmarks")}        # [B, K, 2]
 
 
-def load_config(workdir: str) -> Config:
-  path = os.path.join(workdir, "config.json")
-  if not tf.io.gfile.exists(path):
-    raise FileNotFoundError(f"{path} is missing: {workdir!r} is not a training workdir")
-  with tf.io.gfile.GFile(path) as f:
-    return from_dict(json.load(f))
-
-
-def load_trained_model(workdir: str):
-  """Speech2Face (front end + voice encoder + face decoder) from a workdir's resolved config and
-  stage weights; returns (model, config)."""
-  config = load_config(workdir)
-  model = factory.build_speech2face(config)
-  model(np.zeros((1, config.audio.clip_samples), np.float32))                   # build
-  load_stage_weights(model.voice_encoder, workdir, "voice_encoder")
-  load_stage_weights(model.face_decoder, workdir, "face_decoder")
-  return model, config
-
-
-def versions(model_dir: str) -> list[int]:
-  """The complete integer version directories under <export_base>/<model_name>, ascending."""
-  if not tf.io.gfile.isdir(model_dir):
-    return []
-  return sorted(int(n.strip("/")) for n in tf.io.gfile.listdir(model_dir) if n.strip("/").isdigit())
-
-
 def next_version(model_dir: str) -> int:
-  return max(versions(model_dir), default=0) + 1
+  return max(contract.versions(model_dir), default=0) + 1
 
 
 def _warmup_records(config: Config, batch_sizes=(1, 4)) -> list[bytes]:
@@ -92,10 +62,8 @@ def _warmup_records(config: Config, batch_sizes=(1, 4)) -> list[bytes]:
 
 def model_info(config: Config) -> dict:
   a = config.audio
-  return {"config": config.name, "sample_rate": a.sample_rate, "min_samples": a.min_samples,
-          "max_samples": a.max_samples, "clip_samples": a.clip_samples, "feature_dim": config.feature_dim,
-          "image_size": config.face_encoder.image_size, "num_landmarks": config.face_decoder.num_landmarks,
-          "signature": SIGNATURE, "input": INPUT, "outputs": list(OUTPUTS)}
+  return contract.model_info(config.name, a.min_samples, a.max_samples, a.clip_samples, config.feature_dim,
+                             config.face_encoder.image_size, config.face_decoder.num_landmarks, a.sample_rate)
 
 
 def export_model(model, config: Config, export_base: str, model_name: str, version: int | None = None,
@@ -106,7 +74,7 @@ def export_model(model, config: Config, export_base: str, model_name: str, versi
   model_dir = os.path.join(export_base, model_name)
   tf.io.gfile.makedirs(model_dir)
   version = version or next_version(model_dir)
-  final = os.path.join(model_dir, str(version))
+  final = contract.version_dir(model_dir, version)
   if tf.io.gfile.exists(final):
     raise FileExistsError(f"{final} already exists; versions are never overwritten")
   tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
@@ -115,12 +83,12 @@ def export_model(model, config: Config, export_base: str, model_name: str, versi
   module = ServingModule(model)
   try:
     tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
-    extra = os.path.join(tmp, "assets.extra")
+    extra = os.path.join(tmp, contract.ASSETS_EXTRA)
     tf.io.gfile.makedirs(extra)
-    with tf.io.TFRecordWriter(os.path.join(extra, WARMUP_FILE)) as writer:
+    with tf.io.TFRecordWriter(os.path.join(extra, contract.WARMUP_FILE)) as writer:
       for record in _warmup_records(config):
         writer.write(record)
-    with tf.io.gfile.GFile(os.path.join(extra, MODEL_INFO_FILE), "w") as f:
+    with tf.io.gfile.GFile(contract.model_info_path(tmp), "w") as f:
       f.write(json.dumps(model_info(config), indent=2))
     if check:
       check_export(tmp, model, config)

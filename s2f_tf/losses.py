@@ -2,9 +2,9 @@
 
 Every function returns a PER-EXAMPLE loss `[batch]` in float32, never a batch mean: the training
 loop averages over the GLOBAL batch (tf.nn.compute_average_loss), which is what keeps the loss
-right under data parallelism. Nothing here normalises across the batch (SPEC).
+right under data parallelism. Nothing here normalises across the batch (docs/SPEC.md).
 
-Voice encoder (SPEC "Voice encoder training loss"), v_f the true face feature, v_s the predicted:
+Voice encoder (docs/SPEC.md, "Voice encoder training loss"), v_f the true face feature, v_s the predicted:
   L = || f_dec(v_f) - f_dec(v_s) ||_1
     + lambda1 * || v_f / ||v_f|| - v_s / ||v_s|| ||_2^2          lambda1 = 0.025
     + lambda2 * L_distill(f_VGG(v_f), f_VGG(v_s))                lambda2 = 200, T = 2

@@ -53,8 +53,10 @@ def test_bad_overrides(item, match):
 
 
 def test_clip_too_short_for_valid_padding():
+  from s2f_tf import factory
+  config = get_config("paper", ["audio.clip_seconds=2.0", "audio.min_seconds=0.5"])
   with pytest.raises(ValueError, match="needs at least 259"):
-    get_config("paper", ["audio.clip_seconds=2.0", "audio.min_seconds=0.5"])
+    factory.validate(config)
 
 
 def test_unknown_preset():

@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from conftest import run_s2f
 from s2f_tf import evaluate as ev
-from s2f_tf import export
+from s2f_tf import contract, export
+from s2f_tf.workdir import load_trained_model
 
 
 def test_similarity_by_hand():
@@ -60,7 +61,7 @@ def test_attribute_classifier_learns_from_images():
 
 def test_evaluate_command_writes_metrics_grid_and_report(tiny_trained_workdir, tiny_corpus, tmp_path):
   out = str(tmp_path / "eval")
-  r = run_s2f("evaluate", f"--workdir={tiny_trained_workdir}", f"--data={tiny_corpus}", f"--out={out}", "--json")
+  r = run_s2f("evaluate", f"--workdir={tiny_trained_workdir}", f"--data={tiny_corpus}", f"--eval_dir={out}", "--json")
   assert r.returncode == 0, r.stderr[-3000:]
   metrics = json.loads(r.stdout.strip().splitlines()[-1])
   assert set(metrics["inputs"]) == {"1s", "0.5s"}
@@ -79,15 +80,15 @@ def test_export_reload_matches_and_versions(tiny_trained_workdir, tmp_path):
   path = r.stdout.strip().splitlines()[-1]
   assert path == os.path.join(base, "s2f", "1")
   assert sorted(os.listdir(os.path.join(base, "s2f"))) == ["1"]             # no temporary left behind
-  info = json.load(open(os.path.join(path, "assets.extra", export.MODEL_INFO_FILE)))
+  info = json.load(open(os.path.join(path, "assets.extra", contract.MODEL_INFO_FILE)))
   assert info["min_samples"] == 4000 and info["image_size"] == 32
-  warmup = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", export.WARMUP_FILE)))
+  warmup = list(tf.data.TFRecordDataset(os.path.join(path, "assets.extra", contract.WARMUP_FILE)))
   assert 1 <= len(warmup) <= 1000
   from tensorflow_serving.apis import prediction_log_pb2
   log = prediction_log_pb2.PredictionLog.FromString(warmup[0].numpy())
   assert log.predict_log.request.inputs["waveform"].dtype == tf.float32.as_datatype_enum
   # reload and compare with the in-process model
-  model, config = export.load_trained_model(tiny_trained_workdir)
+  model, config = load_trained_model(tiny_trained_workdir)
   fn = tf.saved_model.load(path).signatures["serving_default"]
   wave = (np.random.RandomState(3).randn(3, 7000) * 0.1).astype(np.float32)     # short: tiled in-graph
   got, want = fn(waveform=tf.constant(wave)), model(wave)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from s2f_tf import losses
 from s2f_tf.configs import PRESETS, get_config
-from s2f_tf.models import factory
+from s2f_tf import factory
 from s2f_tf.models.face_decoder import FaceDecoder
 from s2f_tf.models.speech2face import Speech2Face
 
@@ -143,7 +143,7 @@ def test_preset_builds_and_steps(name):
 
 
 def _s2f(*args):
-  return subprocess.run([sys.executable, "-m", "s2f_tf.cli", *args], capture_output=True, text=True,
+  return subprocess.run([sys.executable, "-m", "s2f_tf.app.cli", *args], capture_output=True, text=True,
                         timeout=300)
 
 
@@ -164,6 +164,6 @@ def test_cli_errors():
   r = _s2f("describe", "--config=tiny", "--set=train.batch_size=x")
   assert r.returncode == 2 and "expected int" in r.stderr
   r = _s2f("frobnicate")
-  assert r.returncode == 2 and "unknown command" in r.stderr
+  assert r.returncode == 2 and "invalid choice: 'frobnicate'" in r.stderr
   r = _s2f("describe", "--config=nope")
   assert r.returncode == 2 and "unknown config" in r.stderr

@@ -85,7 +85,7 @@ def test_multi_worker_two_processes_end_identical(tiny_corpus, tiny_faces_workdi
     env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                                  "task": {"type": "worker", "index": index}}))
     procs.append(subprocess.Popen(
-        [sys.executable, "-m", "s2f_tf.cli", "train", "--config=tiny", "--stage=voice_encoder",
+        [sys.executable, "-m", "s2f_tf.app.cli", "train", "--config=tiny", "--stage=voice_encoder",
          f"--workdir={workdir}", f"--data={tiny_corpus}"], env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True))
   results = []
@@ -111,7 +111,7 @@ def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(tiny_corpus,
   rng = random.Random(7)
   kills = 0
   for _ in range(2):                              # two kills at random moments after a checkpoint
-    p = subprocess.Popen([sys.executable, "-m", "s2f_tf.cli", "train", *KILL_ARGS, f"--workdir={workdir}",
+    p = subprocess.Popen([sys.executable, "-m", "s2f_tf.app.cli", "train", *KILL_ARGS, f"--workdir={workdir}",
                           f"--data={tiny_corpus}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     ckpts = os.path.join(workdir, "voice_encoder", "checkpoints")
@@ -193,7 +193,7 @@ def test_multi_worker_sigterm_saves_and_resumes(tiny_corpus, tiny_faces_workdir,
     for index in range(2):
       env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": {"worker": workers},
                                                    "task": {"type": "worker", "index": index}}))
-      procs.append(subprocess.Popen([sys.executable, "-m", "s2f_tf.cli", "train", *args], env=env,
+      procs.append(subprocess.Popen([sys.executable, "-m", "s2f_tf.app.cli", "train", *args], env=env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 

@@ -14,7 +14,7 @@ def _tiny(**kw):
 
 
 def test_paper_geometry_numbers():
-  # SPEC: 6 s (598 frames) with valid padding -> 1 x 57 x 512 before the FC layers
+  # docs/SPEC.md: 6 s (598 frames) with valid padding -> 1 x 57 x 512 before the FC layers
   assert output_length(598, 4, "valid") == 6          # conv9 output time, then averaged to 1
   assert frequency_bins_out(257, 4, "valid") == 57
   assert min_frames(4, "valid") == 259

@@ -2,8 +2,8 @@
 
 Presets (`paper`, `demo`, `tiny`) are modules next to this file; each returns a `Config`.
 `s2f_tf.configs.get_config(name, overrides)` resolves a preset and applies `section.field=value`
-overrides from the command line. Layers never read configs: `s2f_tf.models.factory` turns a
-config into objects (DESIGN.md habit 3).
+overrides from the command line. Layers never read configs: `s2f_tf.factory` turns a config into
+objects, and its `validate` adds the checks that need the networks' geometry.
 """
 
 from __future__ import annotations
@@ -12,11 +12,13 @@ import dataclasses
 import json
 from typing import Any
 
+from s2f_tf import contract
+
 
 @dataclasses.dataclass(frozen=True)
 class AudioConfig:
-  """Waveform -> spectrogram front end (SPEC "Audio front end")."""
-  sample_rate: int = 16000
+  """Waveform -> spectrogram front end (docs/SPEC.md, "Audio front end")."""
+  sample_rate: int = contract.SAMPLE_RATE   # fixed: data, training and serving are all 16 kHz
   clip_seconds: float = 6.0        # training crop; shorter clips are tiled up to this length
   min_seconds: float = 0.5         # shorter input is rejected, not tiled into noise
   max_seconds: float = 30.0        # longer input is rejected (serving bound)
@@ -91,7 +93,7 @@ class FaceDecoderConfig:
 
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
-  """SPEC "Voice encoder training loss" and the decoder's own losses."""
+  """docs/SPEC.md, "Voice encoder training loss" and the decoder's own losses."""
   lambda_feature: float = 0.025            # lambda1: normalised-feature L2
   lambda_distill: float = 200.0            # lambda2: fc8 distillation
   temperature: float = 2.0
@@ -217,6 +219,9 @@ def from_dict(data: dict[str, Any]) -> Config:
 def validate(config: Config) -> Config:
   """Checks cross-field consistency; returns the config or raises ValueError naming the field."""
   a = config.audio
+  if a.sample_rate != contract.SAMPLE_RATE:
+    raise ValueError(f"audio.sample_rate must be {contract.SAMPLE_RATE} (s2f prepares, trains on and serves "
+                     f"{contract.SAMPLE_RATE} Hz audio), got {a.sample_rate}")
   if a.fft_length < a.window_samples:
     raise ValueError(f"audio.fft_length ({a.fft_length}) must be >= audio.window_samples ({a.window_samples})")
   if not 0 < a.min_seconds <= a.clip_seconds <= a.max_seconds:
@@ -230,11 +235,6 @@ def validate(config: Config) -> Config:
     raise ValueError(f"voice_encoder.padding must be 'valid' or 'same', got {config.voice_encoder.padding!r}")
   if len(config.voice_encoder.channels) != 9:
     raise ValueError(f"voice_encoder.channels needs 9 entries (Table 1 blocks 1-9), got {len(config.voice_encoder.channels)}")
-  from s2f_tf.models.voice_encoder import min_frames  # late import: configs stay importable alone
-  needed = min_frames(config.voice_encoder.kernel_size, config.voice_encoder.padding)
-  if a.num_frames() < needed:
-    raise ValueError(f"audio.clip_seconds ({a.clip_seconds}) gives {a.num_frames()} frames; the voice encoder "
-                     f"({config.voice_encoder.padding} padding) needs at least {needed}")
   fe = config.face_encoder
   if fe.channel_order not in ("RGB", "BGR"):
     raise ValueError(f"face_encoder.channel_order must be RGB or BGR, got {fe.channel_order!r}")

@@ -15,7 +15,7 @@ The decoder reads only the feature's direction (face_decoder.normalize_input): t
 constrains v_s's direction, and a regressed v_s came out ~25% shorter than a true face's feature,
 so the decoder drew faint average faces from it (in one measurement, rescaling v_s alone raised the
 judge's sex accuracy on voice-decoded faces from 79% to 84%; the rest of the gain to the bar came
-with clearer sex cues in the synthetic faces, see s2f_tf/data/synthetic.py).
+with clearer sex cues in the synthetic faces, see s2f_tf/synthetic/).
 
   make demo            # 600 identities x 8 clips, every stage with this preset (~12 min on 2 cores)
   s2f describe --config=demo

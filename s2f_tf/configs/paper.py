@@ -1,4 +1,4 @@
-"""`paper`: the exact Speech2Face sizes (SPEC.md).
+"""`paper`: the exact Speech2Face sizes (docs/SPEC.md).
 
 6 s at 16 kHz -> 598 x 257 x 2 spectrogram -> Table 1 voice encoder (valid padding, 1 x 57 x 512
 before the FC layers) -> 4096-D; VGG-Face at 224 x 224 (fc7 4096, fc8 2622); Cole et al. decoder

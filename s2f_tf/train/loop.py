@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -28,13 +27,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from s2f_tf.configs.base import Config, from_dict
+from s2f_tf.configs import Config
+from s2f_tf.contract import S2FError
 from s2f_tf.data.dataset import InputOptions, explain_read_error, make_dataset
 from s2f_tf.data.schema import DatasetInfo
+from s2f_tf.progress import Progress
 from s2f_tf.train import runtime
-from s2f_tf.train.stages import STAGE_CLASSES, STAGES
+from s2f_tf.train.stages import STAGE_CLASSES
+from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config, write_text_atomic
 
-CONFIG_FILE = "config.json"
 # Config sections that define the networks: a workdir's stages must agree on them.
 MODEL_SECTIONS = ("audio", "voice_encoder", "face_encoder", "face_decoder")
 
@@ -53,7 +54,7 @@ class TrainOptions:
   progress: bool = True
 
 
-class TrainingError(RuntimeError):
+class TrainingError(S2FError):
   """A run that cannot go on (NaN/Inf loss, corrupt data): the message says where and why."""
 
 
@@ -70,23 +71,13 @@ def resolve_config(config: Config, info: DatasetInfo, options: TrainOptions) -> 
     raise ValueError(f"dataset has {info.num_landmarks} landmarks per face, config face_decoder.num_landmarks "
                      f"is {config.face_decoder.num_landmarks}: pass "
                      f"--set=face_decoder.num_landmarks={info.num_landmarks}")
-  path = os.path.join(options.workdir, CONFIG_FILE)
-  if tf.io.gfile.exists(path):
-    with tf.io.gfile.GFile(path) as f:
-      stored = from_dict(json.load(f))
+  stored = stored_config(options.workdir)
+  if stored is not None:
     for section in MODEL_SECTIONS:
       if getattr(stored, section) != getattr(config, section):
-        raise ValueError(f"{path} was written with a different {section} config than this run's; "
-                         f"use the same --config/--set for every stage, or a new --workdir")
+        raise ValueError(f"{Workdir(options.workdir).config_path} was written with a different {section} "
+                         "config than this run's; use the same --config/--set for every stage, or a new --workdir")
   return config
-
-
-def write_config(config: Config, workdir: str) -> None:
-  path = os.path.join(workdir, CONFIG_FILE)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(config.to_json())
-  tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def make_optimizer(config: Config, learning_rate: float, precision: str):
@@ -127,8 +118,8 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   strategy = runtime.make_strategy(options.strategy)
   chief = runtime.is_chief(strategy)
   stage = STAGE_CLASSES[options.stage](config, info, options.workdir, options.vgg_face_weights)
-  stage_dir = os.path.join(options.workdir, stage.name)
-  tf.io.gfile.makedirs(stage_dir)
+  layout = Workdir(options.workdir)
+  tf.io.gfile.makedirs(layout.stage_dir(stage.name))
   if chief:
     write_config(config, options.workdir)
   total_steps = stage.steps
@@ -159,7 +150,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
                                  info=info))           # per-worker batches [global / workers, ...]
 
   checkpoint = tf.train.Checkpoint(step=step, optimizer=optimizer, **stage.checkpoint_items())
-  checkpoint_dir = os.path.join(stage_dir, "checkpoints")
+  checkpoint_dir = layout.checkpoints(stage.name)
   scratch = None
   if not chief:                                   # every worker saves; only the chief's copy is kept
     scratch = tempfile.mkdtemp(prefix="s2f-worker-ckpt-")
@@ -167,9 +158,9 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.train.keep_checkpoints)
   input_checkpoint = tf.train.Checkpoint(iterator=iterator)
   input_manager = tf.train.CheckpointManager(
-      input_checkpoint, os.path.join(stage_dir, "input", f"worker-{worker_index}"),
+      input_checkpoint, layout.input_positions(stage.name, worker_index),
       max_to_keep=config.train.keep_checkpoints)
-  latest = tf.train.latest_checkpoint(os.path.join(stage_dir, "checkpoints"))   # the chief's, for all
+  latest = tf.train.latest_checkpoint(layout.checkpoints(stage.name))   # the chief's, for all
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
     restored = int(step.numpy())
@@ -215,7 +206,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
     step.assign_add(1)
     return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-  writer = (tf.summary.create_file_writer(os.path.join(options.workdir, "tensorboard", stage.name))
+  writer = (tf.summary.create_file_writer(layout.tensorboard(stage.name))
             if chief else tf.summary.create_noop_writer())
   preview = None
   files = info.files(options.data_dir, "train")
@@ -229,8 +220,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   start_step = int(step.numpy())
   if start_step >= total_steps:
     log(f"[{stage.name}] already at step {start_step} of {total_steps}")
-  bar = keras.utils.Progbar(total_steps, stateful_metrics=["step", "loss", "examples/s"],
-                            verbose=1 if (chief and options.progress) else 0, interval=1.0)
+  progress = Progress(total_steps, stage.name, enabled=chief and options.progress)
   profile = options.profile_steps
   profiling = False
   last_time, last_step = time.time(), start_step
@@ -241,7 +231,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
     while int(step.numpy()) < total_steps:
       current = int(step.numpy())
       if profile and current == profile[0] and chief:
-        tf.profiler.experimental.start(os.path.join(options.workdir, "tensorboard", stage.name))
+        tf.profiler.experimental.start(layout.tensorboard(stage.name))
         profiling = True
       with _naming_corrupt_shards(files):
         out = preemption.run(train_step, iterator) if preemption else train_step(iterator)
@@ -270,10 +260,11 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
       if current % config.train.checkpoint_every == 0:
         input_manager.save(checkpoint_number=current)
         manager.save(checkpoint_number=current)
-      bar.update(current, [("step", current), ("loss", values["total"]), ("examples/s", rate)])
+      progress.update(current, {"loss": values["total"], "examples/s": rate})
     if profiling:
       tf.profiler.experimental.stop()
     writer.flush()
+  progress.close()
 
   final_step = int(step.numpy())
   if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final_step}"):
@@ -287,8 +278,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
     result["loss_scale"] = float(optimizer.dynamic_scale.numpy())
   if chief:
     result["outputs"] = stage.save_outputs()
-    with tf.io.gfile.GFile(os.path.join(stage_dir, "result.json"), "w") as f:
-      f.write(json.dumps(result, indent=2))
+    write_text_atomic(layout.result(stage.name), json.dumps(result, indent=2))
   if scratch:
     shutil.rmtree(scratch, ignore_errors=True)
   return result

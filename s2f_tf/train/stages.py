@@ -6,58 +6,22 @@
                     negative cosine of face-encoder features)
   3 voice_encoder  waveform -> feature, the paper's loss against   writes voice_encoder.weights.h5
                    the frozen face encoder (fc7, fc8) and decoder (FC bottleneck)
-Each stage's weights land in <workdir>/<stage>/; later stages load earlier ones from there, or
-the face encoder from a VGG-Face HDF5 file (then stage 1 is not needed).
+Each stage's weights land in the workdir (s2f_tf/workdir.py says where); later stages load the
+earlier ones from there, or the face encoder from a VGG-Face HDF5 file (then stage 1 is not needed).
 """
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import tensorflow as tf
 
-from s2f_tf import losses
-from s2f_tf.configs.base import Config
+from s2f_tf import contract, factory, losses
+from s2f_tf.configs import Config
 from s2f_tf.data.schema import DatasetInfo
-from s2f_tf.models import factory
-from s2f_tf.models.face_encoder import load_vggface_weights
 from s2f_tf.models.warp import sparse_image_warp
-
-STAGES = ("face_encoder", "face_decoder", "voice_encoder")
-
-
-def weights_path(workdir: str, stage: str) -> str:
-  return os.path.join(workdir, stage, f"{stage}.weights.h5")
-
-
-def save_weights_atomic(model, path: str) -> None:
-  """Keras .weights.h5 written under a temporary name and renamed when complete."""
-  tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
-  model.save_weights(tmp)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
-def load_stage_weights(model, workdir: str, stage: str) -> None:
-  """Loads <workdir>/<stage>/<stage>.weights.h5 into a built `model`; a clear error if missing."""
-  path = weights_path(workdir, stage)
-  if not tf.io.gfile.exists(path):
-    hint = " or pass --vgg_face_weights=FILE" if stage == "face_encoder" else ""
-    raise FileNotFoundError(f"{path} is missing: train --stage={stage} first{hint}")
-  model.load_weights(path)
-
-
-def load_frozen_face_encoder(config: Config, workdir: str, vgg_face_weights: str | None = None):
-  """The trained face encoder, frozen: from a VGG-Face HDF5 file, or from stage 1's weights."""
-  fe = factory.build_face_encoder(config)
-  size = config.face_encoder.image_size
-  fe(np.zeros((1, size, size, 3), np.float32))                                 # build
-  if vgg_face_weights:
-    load_vggface_weights(fe, vgg_face_weights)
-  else:
-    load_stage_weights(fe, workdir, "face_encoder")
-  fe.trainable = False
-  return fe
+from s2f_tf.workdir import (Workdir, build_face_decoder, build_face_encoder, load_frozen_face_encoder,
+                            save_weights_atomic)
 
 
 def _images_float(images: tf.Tensor) -> tf.Tensor:
@@ -73,30 +37,21 @@ class Stage:
 
   @property
   def steps(self) -> int:
-    return getattr(self.config.train, f"{self.name}_steps")
+    raise NotImplementedError
 
   @property
   def learning_rate(self) -> float:
-    return getattr(self.config.train, f"{self.name}_learning_rate", self.config.optimizer.learning_rate)
+    raise NotImplementedError
 
   def _face_encoder(self, trainable: bool):
-    if not trainable:
-      return load_frozen_face_encoder(self.config, self.workdir, self.vgg_face_weights)
-    fe = factory.build_face_encoder(self.config)
-    size = self.config.face_encoder.image_size
-    fe(np.zeros((1, size, size, 3), np.float32))                               # build
-    return fe
+    if trainable:
+      return build_face_encoder(self.config)
+    return load_frozen_face_encoder(self.config, self.workdir, self.vgg_face_weights)
 
   def _face_decoder(self, trainable: bool):
-    dec = factory.build_face_decoder(self.config)
-    dec(np.zeros((1, self.config.feature_dim), np.float32))                    # build
     if trainable:
-      if self.info.mean_landmarks:
-        dec.set_mean_landmarks(np.asarray(self.info.mean_landmarks, np.float32))
-    else:
-      load_stage_weights(dec, self.workdir, "face_decoder")
-      dec.trainable = False
-    return dec
+      return build_face_decoder(self.config, mean_landmarks=self.info.mean_landmarks)
+    return build_face_decoder(self.config, workdir=self.workdir)
 
   # Interface used by loop.py -------------------------------------------------------------------
   def build(self) -> None:
@@ -117,7 +72,7 @@ class Stage:
     """Writes image/audio summaries for a preview batch (chief only, default strategy scope)."""
 
   def save_outputs(self) -> list[str]:
-    path = weights_path(self.workdir, self.name)
+    path = Workdir(self.workdir).weights(self.name)
     save_weights_atomic(getattr(self, self.name), path)
     return [path]
 
@@ -132,6 +87,14 @@ def _grid(columns: list[tf.Tensor], rows: int = 4) -> tf.Tensor:
 class FaceEncoderStage(Stage):
   name = "face_encoder"
   fields = ("image", "speaker")
+
+  @property
+  def steps(self):
+    return self.config.train.face_encoder_steps
+
+  @property
+  def learning_rate(self):
+    return self.config.train.face_encoder_learning_rate
 
   def build(self):
     if self.vgg_face_weights:
@@ -149,10 +112,17 @@ class FaceEncoderStage(Stage):
     tf.summary.image("faces/input", tf.cast(batch["image"][:4], tf.float32) / 255.0, step=step, max_outputs=4)
 
 
-
 class FaceDecoderStage(Stage):
   name = "face_decoder"
   fields = ("image", "landmarks")
+
+  @property
+  def steps(self):
+    return self.config.train.face_decoder_steps
+
+  @property
+  def learning_rate(self):
+    return self.config.train.face_decoder_learning_rate
 
   def build(self):
     self.face_encoder = self._face_encoder(trainable=False)
@@ -163,8 +133,10 @@ class FaceDecoderStage(Stage):
     target = self.face_encoder(images, training=False)["feature"]              # [B, D]
     out = self.face_decoder(target, training=training)
     mean = tf.broadcast_to(self.face_decoder.mean_landmarks[None], tf.shape(batch["landmarks"]))
+    d = self.config.face_decoder                          # the same warp as the decoder's own
     texture_true, _ = sparse_image_warp(images / 255.0, batch["landmarks"], mean,
-                                        regularization=self.config.face_decoder.warp_regularization)
+                                        num_border_points=d.warp_border_points,
+                                        regularization=d.warp_regularization)
     decoded_feature = self.face_encoder(out["image"] * 255.0, training=False)["feature"]
     c = self.config.loss
     return losses.face_decoder_loss(texture_true, out["texture"], batch["landmarks"], out["landmarks"],
@@ -178,9 +150,16 @@ class FaceDecoderStage(Stage):
                      _grid([images / 255.0, out["image"], out["texture"]]), step=step)
 
 
-
 class VoiceEncoderStage(Stage):
   name = "voice_encoder"
+
+  @property
+  def steps(self):
+    return self.config.train.voice_encoder_steps
+
+  @property
+  def learning_rate(self):
+    return self.config.optimizer.learning_rate            # the paper's optimiser (docs/SPEC.md)
 
   @property
   def fields(self):
@@ -223,7 +202,7 @@ class VoiceEncoderStage(Stage):
       columns.insert(0, _images_float(batch["image"]) / 255.0)
     tf.summary.image("faces/true|from_true_feature|from_voice", _grid(columns), step=step)
     rate = self.config.audio.sample_rate
-    tf.summary.audio("voice", tf.cast(batch["pcm"][:2], tf.float32)[:, :, None] / 32768.0, rate,
+    tf.summary.audio("voice", tf.cast(batch["pcm"][:2], tf.float32)[:, :, None] * contract.PCM_SCALE, rate,
                      step=step, max_outputs=2)
     magnitude = tf.sqrt(tf.reduce_sum(tf.square(spec), axis=-1))               # [2, T, F] compressed
     picture = tf.transpose(magnitude, [0, 2, 1])[:, ::-1, :, None]             # [2, F, T, 1] low at bottom
