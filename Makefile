@@ -23,11 +23,12 @@ $(STAMP): requirements.lock setup.py
 	@if [ "$(PYTHON)" = none ]; then echo "error: need Python 3.11 or 3.12 on PATH (or make PYTHON=/path/to/python3.12)" >&2; exit 1; fi
 	@echo "== setting up $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e ".[test]"
+	@set -o pipefail; $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  -c requirements.lock -e ".[test]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/s2f demo --config=demo --out=$(DEMO_OUT) $(DEMO_ARGS)
+	$(VENV)/bin/s2f demo --config=demo --demo_dir=$(DEMO_OUT) $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests

@@ -1,4 +1,4 @@
-"""s2f: Speech2Face on TensorFlow/Keras. Exact pins live in requirements/ (see BUILD.md)."""
+"""s2f: Speech2Face on TensorFlow/Keras. Exact pins live in requirements.lock (see BUILD.md)."""
 
 from setuptools import find_packages, setup
 
@@ -29,5 +29,5 @@ setup(
         "protobuf>=5,<7",
     ],
     extras_require={"test": ["pytest>=8", "librosa>=0.10"]},
-    entry_points={"console_scripts": ["s2f=s2f_tf.cli:run"]},
+    entry_points={"console_scripts": ["s2f=s2f_tf.app.cli:run"]},
 )

@@ -31,7 +31,7 @@ def run_s2f(*args, env=None, timeout=600):
   import sys
   full_env = dict(os.environ)
   full_env.update(env or {})
-  return subprocess.run([sys.executable, "-m", "s2f_tf.cli", *args], capture_output=True, text=True,
+  return subprocess.run([sys.executable, "-m", "s2f_tf.app.cli", *args], capture_output=True, text=True,
                         timeout=timeout, env=full_env)
 
 

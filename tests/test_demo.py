@@ -16,7 +16,7 @@ from conftest import run_s2f
 @pytest.mark.slow
 def test_demo_end_to_end_tiny(tmp_path):
   out = str(tmp_path / "demo_out")
-  r = run_s2f("demo", "--config=tiny", "--identities=10", "--clips_per_identity=3", f"--out={out}")
+  r = run_s2f("demo", "--config=tiny", "--identities=10", "--clips_per_identity=3", f"--demo_dir={out}")
   assert r.returncode == 0, r.stderr[-4000:] + r.stdout[-2000:]
   for name in ("metrics.json", "faces.png", "report.html", "served_faces.png", "summary.json"):
     assert os.path.getsize(os.path.join(out, name)) > 100, name
@@ -40,7 +40,7 @@ def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
   assert run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}").returncode == 0
   audio = _wav(str(tmp_path / "voice.flac"), 2.5, 44100, channels=2)
   face = str(tmp_path / "face.png")
-  r = run_s2f("predict", audio, f"--model_dir={base}/s2f", f"--out={face}", f"--feature_out={tmp_path}/f.npy")
+  r = run_s2f("predict", audio, f"--model_dir={base}/s2f", f"--face_out={face}", f"--feature_out={tmp_path}/f.npy")
   assert r.returncode == 0, r.stderr[-3000:]
   from PIL import Image
   assert Image.open(face).size == (32, 32)
@@ -49,13 +49,13 @@ def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
   # the same file through the development server and the official gRPC stubs
   from serving.server import free_port
   port = free_port()
-  server = subprocess.Popen([sys.executable, "-m", "s2f_tf.cli", "serve", f"--model_base_path={base}/s2f",
+  server = subprocess.Popen([sys.executable, "-m", "s2f_tf.app.cli", "serve", f"--model_base_path={base}/s2f",
                              f"--port={port}", "--rest_api_port=0"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
   try:
     deadline = time.time() + 90
     while time.time() < deadline:
-      r = run_s2f("predict", audio, f"--server=127.0.0.1:{port}", f"--out={tmp_path}/served.png",
+      r = run_s2f("predict", audio, f"--server=127.0.0.1:{port}", f"--face_out={tmp_path}/served.png",
                   f"--feature_out={tmp_path}/g.npy", "--timeout=10")
       if r.returncode == 0:
         break
@@ -68,7 +68,20 @@ def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
 
 
 def test_predict_errors(tmp_path):
-  r = run_s2f("predict", str(tmp_path / "missing.wav"), "--model_dir=x", f"--out={tmp_path}/f.png")
+  r = run_s2f("predict", str(tmp_path / "missing.wav"), "--model_dir=x", f"--face_out={tmp_path}/f.png")
   assert r.returncode == 2 and "does not exist" in r.stderr
-  r = run_s2f("predict", "a.wav", f"--out={tmp_path}/f.png")
+  r = run_s2f("predict", "a.wav", f"--face_out={tmp_path}/f.png")
   assert r.returncode == 2 and "exactly one of --server" in r.stderr
+
+
+def test_predict_too_short_in_process_is_a_short_error(tiny_trained_workdir, tmp_path):
+  """50 ms of audio through the in-process SavedModel: the same one-line error as the server path."""
+  base = str(tmp_path / "exports")
+  assert run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}").returncode == 0
+  audio = _wav(str(tmp_path / "short.wav"), 0.05, 16000)
+  face = tmp_path / "f.png"
+  r = run_s2f("predict", audio, f"--model_dir={base}/s2f", f"--face_out={face}")
+  assert r.returncode == 1, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr and "clip too short" in r.stderr, r.stderr[-3000:]
+  assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+  assert not face.exists()

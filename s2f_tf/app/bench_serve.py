@@ -19,7 +19,6 @@ in-process loop calls back to back and keeps it hot; ~0.2-0.3 ms on a 2-core mac
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import threading
@@ -27,6 +26,8 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
+
+from s2f_tf import contract
 
 TARGET_OVERHEAD = 0.10
 
@@ -111,14 +112,14 @@ def bench_serve(model_base_path: str, model_name: str = "s2f", requests: int = 2
     version = server.versions()[0]
     path = os.path.join(server.model_base_path, str(version))
     info = server._servables[version].info
-    samples = int(samples or info.get("clip_samples") or 16000)
+    samples = int(samples or info.get("clip_samples") or contract.SAMPLE_RATE)
     wave = (np.random.RandomState(seed).randn(batch_size, samples) * 0.05).astype(np.float32)  # [B, N]
 
     loaded = tf.saved_model.load(path)                           # the in-process baseline
-    fn = loaded.signatures["serving_default"]
+    fn = loaded.signatures[contract.SIGNATURE]
 
     def in_process():
-      return {k: v.numpy() for k, v in fn(waveform=tf.constant(wave)).items()}
+      return {k: v.numpy() for k, v in fn(**{contract.INPUT: tf.constant(wave)}).items()}
 
     with GrpcClient(server.grpc_target, model_name, version=version, max_concurrency=levels[-1],
                     timeout_seconds=60.0, retries=0) as client:
@@ -152,7 +153,7 @@ def bench_serve(model_base_path: str, model_name: str = "s2f", requests: int = 2
   return {
       "benchmark": "serve", "transport": "grpc", "model_name": model_name, "version": version,
       "config": info.get("config"), "batch_size": batch_size, "samples": samples,
-      "clip_seconds": samples / float(info.get("sample_rate", 16000)),
+      "clip_seconds": contract.seconds(samples, info.get("sample_rate", contract.SAMPLE_RATE)),
       "requests": requests, "rounds": rounds, "levels": results,
       "latency_overhead": overhead, "latency_overhead_concurrency": low["concurrency"],
       "throughput_ratio": high.get("throughput_ratio"), "throughput_concurrency": high["concurrency"],
@@ -162,8 +163,3 @@ def bench_serve(model_base_path: str, model_name: str = "s2f", requests: int = 2
       "cpu_count": os.cpu_count(),
   }
 
-
-if __name__ == "__main__":
-  import sys
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  print(json.dumps(bench_serve(sys.argv[1], *(sys.argv[2:3] or ["s2f"])), indent=2))

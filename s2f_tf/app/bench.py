@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+from s2f_tf import contract
+
 
 def bench_input(data_dir: str, split: str, batch_size: int, clip_samples: int, steps: int = 50,
                 warmup: int = 10, fields=("pcm", "speaker")) -> dict:
@@ -24,7 +26,7 @@ def bench_input(data_dir: str, split: str, batch_size: int, clip_samples: int, s
   seconds = time.perf_counter() - start
   return {"benchmark": "input", "examples_per_second": round(steps * batch_size / seconds, 1),
           "megabytes_per_second": round(nbytes / seconds / 1e6, 1), "batch_size": batch_size,
-          "clip_samples": clip_samples, "clip_seconds": clip_samples / 16000, "steps": steps,
+          "clip_samples": clip_samples, "clip_seconds": contract.seconds(clip_samples), "steps": steps,
           "fields": list(fields), "pcm_dtype": "int16"}
 
 
@@ -75,7 +77,7 @@ def bench_train(config, batch_size: int, steps: int = 10, warmup: int = 3, jit_c
   import tensorflow as tf
 
   from s2f_tf import losses
-  from s2f_tf.models import factory
+  from s2f_tf import factory
 
   keras.mixed_precision.set_global_policy("float32")
   samples = config.audio.clip_samples
@@ -115,7 +117,7 @@ def bench_train(config, batch_size: int, steps: int = 10, warmup: int = 3, jit_c
     if importlib.util.find_spec("torch") is None:
       result["torch"] = "not installed (pip install torch to time the PyTorch peer)"
     else:
-      proc = subprocess.run([sys.executable, "-m", "s2f_tf.bench_torch", config.to_json(), str(batch_size),
+      proc = subprocess.run([sys.executable, "-m", "s2f_tf.app.bench_torch", config.to_json(), str(batch_size),
                              str(steps), str(warmup)], capture_output=True, text=True, check=True)
       t = float(proc.stdout.strip().splitlines()[-1])
       result["torch_step_seconds"] = round(t / steps, 4)

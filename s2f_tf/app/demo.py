@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from s2f_tf import contract
+
 # The bars the demo must clear on held-out speakers (issue: do not lower them).
 # The demo corpus (also `s2f prepare synthetic`'s default).
 IDENTITIES = 600
@@ -56,7 +58,7 @@ def _served_predictions(out_dir: str, model_base_path: str, data_dir: str, confi
     client.wait_until_available(60)
     started = time.time()
     for speaker, pcm, image in picks:
-      wave = (pcm.astype(np.float32) / 32768.0)[None, :]
+      wave = contract.pcm_to_float(pcm)[None, :]
       out = client.predict(wave)
       face = out["face_image"][0]
       save_face(face, os.path.join(served_dir, f"{speaker}.png"))
@@ -79,7 +81,7 @@ def run_demo(out_dir: str, config, identities: int = IDENTITIES,
   from s2f_tf.evaluate import evaluate
   from s2f_tf.export import export_workdir
   from s2f_tf.train.loop import TrainOptions, train
-  from s2f_tf.train.stages import STAGES
+  from s2f_tf.workdir import STAGES
 
   started = time.time()
   os.makedirs(out_dir, exist_ok=True)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from s2f_tf.bench import timed
+from s2f_tf.app.bench import timed
 from s2f_tf.models.voice_encoder import _POOL_AFTER, _STRIDE2, frequency_bins_out, scaled_channels
 
 
