@@ -14,7 +14,7 @@
 A re-run with the same arguments skips shards whose .done.json exists and, because processing is
 deterministic and items are written in item_id order, produces byte-identical shards. Nothing is
 half-written: shards and the info file appear under their final names only when complete.
-All file access goes through tf.io.gfile, so `--out` may be a local path or gs://, hdfs://, ...
+All file access goes through tf.io.gfile, so `--data` may be a local path or gs://, hdfs://, ...
 The runner is a flag: DirectRunner (2 local processes) by default; Dataflow/Flink/Spark at scale.
 """
 
@@ -32,6 +32,7 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 import tensorflow as tf
 
+from s2f_tf import contract
 from s2f_tf.data import schema
 
 PREPARE_FILE = "prepare.json"
@@ -66,11 +67,10 @@ def stable_hash(text: str) -> int:
   return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def split_for_speaker(speaker_id: str, fractions=(0.8, 0.1, 0.1), salt: str = "s2f") -> str:
+def split_for_speaker(speaker_id: str, fractions=contract.SPLIT_FRACTIONS, salt: str = "s2f") -> str:
   """Speaker-disjoint split by a stable hash of the speaker id."""
   u = (stable_hash(f"{salt}:{speaker_id}") % 1_000_000) / 1_000_000
-  edges = np.cumsum(fractions) / np.sum(fractions)
-  return schema.SPLITS[int(np.searchsorted(edges, u, side="right"))]
+  return contract.split_from_unit(u, fractions)
 
 
 def shard_name(split: str, index: int, count: int) -> str:
@@ -262,7 +262,7 @@ def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner
     previous = _read_json(prep_path)
     if previous != fingerprint:
       raise ValueError(f"{out_dir} holds a different preparation ({prep_path}: {previous}); "
-                       "use a new --out directory or delete it")
+                       "use a new --data directory or delete it")
   else:
     _write_json_atomic(prep_path, fingerprint)
   items = source.list_items()

@@ -20,7 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-_INT16_SCALE = 1.0 / 32768.0
+from s2f_tf import contract
+
 
 
 def num_frames(samples: int, window_samples: int, hop_samples: int) -> int:
@@ -65,7 +66,7 @@ class SpectrogramFrontEnd(keras.layers.Layer):
     max_bins: keep only the lowest `max_bins` frequency bins (a band limit); 0 keeps all.
   """
 
-  def __init__(self, sample_rate: int = 16000, window_samples: int = 400, hop_samples: int = 160,
+  def __init__(self, sample_rate: int = contract.SAMPLE_RATE, window_samples: int = 400, hop_samples: int = 160,
                fft_length: int = 512, power: float = 0.3, tile_to_samples: int = 96000,
                min_samples: int = 400, max_samples: int = 480000, periodic_window: bool = True,
                validate: bool = True, max_bins: int = 0, **kwargs):
@@ -124,7 +125,7 @@ class SpectrogramFrontEnd(keras.layers.Layer):
     waveform = tf.convert_to_tensor(waveform)
     self._check_static(waveform)
     if waveform.dtype == tf.int16:
-      x = tf.cast(waveform, tf.float32) * _INT16_SCALE                      # [B, N] in [-1, 1)
+      x = tf.cast(waveform, tf.float32) * contract.PCM_SCALE                      # [B, N] in [-1, 1)
     else:
       x = tf.cast(waveform, tf.float32)                                     # [B, N]
     if self.validate:
@@ -178,7 +179,7 @@ def spectrogram_numpy(waveform: np.ndarray, window_samples: int = 400, hop_sampl
   """
   x = np.asarray(waveform)
   if x.dtype == np.int16:
-    x = x.astype(np.float64) * _INT16_SCALE
+    x = x.astype(np.float64) * contract.PCM_SCALE
   x = x.astype(np.float64)
   if tile_to_samples and x.shape[1] < tile_to_samples:
     reps = -(-tile_to_samples // x.shape[1])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -93,9 +94,12 @@ def _exists(path: str) -> bool:
   return _gfile().exists(path) if _is_remote(path) else os.path.exists(path)
 
 
-def versions(model_dir: str) -> list[int]:
-  """The complete integer version directories (holding saved_model.pb) under
-  <export_base>/<model_name>, ascending. Temporary export directories are not versions."""
+_VERSION_NAME = re.compile(r"0|[1-9][0-9]*")          # "7", not "007" or "7.tmp"
+
+
+def versions(model_dir: str, complete: bool = True) -> list[int]:
+  """The integer version directories under <export_base>/<model_name>, ascending; with `complete`
+  only those holding saved_model.pb. Temporary export directories are not versions."""
   if _is_remote(model_dir):
     gfile = _gfile()
     names = gfile.listdir(model_dir) if gfile.isdir(model_dir) else []
@@ -104,7 +108,7 @@ def versions(model_dir: str) -> list[int]:
   found = []
   for name in names:
     name = name.strip("/")
-    if name.isdigit() and _exists(os.path.join(model_dir, name, SAVED_MODEL_FILE)):
+    if _VERSION_NAME.fullmatch(name) and (not complete or _exists(os.path.join(model_dir, name, SAVED_MODEL_FILE))):
       found.append(int(name))
   return sorted(found)
 

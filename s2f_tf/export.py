@@ -44,7 +44,7 @@ class ServingModule(tf.Module):
 
 
 def next_version(model_dir: str) -> int:
-  return max(contract.versions(model_dir), default=0) + 1
+  return max(contract.versions(model_dir, complete=False), default=0) + 1
 
 
 def _warmup_records(config: Config, batch_sizes=(1, 4)) -> list[bytes]:

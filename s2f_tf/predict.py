@@ -34,7 +34,13 @@ class LocalModel:
 
   def __init__(self, model_dir: str):
     self.path = contract.newest_version_dir(model_dir)
-    self.fn = tf.saved_model.load(self.path).signatures[contract.SIGNATURE]
+    try:
+      signatures = tf.saved_model.load(self.path).signatures
+    except (OSError, ValueError, tf.errors.OpError) as e:
+      raise contract.S2FError(f"{self.path} is not a loadable SavedModel: {e}") from None
+    if contract.SIGNATURE not in signatures:
+      raise contract.S2FError(f"{self.path} has no {contract.SIGNATURE!r} signature (has {sorted(signatures)})")
+    self.fn = signatures[contract.SIGNATURE]
     self.info = contract.read_model_info(self.path)
 
   def predict(self, waveform: np.ndarray) -> dict[str, np.ndarray]:

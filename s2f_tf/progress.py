@@ -33,7 +33,7 @@ class Progress:
   """Args:
     total: the last step.
     label: what is progressing (printed in brackets).
-    stream: where to write (default sys.stdout).
+    stream: where to write (default sys.stderr, so a command's result on stdout stays clean).
     every_seconds: interval of the plain lines when `stream` is not a terminal.
     enabled: False writes nothing (non-chief workers).
     terminal: force the terminal (True) or plain (False) display; default: stream.isatty().
@@ -43,7 +43,7 @@ class Progress:
                enabled: bool = True, terminal: bool | None = None):
     self.total = int(total)
     self.label = label
-    self.stream = stream or sys.stdout
+    self.stream = stream or sys.stderr
     self.every_seconds = every_seconds
     self.enabled = enabled
     if terminal is None:

@@ -84,7 +84,7 @@ def torch_train_seconds(config, batch_size: int, steps: int, warmup: int) -> flo
 
 
 def main() -> None:
-  """python -m s2f_tf.bench_torch CONFIG_JSON BATCH STEPS WARMUP -> prints seconds (own process, so
+  """python -m s2f_tf.app.bench_torch CONFIG_JSON BATCH STEPS WARMUP -> prints seconds (own process, so
   TensorFlow's thread pools cannot disturb the timing)."""
   import json
   import sys

@@ -12,9 +12,10 @@
 
 A flag means the same in every command that has it (e.g. --data is always a prepared dataset
 directory: `prepare` writes it, the others read it). Flags live only here; the library takes plain
-arguments. Expected failures (bad flags or paths, corrupt data, a NaN loss, unreadable audio, a
-server's answer, a waveform the model cannot take) print one line `s2f COMMAND: message` and exit
-with 2 (usage and input) or 1 (everything else that is an S2FError); there is no traceback.
+arguments. Expected failures print one line `s2f COMMAND: message` and no traceback: bad flags,
+config values, paths or ports exit with 2; corrupt data, a NaN loss, unreadable audio, a server's
+answer or a waveform the model cannot take (S2FErrors) exit with 1. `--verbosity=1` shows the
+traceback instead.
 This module is light to import: TensorFlow loads only once a command runs, after `quiet.install`.
 """
 
@@ -41,7 +42,9 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
   def _get_help_string(self, action):
     text = action.help or ""
-    if action.default not in (None, False, [], argparse.SUPPRESS) and "%(default)" not in text:
+    default = action.default
+    shown = not (default is None or default is False or default == [] or default is argparse.SUPPRESS)
+    if shown and "%(default)" not in text:
       text += " (default: %(default)s)"
     return text
 
@@ -160,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--workdir", required=True, help="a trained run directory")
   p.add_argument("--export_base", required=True, help="SavedModels go to <export_base>/<model_name>/<version>/")
   _add_model_name(p)
-  p.add_argument("--version", type=int, default=0, help="version number; 0: one above the newest")
+  p.add_argument("--export_version", type=int, default=0, help="version number; 0: one above the newest")
 
   p = _command(sub, "serve", "development server speaking TF Serving's gRPC and REST APIs",
                "s2f serve --model_base_path=exports/s2f --port=8500 --rest_api_port=8501")
@@ -297,7 +300,7 @@ def evaluate(args) -> None:
 
 def export(args) -> None:
   from s2f_tf.export import export_workdir
-  print(export_workdir(args.workdir, args.export_base, args.model_name, args.version or None))
+  print(export_workdir(args.workdir, args.export_base, args.model_name, args.export_version or None))
 
 
 def serve(args) -> None:
@@ -367,16 +370,20 @@ def main(argv: list[str] | None = None) -> int:
   if not args.command:
     parser.print_help(sys.stderr)
     return 2
-  if getattr(args, "cpu_devices", 1) > 1:
-    from s2f_tf.train.runtime import configure_cpu_devices
-    configure_cpu_devices(args.cpu_devices)
   what = " ".join(x for x in (args.command, getattr(args, "kind", None)) if x)
   try:
+    if getattr(args, "cpu_devices", 1) > 1:
+      from s2f_tf.train.runtime import configure_cpu_devices
+      configure_cpu_devices(args.cpu_devices)
     COMMANDS[args.command](args)
-  except (UsageError, ValueError, FileNotFoundError, FileExistsError) as e:
+  except (UsageError, ValueError, OSError) as e:             # bad flags, config, paths or ports
+    if args.verbosity > 0 and not isinstance(e, UsageError):
+      raise                                                  # the traceback, on request
     print(f"s2f {what}: {e}", file=sys.stderr)
     return 2
   except S2FError as e:
+    if args.verbosity > 0:
+      raise
     print(f"s2f {what}: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:

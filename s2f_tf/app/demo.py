@@ -1,11 +1,11 @@
 """`s2f demo` (what `make demo` runs): the whole stack end to end on the embedded synthetic corpus.
 
-  [1] prepare the synthetic corpus (Apache Beam; speaker-disjoint splits)     -> <out>/data
-  [2-4] train face encoder, face decoder, voice encoder                        -> <out>/run
-  [5] evaluate on held-out speakers         -> <out>/metrics.json, faces.png, report.html
-  [6] export a SavedModel                   -> <out>/export/s2f/<version>
+  [1] prepare the synthetic corpus (Apache Beam; speaker-disjoint splits)     -> <demo_dir>/data
+  [2-4] train face encoder, face decoder, voice encoder                        -> <demo_dir>/run
+  [5] evaluate on held-out speakers         -> <demo_dir>/metrics.json, faces.png, report.html
+  [6] export a SavedModel                   -> <demo_dir>/export/s2f/<version>
   [7] serve it on 127.0.0.1, predict faces for held-out voices over gRPC, stop the server
-                                            -> <out>/served/<speaker>.png|.wav, served_faces.png
+                                            -> <demo_dir>/served/<speaker>.png|.wav, served_faces.png
 Re-running continues where it stopped: prepared shards and finished stages are reused.
 """
 

@@ -4,10 +4,13 @@ TensorFlow 2.21 writes C++ log lines to stderr before its logging is initialised
 before absl::InitializeLog() ...", "Could not find cuda drivers", "failed call to cuInit"), and no
 environment variable silences those; Apache Beam workers print "apitools not found" and "Logging
 handler created." lines a user cannot act on. So at verbosity 0 the command:
-  - sets TF_CPP_MIN_LOG_LEVEL=3 (TensorFlow's own C++ warnings) before TensorFlow is imported;
+  - sets TF_CPP_MIN_LOG_LEVEL=2 (TensorFlow's C++ INFO and WARNING lines; errors still show)
+    before TensorFlow is imported;
   - sends its stderr (file descriptor 2, which child processes such as Beam workers inherit)
-    through a filter that drops exactly the NOISE lines below and passes everything else through
-    unchanged (errors, tracebacks, warnings of ours);
+    through a filter that drops the NOISE lines below: C++ INFO and WARNING lines (the ones
+    written before TensorFlow's logging starts), the cuInit error of a machine without a GPU, and
+    Beam's chatter; everything else passes unchanged (errors, tracebacks, our own messages), one
+    whole line at a time;
   - sets Python logging to WARNING (absl, Beam) and ERROR for Beam's own chatter.
 `--verbosity=1` (or more) skips all of it and shows every line.
 """
@@ -61,7 +64,7 @@ def install(verbosity: int = 0) -> None:
   if verbosity > 0:
     logging.basicConfig(level=logging.INFO)
     return
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   logging.getLogger().setLevel(logging.WARNING)
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   try:

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from s2f_tf.contract import SAMPLE_RATE, SPLITS
+
 SCHEMA_VERSION = 1
-SAMPLE_RATE = 16000
-SPLITS = ("train", "validation", "test")
 INFO_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.jsonl"
 
