@@ -1,7 +1,9 @@
 """The peer for `s2f bench train`: the same voice encoder and training step in PyTorch (optional).
 
 Same layers (paper Table 1, from the config), same STFT geometry and power law, same loss and
-Adam; NCHW layout as PyTorch prefers. Imported only when torch is installed.
+Adam. Settings: float32 or bfloat16 autocast, NCHW or channels_last (oneDNN's preferred CPU layout);
+`s2f bench train` times all of them and compares with the fastest. Imported only when torch is
+installed.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from s2f_tf.models.voice_encoder import _POOL_AFTER, _STRIDE2, frequency_bins_ou
 
 
 class TorchVoiceEncoder(nn.Module):
-  def __init__(self, config):
+  def __init__(self, config, channels_last: bool = True):
     super().__init__()
+    self.channels_last = channels_last
     v, a = config.voice_encoder, config.audio
     channels = scaled_channels(v.channels, v.width)
     pad = 0 if v.padding == "valid" else "same"
@@ -52,7 +55,9 @@ class TorchVoiceEncoder(nn.Module):
     frames = wave.unfold(1, a.window_samples, a.hop_samples) * self.window          # [B, T, W]
     spec = torch.fft.rfft(frames, n=a.fft_length)[..., :a.num_bins]                  # [B, T, F]
     x = torch.stack([spec.real, spec.imag], dim=1)                                   # [B, 2, T, F]
-    x = (torch.sign(x) * x.abs().pow(0.3)).contiguous(memory_format=torch.channels_last)
+    x = torch.sign(x) * x.abs().pow(0.3)
+    if self.channels_last:
+      x = x.contiguous(memory_format=torch.channels_last)
     for i in range(8):
       x = self.norms[i](torch.relu(self._conv(i, x)))
       if i in _POOL_AFTER:
@@ -62,9 +67,13 @@ class TorchVoiceEncoder(nn.Module):
     return self.fc11(torch.relu(self.fc10(x)))
 
 
-def torch_train_seconds(config, batch_size: int, steps: int, warmup: int) -> float:
-  torch.set_num_threads(max(1, torch.get_num_threads()))
-  model = TorchVoiceEncoder(config).to(memory_format=torch.channels_last)   # oneDNN's best CPU layout
+def make_step(config, batch_size: int, setting: str):
+  """One training step of the peer in `setting` (float32 | bfloat16, optionally _channels_last)."""
+  channels_last = setting.endswith("_channels_last")
+  bf16 = setting.startswith("bfloat16")
+  model = TorchVoiceEncoder(config, channels_last)
+  if channels_last:
+    model = model.to(memory_format=torch.channels_last)
   opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), eps=1e-4)
   wave = torch.from_numpy((np.random.RandomState(0).randn(batch_size, config.audio.clip_samples) * 0.1)
                           .astype(np.float32))
@@ -72,25 +81,34 @@ def torch_train_seconds(config, batch_size: int, steps: int, warmup: int) -> flo
 
   def step():
     opt.zero_grad(set_to_none=True)
-    pred = model(wave)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+      pred = model(wave)
     t = nn.functional.normalize(target, dim=-1)
-    p = nn.functional.normalize(pred, dim=-1)
+    p = nn.functional.normalize(pred.float(), dim=-1)
     loss = ((t - p) ** 2).sum(-1).mean()
     loss.backward()
     opt.step()
     return float(loss)
 
-  return timed(step, steps, warmup)
+  return step
 
 
 def main() -> None:
-  """python -m s2f_tf.app.bench_torch CONFIG_JSON BATCH STEPS WARMUP -> prints seconds (own process, so
-  TensorFlow's thread pools cannot disturb the timing)."""
+  """python -m s2f_tf.app.bench_torch CONFIG_JSON BATCH; then one line 'SETTING STEPS WARMUP' per
+  measurement on stdin, the seconds on stdout (its own process, so TensorFlow's thread pools cannot
+  disturb the timing; kept running so the caller can interleave)."""
   import json
   import sys
-  from s2f_tf.configs.base import from_dict
+  from s2f_tf.configs import from_dict
   config = from_dict(json.loads(sys.argv[1]))
-  print(torch_train_seconds(config, int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))
+  batch_size = int(sys.argv[2])
+  torch.set_num_threads(max(1, torch.get_num_threads()))
+  steps_by_setting = {}
+  for line in sys.stdin:
+    setting, steps, warmup = line.split()
+    if setting not in steps_by_setting:
+      steps_by_setting[setting] = make_step(config, batch_size, setting)
+    print(timed(steps_by_setting[setting], int(steps), int(warmup)), flush=True)
 
 
 if __name__ == "__main__":

@@ -138,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--strategy", default="auto", choices=["auto", "default", "mirrored", "multi_worker"],
                  help="tf.distribute strategy; auto: multi_worker with a TF_CONFIG cluster, mirrored with "
                       "several local devices, else default")
-  p.add_argument("--precision", choices=["float32", "mixed_bfloat16", "mixed_float16"],
-                 help="overrides train.precision")
+  p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+                 help="overrides train.precision; auto: bfloat16 where the hardware runs it fast")
   _add_jit(p)
   p.add_argument("--deterministic", action="store_true", help="deterministic ops and input order (slower)")
   p.add_argument("--profile_steps", metavar="START,STOP", help="steps to trace for TensorBoard's profiler")

@@ -21,6 +21,7 @@ import atexit
 import logging
 import os
 import re
+import select
 import sys
 import threading
 
@@ -40,9 +41,17 @@ def is_noise(line: bytes) -> bool:
   return any(p.search(line) for p in NOISE)
 
 
-def _pump(read_fd: int, write_fd: int) -> None:
+def _pump(read_fd: int, write_fd: int, partial_seconds: float = 0.5) -> None:
+  """Copies `read_fd` to `write_fd` line by line, dropping NOISE lines. A partial line (a prompt,
+  a carriage-return redraw) is passed on once nothing more has come for `partial_seconds`."""
   pending = b""
   while True:
+    ready, _, _ = select.select([read_fd], [], [], partial_seconds if pending else None)
+    if not ready:                                              # a partial line, and a pause
+      if not is_noise(pending):
+        os.write(write_fd, pending)
+      pending = b""
+      continue
     try:
       chunk = os.read(read_fd, 1 << 16)
     except OSError:

@@ -121,7 +121,7 @@ class TrainConfig:
   voice_encoder_steps: int = 1_000_000     # stage 3
   face_encoder_learning_rate: float = 1e-3
   face_decoder_learning_rate: float = 1e-3
-  precision: str = "float32"               # float32 | mixed_bfloat16 | mixed_float16
+  precision: str = "auto"                  # auto (by the hardware) | float32 | mixed_bfloat16 | mixed_float16
   log_every: int = 100
   image_every: int = 5000                  # TensorBoard image/audio summaries
   checkpoint_every: int = 5000
@@ -245,6 +245,7 @@ def validate(config: Config) -> Config:
   if fe.image_size % fd.texture_start_size or ups & (ups - 1):
     raise ValueError(f"face_decoder.texture_start_size ({fd.texture_start_size}) times a power of two must give "
                      f"face_encoder.image_size ({fe.image_size})")
-  if config.train.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-    raise ValueError(f"train.precision must be float32, mixed_bfloat16 or mixed_float16, got {config.train.precision!r}")
+  if config.train.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
+    raise ValueError("train.precision must be auto, float32, mixed_bfloat16 or mixed_float16, got "
+                     f"{config.train.precision!r}")
   return config

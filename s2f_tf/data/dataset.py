@@ -1,12 +1,20 @@
 """tf.data input pipeline over prepared TFRecord shards (schema: s2f_tf/data/schema.py).
 
-  shard files -> (shard per worker) -> parallel interleave of TFRecordDataset -> shuffle records
+  shard files -> (shard per worker) -> per epoch: shard order and record shuffle seeded by
+    (seed, epoch) -> parallel interleave of TFRecordDataset -> shuffle records -> number them
     -> batch serialized records -> parse_example on the whole batch (vectorised)
     -> PCM: crop the raw bytes (train: random offset; eval: centred) with one vectorised substr,
        decode_raw -> [B, clip_samples] int16; tile short clips (only batches that have one)
     -> faces: decode PNG -> [B, S, S, 3] uint8 (only when asked for)
     -> prefetch
 PCM stays int16 all the way to the device; the STFT runs in the model (s2f_tf/audio.py).
+
+The input position is two numbers, (epoch, records of that epoch already read): training asks for
+the "position" field (int64 [B, 2], the epoch and index of every record in the batch) and saves the
+last one + 1; `InputOptions.start` resumes there. Each epoch's order is a pure function of (seed,
+epoch), so a resumed pipeline re-reads at most one epoch of this worker's records (without parsing
+them) and continues exactly where it stopped, with `deterministic=True` (parallel interleave and map
+otherwise finish in any order).
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import tensorflow as tf
 
 from s2f_tf.data.schema import SCHEMA_VERSION, DatasetInfo, feature_spec
 
-FIELDS = ("pcm", "image", "landmarks", "speaker", "feature", "attributes", "clip_id")
+FIELDS = ("pcm", "image", "landmarks", "speaker", "feature", "attributes", "clip_id", "position")
+_MAX_EPOCHS = 1 << 40
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +48,7 @@ class InputOptions:
   service_address: str | None = None    # "grpc://host:port" of a tf.data service dispatcher: parsing
                                         # and batching run on its workers (see BUILD.md)
   service_job: str | None = None        # shared job name: consumers split one stream between them
+  start: tuple[int, int] = (0, 0)       # training: (epoch, records of that epoch already read)
 
 
 def crop_or_tile(pcm_bytes: tf.Tensor, lengths: tf.Tensor, clip_samples: int, training: bool,
@@ -75,8 +85,12 @@ def crop_or_tile(pcm_bytes: tf.Tensor, lengths: tf.Tensor, clip_samples: int, tr
 
 
 def _parse_batch(serialized: tf.Tensor, info: DatasetInfo, options: InputOptions,
-                 seed: tf.Tensor | None) -> dict[str, tf.Tensor]:
+                 position: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+  """Serialized records [B] (and their (epoch, index) [B, 2] when training) -> the batch dict."""
   fields = set(options.fields)
+  seed = None
+  if position is not None and options.seed is not None:          # crop offsets: a function of the batch
+    seed = tf.stack([position[0, 0] + options.seed, position[0, 1]])
   spec = feature_spec(info.num_landmarks,
                       info.feature_dim if "feature" in fields else 0,
                       len(info.attribute_names) if "attributes" in fields else 0)
@@ -103,7 +117,33 @@ def _parse_batch(serialized: tf.Tensor, info: DatasetInfo, options: InputOptions
     out["attributes"] = ex["attributes/values"]                               # [B, A]
   if "clip_id" in fields:
     out["clip_id"] = ex["clip_id"]                                            # [B] string
+  if "position" in fields and position is not None:
+    out["position"] = position                                                # [B, 2] (epoch, index)
   return out
+
+
+def _training_records(files: list[str], options: InputOptions) -> tf.data.Dataset:
+  """(serialized record, (epoch, index)) forever, from `options.start` on; each epoch's order is a
+  function of (seed, epoch) only."""
+  seed = options.seed if options.seed is not None else int(tf.random.uniform([], 0, 2 ** 31, tf.int64))
+  names = tf.constant(files)
+
+  def epoch_records(epoch):                                                   # int64 scalar
+    order = tf.random.experimental.stateless_shuffle(names, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+    ds = tf.data.Dataset.from_tensor_slices(order).interleave(
+        tf.data.TFRecordDataset, cycle_length=min(options.interleave_cycle, len(files)), block_length=16,
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=options.deterministic)
+    if options.skip_corrupt:
+      ds = ds.ignore_errors(log_warning=True)
+    # A fixed seed (TF's seed handling takes no tensor): every epoch's buffer draws the same random
+    # sequence, from that epoch's own shard order, so the order is still a function of (seed, epoch).
+    ds = ds.shuffle(options.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
+    return ds.enumerate().map(lambda i, record: (record, tf.stack([epoch, i])))
+
+  epoch, offset = (int(x) for x in options.start)
+  first = epoch_records(tf.constant(epoch, tf.int64)).skip(offset)
+  rest = tf.data.Dataset.range(epoch + 1, _MAX_EPOCHS).flat_map(epoch_records)
+  return first.concatenate(rest)
 
 
 def make_dataset(data_dir: str, split: str, options: InputOptions,
@@ -124,31 +164,30 @@ def make_dataset(data_dir: str, split: str, options: InputOptions,
                      "encoder weights file, or read 'image' and run the face encoder")
   batch_size = options.batch_size
   repeat = options.training if options.repeat is None else options.repeat
-  ds = tf.data.Dataset.from_tensor_slices(files)
   if input_context is not None:
     batch_size = input_context.get_per_replica_batch_size(options.batch_size)
     if len(files) >= input_context.num_input_pipelines:
-      ds = ds.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-  if options.training:
-    ds = ds.shuffle(len(files), seed=options.seed, reshuffle_each_iteration=True)
-  if repeat:
-    ds = ds.repeat()
-  ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(options.interleave_cycle, len(files)),
-                     block_length=16, num_parallel_calls=tf.data.AUTOTUNE,
-                     deterministic=options.deterministic)
-  if options.skip_corrupt:
-    ds = ds.ignore_errors(log_warning=True)
-  if options.training:
-    ds = ds.shuffle(options.shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
-  ds = ds.batch(batch_size, drop_remainder=options.drop_remainder)
-  if options.seed is not None and options.training:
-    seeds = tf.data.Dataset.random(seed=options.seed).batch(2)
-    ds = tf.data.Dataset.zip(ds, seeds).map(
-        lambda s, seed: _parse_batch(s, info, options, seed),
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=options.deterministic)
-  else:
-    ds = ds.map(lambda s: _parse_batch(s, info, options, None),
+      files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
+  if options.training and repeat:
+    ds = _training_records(files, options).batch(batch_size, drop_remainder=options.drop_remainder)
+    ds = ds.map(lambda s, position: _parse_batch(s, info, options, position),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=options.deterministic)
+  else:
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if options.training:
+      ds = ds.shuffle(len(files), seed=options.seed)
+    if repeat:
+      ds = ds.repeat()
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(options.interleave_cycle, len(files)),
+                       block_length=16, num_parallel_calls=tf.data.AUTOTUNE,
+                       deterministic=options.deterministic)
+    if options.skip_corrupt:
+      ds = ds.ignore_errors(log_warning=True)
+    if options.training:
+      ds = ds.shuffle(options.shuffle_buffer, seed=options.seed)
+    ds = ds.batch(batch_size, drop_remainder=options.drop_remainder)
+    ds = ds.map(lambda s: _parse_batch(s, info, options), num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=options.deterministic)
   if options.skip_corrupt:
     ds = ds.ignore_errors(log_warning=True)
   if options.service_address:

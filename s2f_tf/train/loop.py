@@ -3,12 +3,13 @@
   strategy.run(per-replica step) -> losses averaged over the GLOBAL batch (tf.nn.compute_average_loss)
     -> gradients (optionally XLA-compiled forward/backward) -> Keras optimizer (all-reduce inside)
   input: each worker reads its own shards with a plain tf.data iterator and splits its batch over
-    its local replicas (experimental_distribute_values_from_function); TF's DistributedIterator
-    cannot be checkpointed, a plain iterator can
+    its local replicas (experimental_distribute_values_from_function)
   checkpoints: model + optimizer + step every N steps (the chief's copy is kept, the last K), and
-    next to it each worker's input position under the same step number; a restarted run continues
-    from the latest, exactly; under MultiWorkerMirroredStrategy a SIGTERM saves the model through
-    TF's PreemptionCheckpointHandler (the input then resumes from the last periodic position)
+    next to it each worker's input position under the same step number: two numbers, (epoch,
+    records of the epoch read), in a small JSON file (s2f_tf/data/dataset.py says how the pipeline
+    resumes from it); a restarted run continues from the latest, exactly (with --deterministic);
+    under MultiWorkerMirroredStrategy a SIGTERM saves the model through TF's
+    PreemptionCheckpointHandler (the input then resumes from the last periodic position)
   observability: resolved config in the workdir, TensorBoard scalars/images/audio, profiler window,
     progress bar (step, loss, examples/s, ETA)
 """
@@ -19,6 +20,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -112,8 +114,9 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   info = DatasetInfo.read(options.data_dir)                  # a wrong data path fails here, first
   info.files(options.data_dir, "train")
   config = resolve_config(config, info, options)
-  precision = config.train.precision
+  precision, why = runtime.resolve_precision(config.train.precision)
   runtime.set_precision(precision)
+  log(f"[{options.stage}] precision {precision} ({why})")
   runtime.set_determinism(config.train.seed, options.deterministic)
   strategy = runtime.make_strategy(options.strategy)
   chief = runtime.is_chief(strategy)
@@ -139,16 +142,6 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   num_workers, worker_index = runtime.worker_info(strategy)
   local_replicas = strategy.num_replicas_in_sync // num_workers
   per_replica = global_batch // strategy.num_replicas_in_sync
-  input_options = InputOptions(
-      batch_size=global_batch, clip_samples=config.audio.clip_samples, training=True, fields=stage.fields,
-      shuffle_buffer=config.train.shuffle_buffer, seed=config.train.seed + worker_index,
-      deterministic=options.deterministic, skip_corrupt=options.skip_corrupt)
-  worker_context = tf.distribute.InputContext(num_input_pipelines=num_workers, input_pipeline_id=worker_index,
-                                              num_replicas_in_sync=num_workers)
-  with tf.device("/cpu:0"):
-    iterator = iter(make_dataset(options.data_dir, "train", input_options, input_context=worker_context,
-                                 info=info))           # per-worker batches [global / workers, ...]
-
   checkpoint = tf.train.Checkpoint(step=step, optimizer=optimizer, **stage.checkpoint_items())
   checkpoint_dir = layout.checkpoints(stage.name)
   scratch = None
@@ -156,23 +149,31 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
     scratch = tempfile.mkdtemp(prefix="s2f-worker-ckpt-")
     checkpoint_dir = scratch
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.train.keep_checkpoints)
-  input_checkpoint = tf.train.Checkpoint(iterator=iterator)
-  input_manager = tf.train.CheckpointManager(
-      input_checkpoint, layout.input_positions(stage.name, worker_index),
-      max_to_keep=config.train.keep_checkpoints)
+  positions = InputPositions(layout.input_positions(stage.name, worker_index), config.train.keep_checkpoints)
+  start = (0, 0)
   latest = tf.train.latest_checkpoint(layout.checkpoints(stage.name))   # the chief's, for all
   if latest:
     checkpoint.restore(latest).assert_existing_objects_matched()
     restored = int(step.numpy())
     log(f"[{stage.name}] resumed from {latest} at step {restored}")
-    positions = {int(p.rsplit("-", 1)[1]): p for p in input_manager.checkpoints}
-    usable = [n for n in positions if n <= restored]
-    if usable:
-      input_checkpoint.restore(positions[max(usable)])
-      if max(usable) != restored:
-        log(f"[{stage.name}] input position from step {max(usable)} (saved model is at {restored})")
+    saved_at, position = positions.latest(at_most=restored)
+    if position is not None:
+      start = position
+      if saved_at != restored:
+        log(f"[{stage.name}] input position from step {saved_at} (saved model is at {restored})")
     else:
       log(f"[{stage.name}] no saved input position: the input pipeline starts over")
+  input_options = InputOptions(
+      batch_size=global_batch, clip_samples=config.audio.clip_samples, training=True,
+      fields=stage.fields + ("position",), shuffle_buffer=config.train.shuffle_buffer,
+      seed=config.train.seed + worker_index, deterministic=options.deterministic,
+      skip_corrupt=options.skip_corrupt, start=start)
+  worker_context = tf.distribute.InputContext(num_input_pipelines=num_workers, input_pipeline_id=worker_index,
+                                              num_replicas_in_sync=num_workers)
+  with tf.device("/cpu:0"):
+    iterator = iter(make_dataset(options.data_dir, "train", input_options, input_context=worker_context,
+                                 info=info))           # per-worker batches [global / workers, ...]
+  position = start
   preemption = None
   if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
     preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
@@ -202,9 +203,12 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
 
   @tf.function
   def train_step(it):
-    per_replica = strategy.run(replica_step, args=(split_for_replicas(next(it)),))
+    batch = next(it)
+    last = batch.pop("position")[-1]                   # (epoch, index) of this worker's last record
+    per_replica = strategy.run(replica_step, args=(split_for_replicas(batch),))
     step.assign_add(1)
-    return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+    out = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+    return out, last
 
   writer = (tf.summary.create_file_writer(layout.tensorboard(stage.name))
             if chief else tf.summary.create_noop_writer())
@@ -234,7 +238,8 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
         tf.profiler.experimental.start(layout.tensorboard(stage.name))
         profiling = True
       with _naming_corrupt_shards(files):
-        out = preemption.run(train_step, iterator) if preemption else train_step(iterator)
+        out, last = preemption.run(train_step, iterator) if preemption else train_step(iterator)
+      position = (int(last[0]), int(last[1]) + 1)
       current = int(step.numpy())
       values = {k: float(v) for k, v in out.items()}
       if not math.isfinite(values["total"]):
@@ -258,7 +263,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
       if preview is not None and (current % config.train.image_every == 0 or current == total_steps):
         stage.summaries(preview, current)
       if current % config.train.checkpoint_every == 0:
-        input_manager.save(checkpoint_number=current)
+        positions.save(current, position)
         manager.save(checkpoint_number=current)
       progress.update(current, {"loss": values["total"], "examples/s": rate})
     if profiling:
@@ -269,7 +274,7 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   final_step = int(step.numpy())
   if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final_step}"):
     manager.save(checkpoint_number=final_step)
-    input_manager.save(checkpoint_number=final_step)
+    positions.save(final_step, position)
   result = {"stage": stage.name, "steps": final_step, "losses": values, "examples_per_second": round(rate, 1),
             "replicas": strategy.num_replicas_in_sync, "precision": precision,
             "replica_digests": replica_digests(variables), "worker": worker_index}
@@ -282,6 +287,39 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   if scratch:
     shutil.rmtree(scratch, ignore_errors=True)
   return result
+
+
+class InputPositions:
+  """A worker's input positions, one small JSON file per checkpointed step (the last `keep`):
+  <dir>/position-<step>.json = {"step": N, "epoch": E, "offset": R}."""
+
+  def __init__(self, directory: str, keep: int):
+    self.directory, self.keep = directory, max(1, keep)
+
+  def _steps(self) -> list[int]:
+    if not tf.io.gfile.isdir(self.directory):
+      return []
+    names = tf.io.gfile.listdir(self.directory)
+    return sorted(int(n[len("position-"):-len(".json")]) for n in names
+                  if n.startswith("position-") and n.endswith(".json") and n[9:-5].isdigit())
+
+  def _path(self, step: int) -> str:
+    return os.path.join(self.directory, f"position-{step}.json")
+
+  def save(self, step: int, position: tuple[int, int]) -> None:
+    tf.io.gfile.makedirs(self.directory)
+    write_text_atomic(self._path(step), json.dumps({"step": step, "epoch": position[0], "offset": position[1]}))
+    for old in self._steps()[:-self.keep]:
+      tf.io.gfile.remove(self._path(old))
+
+  def latest(self, at_most: int) -> tuple[int | None, tuple[int, int] | None]:
+    """(step, (epoch, offset)) saved at the largest step <= `at_most`, or (None, None)."""
+    usable = [n for n in self._steps() if n <= at_most]
+    if not usable:
+      return None, None
+    with tf.io.gfile.GFile(self._path(max(usable))) as f:
+      data = json.load(f)
+    return max(usable), (int(data["epoch"]), int(data["offset"]))
 
 
 def replica_digests(variables) -> list[str]:

@@ -2,21 +2,28 @@
 
   strategy  default (one device) | mirrored (all local GPUs, or N logical CPUs) |
             multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG) | auto
-  precision float32 | mixed_bfloat16 | mixed_float16 (loss scaling in the loop)
+  precision auto | float32 | mixed_bfloat16 | mixed_float16 (loss scaling in the loop); auto picks
+            by the hardware (`resolve_precision`): bfloat16 where the chip runs it fast, else float32
 Keras 3 `fit` breaks under MultiWorkerMirroredStrategy (keras-team/keras#20585), so s2f trains
 with its own loop (loop.py) on `strategy.run`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import time
 
 import keras
 import tensorflow as tf
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto",) + POLICIES
+# bfloat16 pays on a CPU only where its matmuls run well above the float32 rate (AMX: ~4x); on
+# CPUs without native bfloat16 they run several times SLOWER. The probe's ratio decides.
+MIN_CPU_BFLOAT16_SPEEDUP = 1.5
 
 
 def configure_cpu_devices(count: int) -> None:
@@ -78,9 +85,55 @@ def worker_info(strategy: tf.distribute.Strategy) -> tuple[int, int]:
   return workers, index
 
 
+def _matmul_seconds(dtype, n: int = 1024, repeats: int = 5) -> float:
+  a = tf.cast(tf.random.stateless_normal([n, n], seed=[1, 2]), dtype)
+  b = tf.cast(tf.random.stateless_normal([n, n], seed=[3, 4]), dtype)
+  f = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
+  f().numpy()                                                   # trace and warm up
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f().numpy()
+    best = min(best, time.perf_counter() - start)
+  return best
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_bfloat16_speedup() -> float:
+  """bfloat16 / float32 matmul throughput on this CPU, measured once per process (~0.2 s)."""
+  with tf.device("/cpu:0"):
+    return _matmul_seconds(tf.float32) / _matmul_seconds(tf.bfloat16)
+
+
+def resolve_precision(precision: str, gpus=None, cpu_speedup=None) -> tuple[str, str]:
+  """`precision` -> (Keras policy, why). "auto": mixed_bfloat16 on GPUs of compute capability
+  8.0 and newer (A100, H100, ...), mixed_float16 on 7.x (V100, T4: tensor cores, loss scaling),
+  float32 on older GPUs; on a CPU, mixed_bfloat16 if its bfloat16 matmuls run at least
+  MIN_CPU_BFLOAT16_SPEEDUP x its float32 ones (`cpu_bfloat16_speedup`), else float32.
+  `gpus` ([compute capability tuples]) and `cpu_speedup` (a callable) replace the probes in tests."""
+  if precision not in PRECISIONS:
+    raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+  if precision != "auto":
+    return precision, "set in the config"
+  if gpus is None:
+    gpus = [tuple(tf.config.experimental.get_device_details(d).get("compute_capability") or (0, 0))
+            for d in tf.config.list_physical_devices("GPU")]
+  if gpus:
+    cc = min(gpus)
+    if cc >= (8, 0):
+      return "mixed_bfloat16", f"auto: GPU compute capability {cc[0]}.{cc[1]} runs bfloat16 natively"
+    if cc >= (7, 0):
+      return "mixed_float16", f"auto: GPU compute capability {cc[0]}.{cc[1]} (float16 tensor cores)"
+    return "float32", f"auto: GPU compute capability {cc[0]}.{cc[1]} has no fast half precision"
+  speedup = (cpu_speedup or cpu_bfloat16_speedup)()
+  if speedup >= MIN_CPU_BFLOAT16_SPEEDUP:
+    return "mixed_bfloat16", f"auto: this CPU's bfloat16 matmul runs {speedup:.1f}x its float32 rate"
+  return "float32", f"auto: this CPU's bfloat16 matmul runs {speedup:.1f}x its float32 rate (no fast bfloat16)"
+
+
 def set_precision(policy: str) -> None:
-  if policy not in PRECISIONS:
-    raise ValueError(f"precision must be one of {PRECISIONS}, got {policy!r}")
+  if policy not in POLICIES:
+    raise ValueError(f"precision policy must be one of {POLICIES}, got {policy!r}")
   keras.mixed_precision.set_global_policy(policy)
 
 
