@@ -39,7 +39,7 @@ class Progress:
     terminal: force the terminal (True) or plain (False) display; default: stream.isatty().
   """
 
-  def __init__(self, total: int, label: str, stream: IO[str] | None = None, every_seconds: float = 30.0,
+  def __init__(self, total: int, label: str, stream: IO[str] | None = None, every_seconds: float = 60.0,
                enabled: bool = True, terminal: bool | None = None):
     self.total = int(total)
     self.label = label
