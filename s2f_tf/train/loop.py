@@ -114,11 +114,11 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
   info = DatasetInfo.read(options.data_dir)                  # a wrong data path fails here, first
   info.files(options.data_dir, "train")
   config = resolve_config(config, info, options)
-  precision, why = runtime.resolve_precision(config.train.precision)
+  runtime.set_determinism(config.train.seed, options.deterministic)
+  strategy = runtime.make_strategy(options.strategy)      # first: MultiWorker needs a fresh context
+  precision, why = runtime.resolve_precision(config.train.precision)   # (the CPU probe runs ops)
   runtime.set_precision(precision)
   log(f"[{options.stage}] precision {precision} ({why})")
-  runtime.set_determinism(config.train.seed, options.deterministic)
-  strategy = runtime.make_strategy(options.strategy)
   chief = runtime.is_chief(strategy)
   stage = STAGE_CLASSES[options.stage](config, info, options.workdir, options.vgg_face_weights)
   layout = Workdir(options.workdir)
