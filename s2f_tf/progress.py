@@ -6,7 +6,8 @@
 
 On a terminal it draws Keras' Progbar (redrawn at most once a second). Anywhere else (a log file,
 a pipe, CI) a redrawn bar would write one frame per update, so it writes one plain line every
-`every_seconds` and one at the end:
+`every_seconds`, and only once another `min_fraction` of the work is done (so a slow machine's log
+stays as short as a fast one's: at most 1 / min_fraction lines per run), and one at the end:
 
   [voice_encoder] step 400/2000 (20%) loss 0.412 examples/s 187 eta 2m51s
 """
@@ -35,16 +36,18 @@ class Progress:
     label: what is progressing (printed in brackets).
     stream: where to write (default sys.stderr, so a command's result on stdout stays clean).
     every_seconds: interval of the plain lines when `stream` is not a terminal.
+    min_fraction: ... and the least progress (a fraction of `total`) between two of them.
     enabled: False writes nothing (non-chief workers).
     terminal: force the terminal (True) or plain (False) display; default: stream.isatty().
   """
 
   def __init__(self, total: int, label: str, stream: IO[str] | None = None, every_seconds: float = 60.0,
-               enabled: bool = True, terminal: bool | None = None):
+               enabled: bool = True, terminal: bool | None = None, min_fraction: float = 0.04):
     self.total = int(total)
     self.label = label
     self.stream = stream or sys.stderr
     self.every_seconds = every_seconds
+    self.min_steps = min_fraction * self.total
     self.enabled = enabled
     if terminal is None:
       isatty = getattr(self.stream, "isatty", None)
@@ -69,7 +72,8 @@ class Progress:
       self._bar.update(step, list(values.items()))
       return
     now = time.monotonic()
-    if step < self.total and now - self._last_line < self.every_seconds:
+    if step < self.total and self._last_step is not None and (
+        now - self._last_line < self.every_seconds or step - self._last_step < self.min_steps):
       return
     self._last_line = now
     self._write_line(step, values, now)

@@ -95,6 +95,11 @@ def test_progress_writes_plain_lines_off_a_terminal():
   for step in range(1, 11):
     p.update(step, {"loss": 2.0})
   assert len(out.getvalue().splitlines()) == 10 and "eta" in out.getvalue().splitlines()[1]
+  out = io.StringIO()                                            # a slow machine: lines bounded
+  p = Progress(1000, "stage", stream=out, every_seconds=0.0)
+  for step in range(1, 1001):
+    p.update(step, {"loss": 1.0})
+  assert 20 <= len(out.getvalue().splitlines()) <= 26
   silent = io.StringIO()
   Progress(10, "stage", stream=silent, enabled=False).update(10, {})
   assert silent.getvalue() == ""
