@@ -88,7 +88,7 @@ def make_step(config, batch_size: int, setting: str):
     loss = ((t - p) ** 2).sum(-1).mean()
     loss.backward()
     opt.step()
-    return float(loss)
+    return float(loss.detach())
 
   return step
 
@@ -99,7 +99,10 @@ def main() -> None:
   disturb the timing; kept running so the caller can interleave)."""
   import json
   import sys
+  import warnings
   from s2f_tf.configs import from_dict
+  # 'same' padding with the 4x4 kernels (demo, tiny) makes PyTorch pad a copy; it says so per layer
+  warnings.filterwarnings("ignore", message="Using padding='same' with even kernel lengths")
   config = from_dict(json.loads(sys.argv[1]))
   batch_size = int(sys.argv[2])
   torch.set_num_threads(max(1, torch.get_num_threads()))
