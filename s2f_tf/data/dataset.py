@@ -27,7 +27,8 @@ import tensorflow as tf
 from s2f_tf.data.schema import SCHEMA_VERSION, DatasetInfo, feature_spec
 
 FIELDS = ("pcm", "image", "landmarks", "speaker", "feature", "attributes", "clip_id", "position")
-_MAX_EPOCHS = 1 << 40
+_MAX_EPOCHS = 1 << 30
+_EPOCH_SHIFT = 32                       # a record's position travels as one int64: epoch << 32 | index
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,7 @@ def _parse_batch(serialized: tf.Tensor, info: DatasetInfo, options: InputOptions
 
 
 def _training_records(files: list[str], options: InputOptions) -> tf.data.Dataset:
-  """(serialized record, (epoch, index)) forever, from `options.start` on; each epoch's order is a
+  """(packed position, serialized record) forever, from `options.start` on; each epoch's order is a
   function of (seed, epoch) only."""
   seed = options.seed if options.seed is not None else int(tf.random.uniform([], 0, 2 ** 31, tf.int64))
   names = tf.constant(files)
@@ -138,12 +139,18 @@ def _training_records(files: list[str], options: InputOptions) -> tf.data.Datase
     # A fixed seed (TF's seed handling takes no tensor): every epoch's buffer draws the same random
     # sequence, from that epoch's own shard order, so the order is still a function of (seed, epoch).
     ds = ds.shuffle(options.shuffle_buffer, seed=seed, reshuffle_each_iteration=False)
-    return ds.enumerate().map(lambda i, record: (record, tf.stack([epoch, i])))
+    return ds.enumerate(start=epoch * (1 << _EPOCH_SHIFT))                   # (position, record), no map
 
   epoch, offset = (int(x) for x in options.start)
   first = epoch_records(tf.constant(epoch, tf.int64)).skip(offset)
   rest = tf.data.Dataset.range(epoch + 1, _MAX_EPOCHS).flat_map(epoch_records)
   return first.concatenate(rest)
+
+
+def _unpack_positions(packed: tf.Tensor) -> tf.Tensor:
+  """int64 [B] (epoch << 32 | index) -> int64 [B, 2] (epoch, index)."""
+  return tf.stack([tf.bitwise.right_shift(packed, _EPOCH_SHIFT),
+                   tf.bitwise.bitwise_and(packed, (1 << _EPOCH_SHIFT) - 1)], axis=-1)
 
 
 def make_dataset(data_dir: str, split: str, options: InputOptions,
@@ -170,7 +177,7 @@ def make_dataset(data_dir: str, split: str, options: InputOptions,
       files = files[input_context.input_pipeline_id::input_context.num_input_pipelines]
   if options.training and repeat:
     ds = _training_records(files, options).batch(batch_size, drop_remainder=options.drop_remainder)
-    ds = ds.map(lambda s, position: _parse_batch(s, info, options, position),
+    ds = ds.map(lambda packed, s: _parse_batch(s, info, options, _unpack_positions(packed)),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=options.deterministic)
   else:
     ds = tf.data.Dataset.from_tensor_slices(files)
