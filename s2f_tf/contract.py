@@ -39,6 +39,13 @@ def float_to_pcm(x: np.ndarray) -> np.ndarray:
   return np.clip(np.round(np.asarray(x, np.float64) / PCM_SCALE), -32768, 32767).astype(np.int16)
 
 
+def as_waveform(x) -> np.ndarray:
+  """What every predictor sends: float input cast to float32 (the signature's dtype); anything else
+  is passed as it is, so the model's side reports what it expects."""
+  array = np.asarray(x)
+  return array.astype(np.float32) if array.dtype.kind == "f" and array.dtype != np.float32 else array
+
+
 def center_offset(length: int, window: int) -> int:
   """Where a centred window of `window` samples starts in `length` samples (0 if it does not fit)."""
   return max(int(length) - int(window), 0) // 2

@@ -46,9 +46,7 @@ class LocalModel:
   def predict(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
     """float32 [B, N] -> outputs; raises contract.InputError (an S2FError) for input the export
     does not take, and S2FError for a failure inside the model."""
-    array = np.asarray(waveform)
-    if array.dtype.kind == "f" and array.dtype != np.float32:
-      array = array.astype(np.float32)
+    array = contract.as_waveform(waveform)
     contract.check_waveform(self.info, array.dtype.name, array.shape)
     contract.check_finite(self.info, array)
     try:

@@ -32,6 +32,7 @@ from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2,
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
+from s2f_tf import contract
 from s2f_tf.contract import INPUT, OUTPUTS, SIGNATURE, S2FError
 from serving.protos import (DEFAULT_MAX_MESSAGE_BYTES, DT_TO_NP, metadata_to_dict, ndarray_to_tensor_proto,
                             status_to_dict, tensor_proto_to_ndarray)
@@ -144,9 +145,7 @@ class GrpcClient:
   def predict_request(self, waveform: np.ndarray) -> predict_pb2.PredictRequest:
     """The PredictRequest `predict` sends (float inputs are cast to float32; anything else is sent
     as is, so the server reports what it expects)."""
-    array = np.asarray(waveform)
-    if array.dtype.kind == "f" and array.dtype != np.float32:
-      array = array.astype(np.float32)
+    array = contract.as_waveform(waveform)
     request = predict_pb2.PredictRequest(
         model_spec=_model_spec(self.model_name, self.signature, self.version, self.version_label),
         output_filter=list(self.outputs))
@@ -293,9 +292,7 @@ class RestClient:
 
   def predict(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
     """Same contract as `GrpcClient.predict`, over JSON ({"signature_name", "inputs"} -> "outputs")."""
-    array = np.asarray(waveform)
-    if array.dtype.kind == "f" and array.dtype != np.float32:
-      array = array.astype(np.float32)
+    array = contract.as_waveform(waveform)
     body = {"signature_name": self.signature, "inputs": {self.input_name: array.tolist()}}
     outputs = self._request(self._url(":predict"), body)["outputs"]
     missing = set(self.outputs) - set(outputs)
