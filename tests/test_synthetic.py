@@ -137,6 +137,34 @@ def test_face_image_and_landmarks(size):
     assert np.abs(patch - np.array(idt.skin_rgb)).max() < 70, (patch, idt.skin_rgb)
 
 
+def test_canonical_face_is_one_per_identity_and_its_landmarks_match_the_drawing():
+  for index in range(4):
+    idt = syn.make_identity(SEED, index)
+    face, lm = syn.draw_canonical_face(idt, 128)
+    again, lm_again = syn.draw_canonical_face(syn.make_identity(SEED, index), 128)
+    assert face.tobytes() == again.tobytes() and lm.tobytes() == lm_again.tobytes()   # deterministic
+    np.testing.assert_array_equal(lm, syn.canonical_landmarks(idt))   # the layout, without drawing
+    # frontal and neutral: the eyes level and the mouth closed, the face centred on the midline
+    assert abs(lm[36:42, 1].mean() - lm[42:48, 1].mean()) < 1e-6 and np.abs(lm[60:68, 1] - lm[60:68, 1].mean()).max() < 1e-3
+    assert abs((lm[0, 0] + lm[16, 0]) / 2 - 0.5) < 1e-6
+    # the drawing sits where the landmarks say (as for the clips' faces): skin on the nose bridge,
+    # an eye (iris, pupil, white) at each eye's centre, and lip colour on the lower lip
+    def at(point, size=128):
+      x, y = point * size
+      return face[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2].reshape(-1, 3).astype(float).mean(0)
+    assert np.abs(at((lm[28] + lm[29]) / 2) - np.array(idt.skin_rgb)).max() < 40
+    for ring in (lm[36:42], lm[42:48]):
+      assert np.linalg.norm(at(ring.mean(0)) - np.array(idt.skin_rgb)) > 30
+    assert np.abs(at((lm[57] + lm[66]) / 2) - np.array(idt.lip_rgb)).max() < 60
+    # a plain background: the top corners are the canonical background, not a clip's colour
+    np.testing.assert_allclose(face[:3, :3].reshape(-1, 3).mean(0), syn.params.CANONICAL_BACKGROUND_RGB, atol=2)
+  # every clip of an identity looks different; its canonical face does not depend on any clip
+  clip_faces = [syn.make_clip(SEED, 1, c, 32)["face"] for c in range(2)]
+  assert clip_faces[0].tobytes() != clip_faces[1].tobytes()
+  assert syn.draw_canonical_face(syn.make_identity(SEED, 1), 64)[0].tobytes() != syn.draw_canonical_face(
+      syn.make_identity(SEED, 2), 64)[0].tobytes()
+
+
 def test_face_varies_a_little_per_clip():
   idt = syn.make_identity(SEED, 2)
   (f1, l1), (f2, l2) = (syn.draw_face(idt, 64, np.random.default_rng(s)) for s in (1, 2))

@@ -45,6 +45,8 @@ Everything is deterministic in its arguments: all randomness comes from
   clip["pcm"]        int16 [samples] at 16 kHz
   clip["face"]       uint8 [S, S, 3]
   clip["landmarks"]  float32 [68, 2] (x, y) in [0, 1]
+  face, landmarks = draw_canonical_face(identity, 64)   # the face decoder's target (frontal, neutral,
+                                                        # even light, plain background, no noise)
 
 Where things are (imports point one way: params <- identity <- voice, face <- clip):
   params.py    every tunable number (the corpus is defined by them); SAMPLE_RATE, SPLITS and
@@ -54,13 +56,14 @@ Where things are (imports point one way: params <- identity <- voice, face <- cl
   espeak.py    the ctypes espeak-ng engine (private library copy, data mirror, voice-variant files)
   voice.py     synthesize_voice: espeak-ng, resampling, tilt, trimming, gain, noise, quantisation
   shapes.py    face geometry: iBUG-68 landmarks, skull, hairline, polygon helpers
-  face.py      draw_face: the PIL canvas, pose, drawing, lighting
+  face.py      draw_face / draw_canonical_face: a Look (pose, expression, light, background,
+               clothes), the PIL canvas, drawing, lighting
   clip.py      make_clip: text, voice and face of one clip, and its split
 """
 
 from s2f_tf.contract import SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS
 from s2f_tf.synthetic.clip import make_clip
-from s2f_tf.synthetic.face import draw_face
+from s2f_tf.synthetic.face import canonical_landmarks, draw_canonical_face, draw_face
 from s2f_tf.synthetic.identity import Identity, make_identity, split_of
 from s2f_tf.synthetic.params import (ACCENTS, AGE_RANGE, ATTRIBUTE_NAMES, MAX_SECONDS, MIN_SECONDS, NUM_LANDMARKS,
                                      P_ACCENT_OF_ANCESTRY, PEAK_LIMIT)
@@ -69,6 +72,7 @@ from s2f_tf.synthetic.voice import synthesize_voice
 
 __all__ = [
     "ACCENTS", "AGE_RANGE", "ATTRIBUTE_NAMES", "Identity", "MAX_SECONDS", "MIN_SECONDS", "NUM_LANDMARKS",
-    "PEAK_LIMIT", "P_ACCENT_OF_ANCESTRY", "SAMPLE_RATE", "SPLITS", "SPLIT_FRACTIONS", "draw_face",
+    "PEAK_LIMIT", "P_ACCENT_OF_ANCESTRY", "SAMPLE_RATE", "SPLITS", "SPLIT_FRACTIONS", "canonical_landmarks",
+    "draw_canonical_face", "draw_face",
     "make_clip", "make_identity", "sentence", "split_of", "synthesize_voice",
 ]

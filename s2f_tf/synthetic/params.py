@@ -159,3 +159,8 @@ LIGHT_GRADIENT = 0.16               # max relative brightness change across the 
 LIGHT_GAIN_SIGMA = 0.06             # global exposure jitter
 KEY_LIGHT = 0.09                    # soft brightening of the face centre (fake 3-D shading)
 PIXEL_NOISE_SIGMA = 1.5             # sensor noise, in 8-bit levels
+BACKGROUND_GRADIENT = 0.25          # the background darkens by this fraction from top to bottom
+
+# --- face: the canonical face (the decoder's target: frontal, neutral, even light, no per-clip look) --
+CANONICAL_BACKGROUND_RGB = (196.0, 196.0, 196.0)   # plain and flat
+CANONICAL_SHIRT_RGB = (84, 84, 92)
