@@ -16,7 +16,7 @@ Conventions
 * Flows follow tfa: `flow[b, i, j] = (dy, dx)` in PIXELS, in (row, col)
   order (note: the reverse of the landmarks' (x, y) order), and
   `dense_image_warp(image, flow)[b, i, j] = image[b, i - dy, j - dx]`
-  (bilinear, clamped to the border pixels). I.e. the flow is the
+  (bilinear by default, or bicubic; clamped to the border pixels). I.e. the flow is the
   displacement by which content moves. `sparse_image_warp` returns the flow
   in this convention; at a destination landmark it equals
   `dest_px - source_px` (in pixels, (dy, dx)).
@@ -65,6 +65,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from s2f_tf.models.sampling import INTERPOLATIONS, sample
 from s2f_tf.models.spline import _as_float32, _check_equal, _check_rank, _dim, interpolate_spline
 
 __all__ = [
@@ -80,61 +81,6 @@ __all__ = [
 # ----------------------------------------------------------------------------
 
 
-def _bilinear_sample(image: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
-  """Bilinearly samples `image` at fractional (row, col) pixel positions.
-
-  Positions outside the image are clamped to the border (edge pixels are
-  repeated, and the gradient w.r.t. the position is zero out there).
-
-  Args:
-    image: [B, H, W, C] float32.
-    query: [B, h, w, 2] float32 (row, col) pixel coordinates.
-
-  Returns:
-    [B, h, w, C] float32.
-  """
-  height, width = _dim(image, 1), _dim(image, 2)
-  channels = _dim(image, 3)
-  out_h, out_w = _dim(query, 1), _dim(query, 2)
-
-  def axis_weights(
-    coord: tf.Tensor, size: int | tf.Tensor
-  ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    size_f = tf.cast(size, tf.float32)
-    coord = tf.clip_by_value(coord, 0.0, size_f - 1.0)  # [B, h, w]
-    # Lower neighbour, at most size - 2 so the upper one stays in range
-    # (tfa convention; gives a one-sided gradient on the last pixel).
-    low = tf.stop_gradient(
-      tf.clip_by_value(tf.floor(coord), 0.0, tf.maximum(size_f - 2.0, 0.0))
-    )  # [B, h, w]
-    alpha = coord - low  # [B, h, w] in [0, 1]
-    low_i = tf.cast(low, tf.int32)  # [B, h, w]
-    high_i = tf.minimum(low_i + 1, tf.cast(size, tf.int32) - 1)  # [B, h, w]
-    return low_i, high_i, alpha
-
-  y0, y1, alpha_y = axis_weights(query[..., 0], height)  # [B, h, w] each
-  x0, x1, alpha_x = axis_weights(query[..., 1], width)  # [B, h, w] each
-
-  flat_image = tf.reshape(image, [-1, height * width, channels])  # [B, H*W, C]
-
-  def gather(y: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-    index = tf.reshape(y * width + x, [-1, out_h * out_w])  # [B, h*w]
-    values = tf.gather(flat_image, index, batch_dims=1)  # [B, h*w, C]
-    return tf.reshape(values, [-1, out_h, out_w, channels])  # [B, h, w, C]
-
-  top_left = gather(y0, x0)  # [B, h, w, C]
-  top_right = gather(y0, x1)  # [B, h, w, C]
-  bottom_left = gather(y1, x0)  # [B, h, w, C]
-  bottom_right = gather(y1, x1)  # [B, h, w, C]
-
-  ax = alpha_x[..., None]  # [B, h, w, 1]
-  ay = alpha_y[..., None]  # [B, h, w, 1]
-  # Weighted form (not a + t * (b - a)) so alpha in {0, 1} is exact.
-  top = (1.0 - ax) * top_left + ax * top_right  # [B, h, w, C]
-  bottom = (1.0 - ax) * bottom_left + ax * bottom_right  # [B, h, w, C]
-  return (1.0 - ay) * top + ay * bottom  # [B, h, w, C]
-
-
 def _pixel_grid(height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
   """(row, col) pixel-centre coordinates, [H, W, 2] float32."""
   rows = tf.range(height, dtype=tf.float32)  # [H]
@@ -143,16 +89,18 @@ def _pixel_grid(height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
   return tf.stack([grid_r, grid_c], axis=-1)  # [H, W, 2]
 
 
-def dense_image_warp(image: Any, flow: Any) -> tf.Tensor:
+def dense_image_warp(image: Any, flow: Any, interpolation: str = "bilinear") -> tf.Tensor:
   """Warps `image` with a dense per-pixel flow (tfa convention).
 
   out[b, i, j] = image[b, i - flow[b, i, j, 0], j - flow[b, i, j, 1]], sampled
-  bilinearly and clamped to the border pixels. The flow is in PIXELS and in
+  with `interpolation` (s2f_tf/models/sampling.py: "bilinear" as tfa, or
+  "bicubic") and clamped to the border pixels. The flow is in PIXELS and in
   (dy, dx) = (row, col) order: content moves BY the flow.
 
   Args:
     image: [B, H, W, C] any float dtype.
     flow: [B, H, W, 2] any float dtype, (dy, dx) in pixels.
+    interpolation: "bilinear" or "bicubic".
 
   Returns:
     [B, H, W, C] float32 warped image.
@@ -174,7 +122,7 @@ def dense_image_warp(image: Any, flow: Any) -> tf.Tensor:
 
   grid = _pixel_grid(_dim(image, 1), _dim(image, 2))  # [H, W, 2]
   query = grid[None] - flow  # [B, H, W, 2]
-  warped = _bilinear_sample(image, query)  # [B, H, W, C]
+  warped = sample(image, query, interpolation)  # [B, H, W, C]
   warped.set_shape(image.shape)
   return warped
 
@@ -247,9 +195,11 @@ def _validate_warp_inputs(
 
 
 def _validate_warp_params(
-  num_border_points: int, regularization: float | tf.Tensor
+  num_border_points: int, regularization: float | tf.Tensor, interpolation: str = "bilinear"
 ) -> None:
-  """Checks num_border_points / regularization values."""
+  """Checks num_border_points / regularization / interpolation values."""
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}, got {interpolation!r}.")
   if (isinstance(num_border_points, bool)
       or not isinstance(num_border_points, int)
       or num_border_points < 0 or num_border_points == 1):
@@ -267,6 +217,7 @@ def sparse_image_warp(
   dest_landmarks: Any,
   num_border_points: int = 4,
   regularization: float | tf.Tensor = 0.0,
+  interpolation: str = "bilinear",
 ) -> tuple[tf.Tensor, tf.Tensor]:
   """Warps `image` so content at `source_landmarks` moves to `dest_landmarks`.
 
@@ -284,6 +235,8 @@ def sparse_image_warp(
       They sit one pixel-centre ring outside the image.
     regularization: lambda >= 0 for the spline, in coordinates scaled by
       1 / max(H, W) (tfa's pixel-unit value is lambda * max(H, W)**2).
+    interpolation: how the image is sampled, "bilinear" (tfa) or "bicubic"
+      (keeps more fine detail: s2f_tf/models/sampling.py).
 
   Returns:
     warped: [B, H, W, C] float32.
@@ -298,7 +251,7 @@ def sparse_image_warp(
   source = _as_float32(source_landmarks, "source_landmarks")  # [B, K, 2]
   dest = _as_float32(dest_landmarks, "dest_landmarks")  # [B, K, 2]
   _validate_warp_inputs(image, source, dest)
-  _validate_warp_params(num_border_points, regularization)
+  _validate_warp_params(num_border_points, regularization, interpolation)
 
   height, width = _dim(image, 1), _dim(image, 2)
   if isinstance(height, int) and isinstance(width, int):
@@ -329,7 +282,7 @@ def sparse_image_warp(
   flow = tf.reshape(dense_flow, [-1, height, width, 2])  # [B, H, W, 2]
   flow.set_shape(image.shape[:3].concatenate([2]))
 
-  warped = dense_image_warp(image, flow)  # [B, H, W, C]
+  warped = dense_image_warp(image, flow, interpolation)  # [B, H, W, C]
   return warped, flow
 
 
@@ -350,17 +303,19 @@ class SplineWarp(keras.layers.Layer):
   Args:
     num_border_points: zero-flow control points per image edge (0 or >= 2).
     regularization: spline regularization (see `sparse_image_warp`).
+    interpolation: "bilinear" or "bicubic" (see `dense_image_warp`).
     **kwargs: standard Layer kwargs (name, dtype, trainable, ...).
   """
 
   def __init__(
     self, num_border_points: int = 4, regularization: float = 0.0,
-    **kwargs: Any,
+    interpolation: str = "bilinear", **kwargs: Any,
   ) -> None:
     super().__init__(**kwargs)
-    _validate_warp_params(num_border_points, regularization)
+    _validate_warp_params(num_border_points, regularization, interpolation)
     self.num_border_points = int(num_border_points)
     self.regularization = float(regularization)
+    self.interpolation = interpolation
     # Keep float32 landmarks/images as float32 under mixed precision.
     self.autocast = False
 
@@ -372,7 +327,7 @@ class SplineWarp(keras.layers.Layer):
     warped, _ = sparse_image_warp(
       image, source_landmarks, dest_landmarks,
       num_border_points=self.num_border_points,
-      regularization=self.regularization,
+      regularization=self.regularization, interpolation=self.interpolation,
     )  # [B, H, W, C]
     return warped
 
@@ -381,6 +336,6 @@ class SplineWarp(keras.layers.Layer):
     config = super().get_config()
     config.update(
       num_border_points=self.num_border_points,
-      regularization=self.regularization,
+      regularization=self.regularization, interpolation=self.interpolation,
     )
     return config
