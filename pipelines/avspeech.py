@@ -203,4 +203,5 @@ class AVSpeechSource:
         landmarks=landmarks, source_path=item["path"], source_start=start, source_end=end)
 
   def info(self) -> dict[str, Any]:
-    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS, "attribute_names": []}
+    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS, "attribute_names": [],
+            **common.REAL_FACE_TARGETS}

@@ -6,6 +6,8 @@
           ProcessShard: for each item in item_id order, source.process(item) -> Clip or ItemError
                         -> <split>-<i>-of-<n>.tfrecord (temporary name, renamed when complete)
                         -> <split>-<i>-of-<n>.done.json (the shard's manifest + stats; written last)
+                        every clip gets the face decoder's targets (pipelines/targets.py: the
+                        source's target face, and its texture warped to the mean landmarks)
   optional feature stage: with a FaceEncoder weights file, every shard's faces go through the face
           encoder (in batches, one encoder per worker process) and face/feature is stored
   driver: merge the .done.json files -> manifest.jsonl (every item: ok, or its typed failure)
@@ -32,6 +34,7 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 import tensorflow as tf
 
+from pipelines.targets import TextureSpec, fill_targets
 from s2f_tf import contract
 from s2f_tf.data import schema
 
@@ -43,6 +46,7 @@ from s2f_tf.media.errors import (MISSING_FILE, NO_FACE, NO_FACE_NEAR_CENTER, SEV
                                  TOO_SHORT, UNDECODABLE)
 from s2f_tf.media.errors import REASONS as MEDIA_REASONS  # noqa: E402
 from s2f_tf.media.errors import MediaError as ItemError  # noqa: E402,F401  one typed failure for items and media
+from s2f_tf.media.faces import CANONICAL_LANDMARKS  # noqa: E402
 
 UNEXPECTED = "unexpected_error"
 REASONS = MEDIA_REASONS + (UNEXPECTED,)
@@ -59,7 +63,13 @@ class Source(Protocol):
     """One item -> a Clip, or raise ItemError with a typed reason."""
 
   def info(self) -> dict[str, Any]:
-    """Fields for dataset.json: image_size, num_landmarks, attribute_names, ..."""
+    """Fields for dataset.json: image_size, num_landmarks, attribute_names, mean_landmarks (the
+    layout the decoder's textures are aligned to), decoder_target (what target/image holds), ..."""
+
+
+# Real faces (MTCNN's 5 points, aligned crops): the decoder learns each clip's own aligned crop,
+# and its texture is aligned to the alignment's canonical layout.
+REAL_FACE_TARGETS = {"mean_landmarks": [list(p) for p in CANONICAL_LANDMARKS], "decoder_target": "clip"}
 
 
 def stable_hash(text: str) -> int:
@@ -166,7 +176,8 @@ def _face_features(spec: FeatureSpec, clips: list[schema.Clip], batch_size: int 
 
 
 def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items: list[dict[str, Any]],
-                  speakers: dict[str, int], features: FeatureSpec | None = None) -> dict[str, Any]:
+                  speakers: dict[str, int], textures: TextureSpec,
+                  features: FeatureSpec | None = None) -> dict[str, Any]:
   """Processes and writes one shard; returns its summary (also written as <shard>.done.json)."""
   split, index, count = key
   name = shard_name(split, index, count)
@@ -174,10 +185,10 @@ def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items
   if tf.io.gfile.exists(done_path) and tf.io.gfile.exists(os.path.join(out_dir, name)):
     return _read_json(done_path)                                 # finished by an earlier run
   statuses, clips = [], []
-  landmark_sum, landmark_count, max_samples, speakers_seen = None, 0, 0, set()
+  max_samples, speakers_seen = 0, set()
   for item in sorted(items, key=lambda it: it["item_id"]):
     try:
-      clip = source.process(item, speakers[item["speaker_id"]])
+      clip = fill_targets(source.process(item, speakers[item["speaker_id"]]), textures)
       schema.encode(clip)                                        # validates before it is kept
       clips.append(clip)
     except ItemError as e:
@@ -193,17 +204,12 @@ def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items
                      "speaker_id": clip.speaker_id, "samples": int(clip.pcm.size)})
     speakers_seen.add(clip.speaker_id)
     max_samples = max(max_samples, int(clip.pcm.size))
-    lm = np.asarray(clip.landmarks, np.float64)
-    landmark_sum = lm if landmark_sum is None else landmark_sum + lm
-    landmark_count += 1
   if features is not None and clips:
     _face_features(features, clips)
   records = [schema.encode(clip) for clip in clips]
   schema.write_shard(_join(out_dir, name), records)
   summary = {"shard": name, "split": split, "items": statuses, "clips": len(records),
-             "speakers": sorted(speakers_seen), "max_samples": max_samples,
-             "landmark_sum": None if landmark_sum is None else landmark_sum.tolist(),
-             "landmark_count": landmark_count}
+             "speakers": sorted(speakers_seen), "max_samples": max_samples}
   _write_json_atomic(done_path, summary)
   return summary
 
@@ -211,17 +217,19 @@ def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items
 class _ProcessShard:
   """Beam step: one line of plan.jsonl -> process and write that shard (a plain picklable class)."""
 
-  def __init__(self, source: Source, out_dir: str, speakers: dict[str, int], features: FeatureSpec | None):
-    self.source, self.out_dir, self.speakers, self.features = source, out_dir, speakers, features
+  def __init__(self, source: Source, out_dir: str, speakers: dict[str, int], textures: TextureSpec,
+               features: FeatureSpec | None):
+    self.source, self.out_dir, self.speakers = source, out_dir, speakers
+    self.textures, self.features = textures, features
 
   def __call__(self, line: str):
     task = json.loads(line)
     return process_shard(self.source, self.out_dir, tuple(task["key"]), task["items"], self.speakers,
-                         self.features)
+                         self.textures, self.features)
 
 
 def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: list[str],
-              num_workers: int, features: FeatureSpec | None = None) -> None:
+              num_workers: int, textures: TextureSpec, features: FeatureSpec | None = None) -> None:
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -238,7 +246,7 @@ def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: 
     for key, items in sorted(plan.shards.items()):
       f.write(json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n")
   tf.io.gfile.rename(tmp, plan_path, overwrite=True)
-  fn = _ProcessShard(source, out_dir, plan.speakers, features)
+  fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
   with beam.Pipeline(options=PipelineOptions(args)) as p:
     _ = (p | "plan" >> beam.io.ReadFromText(plan_path)
            | "spread" >> beam.Reshuffle()
@@ -247,12 +255,22 @@ def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: 
 
 def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner: str = "DirectRunner",
                 beam_args: Iterable[str] = (), num_workers: int = 2, arguments: dict | None = None,
-                log=print, features: FeatureSpec | None = None) -> schema.DatasetInfo:
-  """Prepares `source` into `out_dir` (idempotent; see module docstring). Returns the DatasetInfo."""
+                log=print, features: FeatureSpec | None = None,
+                texture_warp: dict | None = None) -> schema.DatasetInfo:
+  """Prepares `source` into `out_dir` (idempotent; see module docstring). Returns the DatasetInfo.
+
+  texture_warp: {'border_points', 'regularization', 'interpolation'} of the face decoder's warp
+  (s2f_tf.factory.texture_warp(config)), used to make target/texture.
+  """
   started = time.time()
   tf.io.gfile.makedirs(out_dir)
+  layout = source.info().get("mean_landmarks")
+  if not layout:
+    raise ValueError(f"source {source.name!r} gives no mean_landmarks in info(): the layout the face "
+                     "decoder's textures are aligned to")
+  textures = TextureSpec(tuple(tuple(float(v) for v in p) for p in layout), **(texture_warp or {}))
   fingerprint = {"source": source.name, "arguments": arguments or {}, "items_per_shard": items_per_shard,
-                 "schema_version": schema.SCHEMA_VERSION}
+                 "schema_version": schema.SCHEMA_VERSION, "texture_warp": textures.warp_settings()}
   if features is not None:
     if not tf.io.gfile.exists(features.weights):
       raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
@@ -274,8 +292,8 @@ def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner
   log(f"prepare {source.name}: {len(items)} items, {len(plan.speakers)} speakers, "
       f"{len(plan.shards)} shards ({done} already done) -> {out_dir}")
   if done < len(plan.shards):
-    _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers, features)
-  info = _finalize(plan, source, out_dir, features.feature_dim if features else 0)
+    _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers, textures, features)
+  info = _finalize(plan, source, out_dir, textures, features.feature_dim if features else 0)
   failed = sum(1 for _ in _iter_failures(out_dir))
   log(f"prepare {source.name}: {sum(info.counts.values())} clips written "
       f"({', '.join(f'{s} {n}' for s, n in info.counts.items())}), {failed} failed items "
@@ -291,7 +309,8 @@ def _iter_failures(out_dir: str):
         yield row
 
 
-def _finalize(plan: Plan, source: Source, out_dir: str, feature_dim: int = 0) -> schema.DatasetInfo:
+def _finalize(plan: Plan, source: Source, out_dir: str, textures: TextureSpec,
+              feature_dim: int = 0) -> schema.DatasetInfo:
   summaries = []
   for key in sorted(plan.shards):
     path = _join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
@@ -311,15 +330,10 @@ def _finalize(plan: Plan, source: Source, out_dir: str, feature_dim: int = 0) ->
     shards.setdefault(s["split"], []).append(s["shard"])
     counts[s["split"]] = counts.get(s["split"], 0) + s["clips"]
     speakers.setdefault(s["split"], set()).update(s["speakers"])
-  train = [s for s in summaries if s["split"] == "train" and s["landmark_count"]]
-  mean = []
-  if train:
-    total = np.sum([np.asarray(s["landmark_sum"]) for s in train], axis=0)
-    mean = (total / sum(s["landmark_count"] for s in train)).tolist()
   info = schema.DatasetInfo(
       source=source.name, num_speakers=len(plan.speakers), speakers=plan.speakers, shards=shards,
-      counts=counts, speaker_counts={k: len(v) for k, v in speakers.items()}, mean_landmarks=mean,
-      feature_dim=feature_dim, **source.info())
+      counts=counts, speaker_counts={k: len(v) for k, v in speakers.items()},
+      texture_warp=textures.warp_settings(), feature_dim=feature_dim, **source.info())
   info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])
   info.write(out_dir)
   return info

@@ -13,6 +13,12 @@ stable_hash(item_id) % (number of images) among all the speaker's images sorted 
 (deterministic, and spreads a speaker's clips over their photos). A speaker without images: every
 item fails with `missing_file`.
 
+The face decoder's target (`decoder_target`): "clip", the clip's own face (the default), or
+"most_frontal", the most frontal face (faces.frontality) among all of the speaker's images, the
+same for every clip of the speaker (ties: the first by path; images without a usable face are
+skipped; a speaker with none keeps each clip's own face). Each worker detects a speaker's images
+once (cached per process).
+
 The face is MTCNN's detection nearest the image centre (photos are assumed roughly centred on
 the person; `max_center_distance` is looser than for video), aligned and cropped like AVSpeech's
 (s2f_tf/media/faces.py); the image is padded by `pad_fraction` before detection so tight face
@@ -56,6 +62,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
 SEX_VALUES = {"m": 0.0, "male": 0.0, "f": 1.0, "female": 1.0}
+DECODER_TARGETS = ("clip", "most_frontal")
 SET_SPLITS = {"dev": "train", "train": "train", "test": "test"}
 
 
@@ -118,6 +125,21 @@ def _face_crop(image_path: str, image_size: int, min_face_size: int, max_side: i
   return crop, landmarks
 
 
+@functools.lru_cache(maxsize=64)
+def _most_frontal(speaker_folder: str, detection: tuple) -> tuple[np.ndarray, np.ndarray] | None:
+  """The speaker's most frontal face crop and its landmarks among all their images, or None."""
+  best = None
+  for rel in _scan(speaker_folder, IMAGE_EXTENSIONS):
+    try:
+      crop, landmarks = _face_crop(os.path.join(speaker_folder, rel), *detection)
+    except MediaError:
+      continue
+    score = faces.frontality(landmarks)
+    if best is None or score < best[0]:
+      best = (score, crop, landmarks)
+  return None if best is None else best[1:]
+
+
 def _scan(folder: str, extensions: tuple[str, ...]) -> list[str]:
   """Relative paths (with '/'), sorted, of the files under `folder` with these extensions."""
   out = []
@@ -143,6 +165,7 @@ class FoldersSource:
     min_face_size, detect_max_side, pad_fraction: face detection (faces.detect_faces).
     max_center_distance, ambiguity_margin, min_confidence: face selection (faces.select_face),
       relative to the image centre.
+    decoder_target: "clip" or "most_frontal" (module docstring).
   """
   root: str
   image_size: int
@@ -156,6 +179,7 @@ class FoldersSource:
   max_center_distance: float = 1.5
   ambiguity_margin: float = 0.25
   min_confidence: float = 0.9
+  decoder_target: str = "clip"
   name: str = "folders"
 
   def __post_init__(self):
@@ -165,6 +189,8 @@ class FoldersSource:
       raise ValueError(f"speaker folders root {self.root!r} is not a directory")
     if self.meta_path is not None and not os.path.isfile(self.meta_path):
       raise ValueError(f"meta file {self.meta_path!r} does not exist")
+    if self.decoder_target not in DECODER_TARGETS:
+      raise ValueError(f"decoder_target must be one of {', '.join(DECODER_TARGETS)}, got {self.decoder_target!r}")
     if not 0.0 <= self.validation_fraction < 1.0:
       raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
 
@@ -217,9 +243,10 @@ class FoldersSource:
                                   f"of audio (< {self.min_seconds} s)")
     if self.max_seconds is not None:
       pcm = pcm[:int(self.max_seconds * SAMPLE_RATE)]
-    crop, landmarks = _face_crop(item["image"], self.image_size, self.min_face_size,
-                                 self.detect_max_side, self.pad_fraction, self.max_center_distance,
-                                 self.ambiguity_margin, self.min_confidence)
+    crop, landmarks = _face_crop(item["image"], *self._detection())
+    target = None
+    if self.decoder_target == "most_frontal":
+      target = _most_frontal(os.path.join(self.root, item["speaker_id"]), self._detection())
     attributes = {}
     if self.meta_path:
       attributes["sex"] = math.nan if item["sex"] is None else float(item["sex"])
@@ -227,8 +254,14 @@ class FoldersSource:
         clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
         split=item["split"], pcm=pcm, face_png=schema.encode_png(crop), face_size=self.image_size,
         landmarks=landmarks, attributes=attributes, source_path=item["audio"], source_start=0.0,
-        source_end=pcm.size / SAMPLE_RATE)
+        source_end=pcm.size / SAMPLE_RATE,
+        target_png=b"" if target is None else schema.encode_png(target[0]),
+        target_landmarks=None if target is None else target[1])
+
+  def _detection(self) -> tuple:
+    return (self.image_size, self.min_face_size, self.detect_max_side, self.pad_fraction,
+            self.max_center_distance, self.ambiguity_margin, self.min_confidence)
 
   def info(self) -> dict[str, Any]:
-    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS,
-            "attribute_names": ["sex"] if self.meta_path else []}
+    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS, **common.REAL_FACE_TARGETS,
+            "decoder_target": self.decoder_target, "attribute_names": ["sex"] if self.meta_path else []}

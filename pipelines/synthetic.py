@@ -1,12 +1,17 @@
 """`s2f prepare synthetic`: the embedded default corpus (s2f_tf/synthetic/) as TFRecords.
 
-One item per (identity, clip); the split is decided per identity (speaker-disjoint).
+One item per (identity, clip); the split is decided per identity (speaker-disjoint). The face
+decoder's target is the identity's canonical face (frontal, neutral, even light, plain background),
+while face/image is the clip's own (posed, lit, dressed) face the face encoder learns from.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
+
+import numpy as np
 
 from s2f_tf import synthetic
 from s2f_tf.data import schema
@@ -42,10 +47,30 @@ class SyntheticSource:
         clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
         split=item["split"], pcm=d["pcm"], face_png=schema.encode_png(d["face"]),
         face_size=self.image_size, landmarks=d["landmarks"],
+        target_png=self._canonical(item["identity"]), target_landmarks=self._canonical_landmarks(item["identity"]),
         attributes={k: float(v) for k, v in d["attributes"].items()},
         source_path=f"synthetic:seed={self.seed}", source_start=0.0,
         source_end=len(d["pcm"]) / schema.SAMPLE_RATE, text=d["text"])
 
+  def _canonical(self, identity: int) -> bytes:
+    """The identity's canonical face as PNG (drawn once per worker: every clip shares it)."""
+    cache = self.__dict__.setdefault("_canonical_pngs", {})
+    if identity not in cache:
+      face, _ = synthetic.draw_canonical_face(synthetic.make_identity(self.seed, identity), self.image_size)
+      cache[identity] = schema.encode_png(face)
+    return cache[identity]
+
+  def _canonical_landmarks(self, identity: int) -> np.ndarray:
+    return synthetic.canonical_landmarks(synthetic.make_identity(self.seed, identity))
+
+  @functools.cached_property
+  def _mean_landmarks(self) -> list[list[float]]:
+    """The mean of the train identities' canonical landmarks (all identities if none is in train)."""
+    train = [i for i in range(self.identities) if synthetic.split_of(self.seed, i) == "train"]
+    return np.mean([self._canonical_landmarks(i) for i in train or range(self.identities)], axis=0,
+                   dtype=np.float64).tolist()
+
   def info(self) -> dict[str, Any]:
     return {"image_size": self.image_size, "num_landmarks": synthetic.NUM_LANDMARKS,
-            "attribute_names": sorted(synthetic.ATTRIBUTE_NAMES)}
+            "attribute_names": sorted(synthetic.ATTRIBUTE_NAMES), "mean_landmarks": self._mean_landmarks,
+            "decoder_target": "canonical"}

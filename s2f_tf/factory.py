@@ -64,7 +64,14 @@ def build_face_decoder(config: Config) -> FaceDecoder:
                      texture_min_channels=d.texture_min_channels, kernel_size=d.kernel_size,
                      warp_border_points=d.warp_border_points,
                      warp_regularization=d.warp_regularization, normalize_input=d.normalize_input,
-                     name="face_decoder")
+                     upsample=d.upsample, warp_interpolation=d.warp_interpolation, name="face_decoder")
+
+
+def texture_warp(config: Config) -> dict:
+  """The decoder warp's settings, with which `prepare` makes target/texture (dataset.json texture_warp)."""
+  d = config.face_decoder
+  return {"border_points": int(d.warp_border_points), "regularization": float(d.warp_regularization),
+          "interpolation": d.warp_interpolation}
 
 
 def build_speech2face(config: Config, face_decoder: FaceDecoder | None = None) -> Speech2Face:

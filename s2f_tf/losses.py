@@ -66,15 +66,29 @@ def negative_cosine_per_example(a, b) -> tf.Tensor:
   return -tf.reduce_sum(a * b, axis=-1)
 
 
+def perceptual_per_example(blocks_true, blocks_pred) -> tf.Tensor:
+  """Mean over blocks of | a_pred - a_true | averaged over the block, divided by the mean | a_true |
+  of that block (so each block weighs alike whatever its scale): lists of [B, h, w, c] -> [B]."""
+  terms = []
+  for t, p in zip(blocks_true, blocks_pred):
+    t, p = _f32(t), _f32(p)
+    scale = tf.reduce_mean(tf.abs(t)) + 1e-6                      # one number per block
+    terms.append(tf.reduce_mean(tf.reshape(tf.abs(p - t), [tf.shape(t)[0], -1]), axis=1) / tf.stop_gradient(scale))
+  return tf.add_n(terms) / float(len(terms))
+
+
 def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred, feature_true,
                       feature_pred, texture_weight: float = 1.0, landmark_weight: float = 1.0,
-                      feature_weight: float = 1.0) -> dict[str, tf.Tensor]:
+                      feature_weight: float = 1.0, blocks_true=None, blocks_pred=None,
+                      perceptual_weight: float = 0.0) -> dict[str, tf.Tensor]:
   """Cole et al. decoder losses, per example [B].
 
   texture_*: [B, H, W, 3] in [0, 1], the true one being the true face warped to the mean landmarks
     -> mean absolute error per example (L1 averaged over pixels, so the weight is size-independent)
   landmarks_*: [B, K, 2] normalised (x, y) -> mean squared error per example
-  feature_*: face-encoder features of the true face and of the decoded face -> negative cosine
+  feature_*: face-encoder features of the input face and of the decoded face -> negative cosine
+  blocks_*: optional face-encoder block outputs of the target face and of the decoded face ->
+    perceptual_per_example, weighted by perceptual_weight
   """
   texture = tf.reduce_mean(tf.reshape(tf.abs(_f32(texture_true) - _f32(texture_pred)),
                                       [tf.shape(texture_true)[0], -1]), axis=1)
@@ -82,7 +96,12 @@ def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred
                                         [tf.shape(landmarks_true)[0], -1]), axis=1)
   feature = negative_cosine_per_example(feature_true, feature_pred)
   total = texture_weight * texture + landmark_weight * landmarks + feature_weight * feature
-  return {"texture_l1": texture, "landmark_mse": landmarks, "feature_cos": feature, "total": total}
+  out = {"texture_l1": texture, "landmark_mse": landmarks, "feature_cos": feature}
+  if blocks_true is not None:
+    out["perceptual"] = perceptual_per_example(blocks_true, blocks_pred)
+    total = total + perceptual_weight * out["perceptual"]
+  out["total"] = total
+  return out
 
 
 def identity_cross_entropy_per_example(labels, logits) -> tf.Tensor:

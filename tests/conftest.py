@@ -40,10 +40,12 @@ def tiny_corpus(tmp_path_factory):
   """A tiny synthetic corpus (8 identities x 3 clips, 32 px faces) prepared once per session."""
   from pipelines.common import run_prepare
   from pipelines.synthetic import SyntheticSource
+  from s2f_tf import factory
+  from s2f_tf.configs import get_config
   out = str(tmp_path_factory.mktemp("tiny_corpus"))
   run_prepare(SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=1), out,
               items_per_shard=8, beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-              log=lambda *_: None)
+              log=lambda *_: None, texture_warp=factory.texture_warp(get_config("tiny")))
   return out
 
 

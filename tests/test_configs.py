@@ -25,6 +25,8 @@ def test_paper_numbers():
   assert (c.loss.lambda_feature, c.loss.lambda_distill, c.loss.temperature) == (0.025, 200.0, 2.0)
   assert (c.optimizer.beta_1, c.optimizer.epsilon, c.optimizer.decay_rate) == (0.5, 1e-4, 0.95)
   assert c.train.batch_size == 8
+  assert (c.face_decoder.upsample, c.face_decoder.warp_interpolation) == ("transposed", "bilinear")   # Cole et al.
+  assert c.loss.decoder_perceptual == 0.0
 
 
 def test_overrides_by_type():
@@ -46,6 +48,8 @@ def test_overrides_by_type():
     ("audio.fft_length=256", "fft_length"),
     ("face_encoder.image_size=48", "multiple of 32"),
     ("optimizer.staircase=maybe", "not a boolean"),
+    ("face_decoder.upsample=pixel_shuffle", "face_decoder.upsample"),
+    ("face_decoder.warp_interpolation=lanczos", "face_decoder.warp_interpolation"),
 ])
 def test_bad_overrides(item, match):
   with pytest.raises(ValueError, match=match):

@@ -1,6 +1,7 @@
 """TFRecord schema round trip and the tf.data pipeline: crop/tile vs numpy, eager and in tf.data,
 shapes, determinism, corrupt shards (fail naming the file, or skipped when asked)."""
 
+import dataclasses
 import json
 import os
 
@@ -20,7 +21,7 @@ def _clip(i, n, split="train", size=16):
   return schema.Clip(
       clip_id=f"spk{i % 3}/{i}", speaker_id=f"spk{i % 3}", speaker_index=i % 3, split=split,
       pcm=(np.arange(n) % 1000 + i).astype(np.int16), face_png=schema.encode_png(img), face_size=size,
-      landmarks=rng.random((K, 2)).astype(np.float32), feature=rng.standard_normal(4).astype(np.float32),
+      landmarks=rng.random((K, 2)).astype(np.float32), texture_png=schema.encode_png(255 - img), feature=rng.standard_normal(4).astype(np.float32),
       attributes={"sex": float(i % 2), "age": 30.0 + i}, source_path=f"/src/{i}.wav", text=f"clip {i}")
 
 
@@ -46,6 +47,9 @@ def test_schema_round_trip():
   np.testing.assert_allclose(back.feature, clip.feature)
   assert back.attributes == {"sex": 1.0, "age": 33.0}
   assert (back.clip_id, back.speaker_index, back.split, back.text) == (clip.clip_id, 0, "train", "clip 3")
+  # no target given: the decoder's target is the clip's own face
+  assert back.target_png == clip.face_png and back.texture_png == clip.texture_png
+  np.testing.assert_array_equal(back.target_landmarks, back.landmarks)
 
 
 @pytest.mark.parametrize("bad,match", [
@@ -53,6 +57,8 @@ def test_schema_round_trip():
     (dict(pcm=np.zeros(5, np.float32)), "int16"),
     (dict(split="dev"), "split"),
     (dict(landmarks=np.zeros((3, 3), np.float32)), "landmarks"),
+    (dict(target_landmarks=np.zeros((3, 2), np.float32)), "target landmarks"),
+    (dict(texture_png=b""), "target texture"),
 ])
 def test_schema_rejects_bad_clips(bad, match):
   clip = _clip(0, 100)
@@ -111,6 +117,11 @@ def test_pipeline_shapes_and_values(data_dir):
   assert b["image"].dtype == tf.uint8 and b["image"].shape == (4, 16, 16, 3)
   assert b["landmarks"].shape == (4, K, 2) and b["feature"].shape == (4, 4)
   assert b["attributes"].shape == (4, 2) and b["speaker"].dtype == tf.int32
+  targets = next(iter(make_dataset(data_dir, "train", dataclasses.replace(
+      opts, fields=("image", "landmarks", "target_image", "target_landmarks", "target_texture")))))
+  np.testing.assert_array_equal(targets["target_image"], targets["image"])          # own face by default
+  np.testing.assert_array_equal(targets["target_landmarks"], targets["landmarks"])
+  np.testing.assert_array_equal(targets["target_texture"], 255 - targets["image"].numpy())
   seen = {}
   for batch in batches:
     for cid, pcm, attrs in zip(batch["clip_id"].numpy(), batch["pcm"].numpy(), batch["attributes"].numpy()):

@@ -67,6 +67,20 @@ def test_decoder_loss_by_hand():
   np.testing.assert_allclose(out["total"], 2 * tex + 3 * lmk + 0.5 * cos, rtol=1e-5)
 
 
+def test_perceptual_term_by_hand():
+  rng = np.random.RandomState(4)
+  bt = [rng.rand(2, 4, 4, 3).astype(np.float32), 5 * rng.rand(2, 2, 2, 6).astype(np.float32)]
+  bp = [rng.rand(2, 4, 4, 3).astype(np.float32), 5 * rng.rand(2, 2, 2, 6).astype(np.float32)]
+  want = np.mean([np.abs(p - t).reshape(2, -1).mean(1) / np.abs(t).mean() for t, p in zip(bt, bp)], axis=0)
+  np.testing.assert_allclose(losses.perceptual_per_example(bt, bp), want, rtol=1e-5)
+  z = np.zeros((2, 4, 4, 3), np.float32)
+  out = losses.face_decoder_loss(z, z, z[:, :2, :, :2], z[:, :2, :, :2], np.ones((2, 3)), np.ones((2, 3)),
+                                 blocks_true=bt, blocks_pred=bp, perceptual_weight=0.5)
+  np.testing.assert_allclose(out["total"], -1.0 + 0.5 * want, rtol=1e-5)          # cos term is -1
+  assert "perceptual" not in losses.face_decoder_loss(z, z, z[:, :2, :, :2], z[:, :2, :, :2],
+                                                      np.ones((2, 3)), np.ones((2, 3)))
+
+
 def test_identity_cross_entropy_and_float32_inputs():
   logits = np.array([[2.0, 0.0], [0.0, 0.0]], np.float16)
   ce = losses.identity_cross_entropy_per_example(np.array([0, 1]), logits)

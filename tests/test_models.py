@@ -59,8 +59,9 @@ def test_decoder_normalized_input_reads_the_direction_only():
   assert np.abs(plain.bottleneck_features(f) - plain.bottleneck_features(f * 0.4)).max() > 1e-3
 
 
-def test_decoder_config_round_trip_and_training_step():
-  d = _decoder()
+@pytest.mark.parametrize("kw", [{}, {"upsample": "resize_conv", "warp_interpolation": "bicubic"}])
+def test_decoder_config_round_trip_and_training_step(kw):
+  d = _decoder(**kw)
   clone = FaceDecoder.from_config(d.get_config())
   assert clone.get_config() == d.get_config()
   feature = np.random.RandomState(2).randn(4, 6).astype(np.float32)

@@ -16,6 +16,7 @@ from s2f_tf.data import schema
 from s2f_tf.data.dataset import InputOptions, make_dataset
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
+WARP = {"border_points": 4, "regularization": 1e-4, "interpolation": "bicubic"}    # the demo's
 
 
 def _digest(out_dir):
@@ -26,7 +27,8 @@ def _digest(out_dir):
 def synthetic_dir(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("synthetic"))
   source = SyntheticSource(identities=10, clips_per_identity=2, image_size=32, seed=3)
-  common.run_prepare(source, out, items_per_shard=6, arguments={"test": 1}, log=lambda *_: None)  # 2 processes
+  common.run_prepare(source, out, items_per_shard=6, arguments={"test": 1}, log=lambda *_: None,  # 2 processes
+                     texture_warp=WARP)
   return out
 
 
@@ -49,6 +51,41 @@ def test_synthetic_corpus_layout(synthetic_dir):
   assert len(speakers) == 10 and all(len(s) == 1 for s in speakers.values())
 
 
+def test_decoder_targets_are_canonical_faces_and_textures_equal_the_in_graph_warp(synthetic_dir):
+  """target/image is the identity's canonical face; target/texture is what the decoder's own warp
+  makes of it in the graph (within PNG rounding)."""
+  import io
+
+  import tensorflow as tf
+  from PIL import Image
+
+  from s2f_tf.models.warp import sparse_image_warp
+  info = schema.DatasetInfo.read(synthetic_dir)
+  assert info.decoder_target == "canonical" and info.texture_warp == WARP
+  train_ids = [i for i in range(10) if synthetic.split_of(3, i) == "train"]
+  expected_mean = np.mean([synthetic.canonical_landmarks(synthetic.make_identity(3, i)) for i in train_ids], 0)
+  np.testing.assert_allclose(info.mean_landmarks, expected_mean, atol=1e-6)
+  clips = [schema.decode_numpy(raw.numpy()) for split in info.shards
+           for path in info.files(synthetic_dir, split) for raw in tf.data.TFRecordDataset(path)]
+  png = lambda b: np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))        # noqa: E731
+  for clip in clips[:6]:
+    identity = synthetic.make_identity(3, int(clip.speaker_id[2:]))
+    face, landmarks = synthetic.draw_canonical_face(identity, 32)
+    np.testing.assert_array_equal(png(clip.target_png), face)
+    np.testing.assert_array_equal(clip.target_landmarks, landmarks)
+    assert png(clip.face_png).tobytes() != face.tobytes()                     # the clip's face is posed
+    warped, _ = sparse_image_warp(face[None].astype(np.float32) / 255.0, landmarks[None],
+                                  np.asarray(info.mean_landmarks, np.float32)[None], num_border_points=4,
+                                  regularization=1e-4, interpolation="bicubic")
+    diff = np.abs(png(clip.texture_png).astype(np.float32) - np.clip(warped.numpy()[0] * 255.0, 0, 255))
+    assert diff.max() <= 0.5 + 1e-3, diff.max()                               # PNG holds the rounded warp
+  # all clips of one identity share one target
+  by_speaker = {}
+  for clip in clips:
+    by_speaker.setdefault(clip.speaker_id, set()).add(clip.texture_png)
+  assert all(len(t) == 1 for t in by_speaker.values())
+
+
 def test_synthetic_corpus_feeds_the_input_pipeline(synthetic_dir):
   opts = InputOptions(batch_size=4, clip_samples=16000, training=False,
                       fields=("pcm", "image", "landmarks", "speaker", "attributes"))
@@ -66,7 +103,7 @@ def test_rerun_is_idempotent_and_byte_identical(synthetic_dir):
   os.remove(victim)
   os.remove(victim.replace(".tfrecord", ".done.json"))
   common.run_prepare(source, synthetic_dir, items_per_shard=6, arguments={"test": 1},
-                     beam_args=IN_PROCESS, log=lambda *_: None)
+                     beam_args=IN_PROCESS, log=lambda *_: None, texture_warp=WARP)
   assert _digest(synthetic_dir) == before
   assert open(os.path.join(synthetic_dir, schema.MANIFEST_FILE)).read() == manifest
   assert not glob.glob(f"{synthetic_dir}/*.tmp-*")
@@ -75,7 +112,11 @@ def test_rerun_is_idempotent_and_byte_identical(synthetic_dir):
 def test_different_arguments_are_refused(synthetic_dir):
   source = SyntheticSource(identities=11, clips_per_identity=2, image_size=32, seed=3)
   with pytest.raises(ValueError, match="different preparation"):
-    common.run_prepare(source, synthetic_dir, items_per_shard=6, arguments={"test": 2}, log=lambda *_: None)
+    common.run_prepare(source, synthetic_dir, items_per_shard=6, arguments={"test": 2}, log=lambda *_: None,
+                       texture_warp=WARP)
+  with pytest.raises(ValueError, match="different preparation"):                # other decoder targets
+    common.run_prepare(SyntheticSource(identities=10, clips_per_identity=2, image_size=32, seed=3),
+                       synthetic_dir, items_per_shard=6, arguments={"test": 1}, log=lambda *_: None)
 
 
 @dataclasses.dataclass
@@ -97,7 +138,8 @@ class FlakySource:
                        landmarks=np.full((3, 2), 0.5, np.float32))
 
   def info(self):
-    return {"image_size": 16, "num_landmarks": 3}
+    return {"image_size": 16, "num_landmarks": 3, "mean_landmarks": [[0.3, 0.4], [0.7, 0.4], [0.5, 0.7]],
+            "decoder_target": "clip"}
 
 
 def test_failures_land_in_the_manifest_and_never_crash(tmp_path):

@@ -16,8 +16,10 @@ from PIL import Image  # noqa: E402
 
 from pipelines import common  # noqa: E402
 from pipelines.avspeech import AVSpeechSource, index_videos, read_csv  # noqa: E402
+from pipelines import folders as pipelines_folders  # noqa: E402
 from pipelines.folders import FoldersSource, read_meta  # noqa: E402
 from s2f_tf.data import schema  # noqa: E402
+from s2f_tf.media import faces  # noqa: E402
 from s2f_tf.data.dataset import InputOptions, make_dataset  # noqa: E402
 from test_media import face_frame, ffmpeg, make_video, peak_hz, sine, synthetic_face  # noqa: E402
 
@@ -131,7 +133,8 @@ def test_avspeech_listing(avspeech, tmp_path):
   assert all(it["split"] == common.split_for_speaker(it["speaker_id"]) for it in items)
   skipping = AVSpeechSource(avspeech["csv"], avspeech["videos"], image_size=64, skip_missing=True)
   assert len(skipping.list_items()) == 8
-  assert source.info() == {"image_size": 64, "num_landmarks": 5, "attribute_names": []}
+  assert source.info() == {"image_size": 64, "num_landmarks": 5, "attribute_names": [],
+                           "mean_landmarks": [list(p) for p in faces.CANONICAL_LANDMARKS], "decoder_target": "clip"}
   with pytest.raises(ValueError, match="split"):
     AVSpeechSource(avspeech["csv"], avspeech["videos"], image_size=64, split="dev")
   with pytest.raises(ValueError, match="is not a directory"):
@@ -247,6 +250,39 @@ def test_folders_without_meta_and_unknown_sex(folders, tmp_path):
   item = next(it for it in with_meta.list_items() if it["speaker_id"] == "id10003")
   item["image"] = os.path.join(folders["speakers"], "id10001", "portrait.jpg")
   assert math.isnan(with_meta.process(item, 0).attributes["sex"])                 # not in the meta file
+
+
+def test_frontality_by_hand():
+  frontal = np.array([[0.35, 0.4], [0.65, 0.4], [0.5, 0.57], [0.376, 0.74], [0.624, 0.74]])
+  assert faces.frontality(frontal) == pytest.approx(0.5 * abs(0.17 / 0.34 - 0.5))     # 0: nose half-way
+  turned = frontal.copy()
+  turned[2, 0] += 0.06                                         # the nose 0.2 eye distances off the axis
+  assert faces.frontality(turned) == pytest.approx(faces.frontality(frontal) + 0.2)
+  rolled = frontal.copy()
+  rolled[1, 1] += 0.03                                         # the right eye 0.1 eye distances lower
+  assert faces.frontality(rolled) > faces.frontality(frontal) + 0.09
+  np.testing.assert_allclose(faces.frontality(frontal * 100 + 7), faces.frontality(frontal), atol=1e-9)
+
+
+def test_folders_most_frontal_target_is_one_face_per_speaker(folders, tmp_path):
+  """decoder_target=most_frontal: every clip of a speaker learns the same target, the speaker's most
+  frontal face among all their images; the clips' own faces stay as they are."""
+  source = FoldersSource(folders["speakers"], image_size=48, decoder_target="most_frontal")
+  out = common.run_prepare(source, str(tmp_path / "out"), items_per_shard=3, beam_args=IN_PROCESS,
+                           log=lambda *_: None)
+  assert out.decoder_target == "most_frontal"
+  clips = [c for c in _records(tmp_path / "out") if c.speaker_id == "id10001"]
+  assert len(clips) == 2 and len({c.target_png for c in clips}) == 1
+  assert len({c.face_png for c in clips}) == 2                                   # two different photos
+  folder = os.path.join(folders["speakers"], "id10001")
+  candidates = [(faces.frontality(lm), crop) for crop, lm in (
+      pipelines_folders._face_crop(os.path.join(folder, rel), *source._detection())
+      for rel in ("portrait.jpg", "yt1/00001.png"))]
+  best = min(candidates, key=lambda c: c[0])[1]
+  target = np.asarray(Image.open(__import__("io").BytesIO(clips[0].target_png)).convert("RGB"))
+  np.testing.assert_array_equal(target, best)
+  with pytest.raises(ValueError, match="decoder_target"):
+    FoldersSource(folders["speakers"], image_size=48, decoder_target="best")
 
 
 def test_voxceleb_meta_formats(tmp_path):

@@ -46,7 +46,7 @@ def _tags(logdir):
 def test_stages_write_weights_summaries_and_profile(tiny_corpus, tiny_faces_workdir, tmp_path):
   for stage in ("face_encoder", "face_decoder"):
     assert os.path.exists(os.path.join(tiny_faces_workdir, stage, f"{stage}.weights.h5"))
-  assert "faces/true|decoded|texture" in _tags(os.path.join(tiny_faces_workdir, "tensorboard", "face_decoder"))
+  assert "faces/input|decoded|target_texture|texture" in _tags(os.path.join(tiny_faces_workdir, "tensorboard", "face_decoder"))
   config = json.load(open(os.path.join(tiny_faces_workdir, "config.json")))
   assert config["face_encoder"]["num_identities"] == 8          # resolved from the data
   workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
@@ -99,7 +99,7 @@ def test_multi_worker_two_processes_end_identical(tiny_corpus, tiny_faces_workdi
   assert os.path.exists(os.path.join(workdir, "voice_encoder", "voice_encoder.weights.h5"))
 
 
-KILL_ARGS = ["--config=tiny", "--stage=voice_encoder", "--deterministic", 
+KILL_ARGS = ["--config=tiny", "--stage=voice_encoder", "--deterministic",
              "--set=train.voice_encoder_steps=12", "--set=train.checkpoint_every=2"]
 
 

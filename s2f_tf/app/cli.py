@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     if kind == "folders":
       q.add_argument("--root", required=True, help="one folder per speaker with audio files and face images")
       q.add_argument("--meta", help="optional VoxCeleb1/2 meta file (split and gender)")
+      q.add_argument("--decoder_target", choices=("clip", "most_frontal"), default="clip",
+                     help="the face decoder's target: each clip's own face, or the speaker's most "
+                          "frontal face among all their images")
     if kind in ("avspeech", "folders"):
       q.add_argument("--min_seconds", type=float, default=0.0, help="shortest usable clip; 0: the source's default")
 
@@ -244,6 +247,7 @@ def describe(args) -> None:
 
 def prepare(args) -> None:
   from pipelines.common import FeatureSpec, run_prepare
+  from s2f_tf import factory
   config = _config(args)
   image_size = args.image_size or config.face_encoder.image_size
   extra = {"min_seconds": args.min_seconds} if getattr(args, "min_seconds", 0.0) else {}
@@ -259,8 +263,10 @@ def prepare(args) -> None:
                  "image_size": image_size, "split": args.csv_split, **extra}
   else:
     from pipelines.folders import FoldersSource
-    source = FoldersSource(args.root, image_size, meta_path=args.meta, **extra)
-    arguments = {"root": os.path.abspath(args.root), "image_size": image_size, "meta": args.meta, **extra}
+    source = FoldersSource(args.root, image_size, meta_path=args.meta, decoder_target=args.decoder_target,
+                           **extra)
+    arguments = {"root": os.path.abspath(args.root), "image_size": image_size, "meta": args.meta,
+                 "decoder_target": args.decoder_target, **extra}
   features = None
   if args.vgg_face_weights:
     import dataclasses
@@ -268,7 +274,8 @@ def prepare(args) -> None:
     kwargs.update(image_size=image_size, mean=list(kwargs["mean"]))
     features = FeatureSpec(os.path.abspath(args.vgg_face_weights), kwargs)
   run_prepare(source, args.data, items_per_shard=args.items_per_shard, runner=args.runner,
-              beam_args=args.beam_arg, num_workers=args.num_workers, arguments=arguments, features=features)
+              beam_args=args.beam_arg, num_workers=args.num_workers, arguments=arguments, features=features,
+              texture_warp=factory.texture_warp(config))
 
 
 def train(args) -> None:

@@ -88,7 +88,9 @@ class FaceDecoderConfig:
   kernel_size: int = 5
   warp_border_points: int = 4              # zero-displacement control points per image edge
   warp_regularization: float = 1e-4        # > 0 keeps the spline solvable if landmarks collide
+  warp_interpolation: str = "bilinear"     # bilinear (Cole et al.) | bicubic (keeps fine detail)
   normalize_input: bool = False            # read only the feature's direction: v / |v| * sqrt(D)
+  upsample: str = "transposed"             # transposed (Cole et al.) | resize_conv (nearest x2 + conv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +102,8 @@ class LossConfig:
   decoder_texture: float = 1.0             # texture L1
   decoder_landmarks: float = 100.0         # landmark MSE (normalised coordinates: errors ~1e-3)
   decoder_feature: float = 1.0             # negative cosine of face-encoder features
+  decoder_perceptual: float = 0.0          # L1 of face-encoder block outputs, decoded vs target face
+  perceptual_blocks: tuple[int, ...] = (1, 2)   # which VGG blocks (pool1 .. pool5) it compares
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +249,12 @@ def validate(config: Config) -> Config:
   if fe.image_size % fd.texture_start_size or ups & (ups - 1):
     raise ValueError(f"face_decoder.texture_start_size ({fd.texture_start_size}) times a power of two must give "
                      f"face_encoder.image_size ({fe.image_size})")
+  if config.loss.decoder_perceptual and not all(1 <= b <= 5 for b in config.loss.perceptual_blocks or (0,)):
+    raise ValueError(f"loss.perceptual_blocks must name VGG blocks 1..5, got {config.loss.perceptual_blocks}")
+  if fd.warp_interpolation not in ("bilinear", "bicubic"):
+    raise ValueError(f"face_decoder.warp_interpolation must be bilinear or bicubic, got {fd.warp_interpolation!r}")
+  if fd.upsample not in ("transposed", "resize_conv"):
+    raise ValueError(f"face_decoder.upsample must be transposed or resize_conv, got {fd.upsample!r}")
   if config.train.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
     raise ValueError("train.precision must be auto, float32, mixed_bfloat16 or mixed_float16, got "
                      f"{config.train.precision!r}")

@@ -16,7 +16,8 @@ def get_config() -> Config:
                                      dropout=0.0, batchnorm=True),
       face_decoder=FaceDecoderConfig(bottleneck=32, num_landmarks=68, landmark_hidden=(32,),
                                      texture_start_size=4, texture_base_channels=16,
-                                     texture_min_channels=8, normalize_input=True),
+                                     texture_min_channels=8, normalize_input=True,
+                                     warp_interpolation="bicubic"),
       train=TrainConfig(batch_size=4, face_encoder_steps=6, face_decoder_steps=6, voice_encoder_steps=6,
                         log_every=2, image_every=3, checkpoint_every=3, shuffle_buffer=16),
   )

@@ -5,7 +5,8 @@
     -> batch serialized records -> parse_example on the whole batch (vectorised)
     -> PCM: crop the raw bytes (train: random offset; eval: centred) with one vectorised substr,
        decode_raw -> [B, clip_samples] int16; tile short clips (only batches that have one)
-    -> faces: decode PNG -> [B, S, S, 3] uint8 (only when asked for)
+    -> faces: decode PNG -> [B, S, S, 3] uint8 (only the images asked for: the face, the decoder's
+       target face and its precomputed texture)
     -> prefetch
 PCM stays int16 all the way to the device; the STFT runs in the model (s2f_tf/audio.py).
 
@@ -26,7 +27,9 @@ import tensorflow as tf
 
 from s2f_tf.data.schema import SCHEMA_VERSION, DatasetInfo, feature_spec
 
-FIELDS = ("pcm", "image", "landmarks", "speaker", "feature", "attributes", "clip_id", "position")
+FIELDS = ("pcm", "image", "landmarks", "speaker", "feature", "attributes", "clip_id", "position",
+          "target_image", "target_landmarks", "target_texture")    # target_*: the face decoder's (schema.py)
+_TARGETS = ("target_image", "target_landmarks", "target_texture")
 _MAX_EPOCHS = 1 << 30
 _EPOCH_SHIFT = 32                       # a record's position travels as one int64: epoch << 32 | index
 
@@ -94,7 +97,8 @@ def _parse_batch(serialized: tf.Tensor, info: DatasetInfo, options: InputOptions
     seed = tf.stack([position[0, 0] + options.seed, position[0, 1]])
   spec = feature_spec(info.num_landmarks,
                       info.feature_dim if "feature" in fields else 0,
-                      len(info.attribute_names) if "attributes" in fields else 0)
+                      len(info.attribute_names) if "attributes" in fields else 0,
+                      targets=bool(fields & set(_TARGETS)))
   ex = tf.io.parse_example(serialized, spec)                                  # dict of [B, ...]
   check = tf.debugging.assert_equal(
       ex["schema_version"], tf.constant(SCHEMA_VERSION, tf.int64),
@@ -104,12 +108,14 @@ def _parse_batch(serialized: tf.Tensor, info: DatasetInfo, options: InputOptions
     if "pcm" in fields:
       out["pcm"] = crop_or_tile(ex["audio/pcm"], ex["audio/num_samples"], options.clip_samples,
                                 options.training, seed)                       # [B, C] int16
-  if "image" in fields:
-    s = info.image_size
-    out["image"] = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=3), [s, s, 3]),
-                             ex["face/image"], fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))
-  if "landmarks" in fields:
-    out["landmarks"] = tf.reshape(ex["face/landmarks"], [-1, info.num_landmarks, 2])   # [B, K, 2]
+  s = info.image_size
+  for name, key in (("image", "face/image"), ("target_image", "target/image"), ("target_texture", "target/texture")):
+    if name in fields:
+      out[name] = tf.map_fn(lambda b: tf.ensure_shape(tf.io.decode_png(b, channels=3), [s, s, 3]),
+                            ex[key], fn_output_signature=tf.TensorSpec([s, s, 3], tf.uint8))   # [B, S, S, 3]
+  for name, key in (("landmarks", "face/landmarks"), ("target_landmarks", "target/landmarks")):
+    if name in fields:
+      out[name] = tf.reshape(ex[key], [-1, info.num_landmarks, 2])           # [B, K, 2]
   if "speaker" in fields:
     out["speaker"] = tf.cast(ex["speaker_index"], tf.int32)                  # [B]
   if "feature" in fields:

@@ -15,6 +15,12 @@ evaluation and serving tools. One `tf.train.Example` per clip:
 | face/size            | int64         | its side in pixels                                             |
 | face/landmarks       | float[K*2]    | (x, y) normalised to [0, 1], x right, y down                   |
 | face/feature         | float[D]      | optional face-encoder feature (empty when not computed)        |
+| target/image         | bytes         | the face decoder's target face, PNG (same size as face/image): |
+|                      |               | synthetic: the identity's canonical face; real data: see       |
+|                      |               | DatasetInfo.decoder_target                                     |
+| target/landmarks     | float[K*2]    | its landmarks                                                  |
+| target/texture       | bytes         | target/image warped from target/landmarks to the dataset's     |
+|                      |               | mean_landmarks (the decoder's texture target), PNG             |
 | attributes/names     | bytes[A]      | optional attribute names (e.g. sex, age, size)                 |
 | attributes/values    | float[A]      | their values (NaN where unknown)                               |
 | source/path          | bytes         | provenance: source file                                        |
@@ -37,7 +43,7 @@ import tensorflow as tf
 
 from s2f_tf.contract import SAMPLE_RATE, SPLITS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2                  # 2: target/image, target/landmarks, target/texture
 INFO_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.jsonl"
 
@@ -54,6 +60,9 @@ class Clip:
   face_size: int
   landmarks: np.ndarray                # float32 [K, 2] normalised (x, y)
   feature: np.ndarray | None = None    # float32 [D]
+  target_png: bytes = b""              # the decoder's target face (PNG); empty: the clip's own face
+  target_landmarks: np.ndarray | None = None   # float32 [K, 2]; None: the clip's own landmarks
+  texture_png: bytes = b""             # the target warped to the mean landmarks (prepare fills it in)
   attributes: dict[str, float] = dataclasses.field(default_factory=dict)
   source_path: str = ""
   source_start: float = 0.0
@@ -95,6 +104,12 @@ def encode(clip: Clip) -> bytes:
   if landmarks.ndim != 2 or landmarks.shape[1] != 2:
     raise ValueError(f"clip {clip.clip_id}: landmarks must be [K, 2], got {landmarks.shape}")
   feature = np.zeros([0], np.float32) if clip.feature is None else np.asarray(clip.feature, np.float32).ravel()
+  if not clip.texture_png:
+    raise ValueError(f"clip {clip.clip_id}: no target texture (prepare makes it, pipelines/targets.py)")
+  target_landmarks = landmarks if clip.target_landmarks is None else np.asarray(clip.target_landmarks, np.float32)
+  if target_landmarks.shape != landmarks.shape:
+    raise ValueError(f"clip {clip.clip_id}: target landmarks {target_landmarks.shape} differ from the face's "
+                     f"{landmarks.shape}")
   names = sorted(clip.attributes)
   features = {
       "schema_version": _ints([SCHEMA_VERSION]),
@@ -109,6 +124,9 @@ def encode(clip: Clip) -> bytes:
       "face/size": _ints([int(clip.face_size)]),
       "face/landmarks": _floats(landmarks.ravel().tolist()),
       "face/feature": _floats(feature.tolist()),
+      "target/image": _bytes([clip.target_png or clip.face_png]),
+      "target/landmarks": _floats(target_landmarks.ravel().tolist()),
+      "target/texture": _bytes([clip.texture_png]),
       "attributes/names": _bytes([n.encode() for n in names]),
       "attributes/values": _floats([float(clip.attributes[n]) for n in names]),
       "source/path": _bytes([clip.source_path.encode()]),
@@ -143,14 +161,17 @@ def decode_numpy(serialized: bytes) -> Clip:
       pcm=np.frombuffer(one("audio/pcm", "bytes_list"), "<i2").astype(np.int16),
       face_png=one("face/image", "bytes_list"), face_size=one("face/size", "int64_list"),
       landmarks=np.asarray(f["face/landmarks"].float_list.value, np.float32).reshape(-1, 2),
-      feature=feature if feature.size else None, attributes=dict(zip(names, values)),
+      feature=feature if feature.size else None, target_png=one("target/image", "bytes_list"),
+      target_landmarks=np.asarray(f["target/landmarks"].float_list.value, np.float32).reshape(-1, 2),
+      texture_png=one("target/texture", "bytes_list"), attributes=dict(zip(names, values)),
       source_path=one("source/path", "bytes_list").decode(),
       source_start=one("source/start", "float_list"), source_end=one("source/end", "float_list"),
       text=one("text", "bytes_list").decode())
 
 
-def feature_spec(num_landmarks: int, feature_dim: int = 0, num_attributes: int = 0) -> dict[str, Any]:
-  """tf.io.parse_example spec with static shapes (from DatasetInfo)."""
+def feature_spec(num_landmarks: int, feature_dim: int = 0, num_attributes: int = 0,
+                 targets: bool = False) -> dict[str, Any]:
+  """tf.io.parse_example spec with static shapes (from DatasetInfo); `targets`: the decoder's too."""
   spec = {
       "schema_version": tf.io.FixedLenFeature([], tf.int64),
       "clip_id": tf.io.FixedLenFeature([], tf.string),
@@ -164,6 +185,10 @@ def feature_spec(num_landmarks: int, feature_dim: int = 0, num_attributes: int =
     spec["face/feature"] = tf.io.FixedLenFeature([feature_dim], tf.float32)
   if num_attributes:
     spec["attributes/values"] = tf.io.FixedLenFeature([num_attributes], tf.float32)
+  if targets:
+    spec["target/image"] = tf.io.FixedLenFeature([], tf.string)
+    spec["target/landmarks"] = tf.io.FixedLenFeature([num_landmarks * 2], tf.float32)
+    spec["target/texture"] = tf.io.FixedLenFeature([], tf.string)
   return spec
 
 
@@ -182,7 +207,12 @@ class DatasetInfo:
   shards: dict[str, list[str]] = dataclasses.field(default_factory=dict)      # split -> file names
   counts: dict[str, int] = dataclasses.field(default_factory=dict)            # split -> clips
   speaker_counts: dict[str, int] = dataclasses.field(default_factory=dict)    # split -> speakers
-  mean_landmarks: list[list[float]] = dataclasses.field(default_factory=list)  # train mean [K, 2]
+  # The decoder's layout [K, 2]: target/texture is aligned to it (synthetic: the mean of the train
+  # identities' canonical landmarks; real data: the face alignment's canonical layout).
+  mean_landmarks: list[list[float]] = dataclasses.field(default_factory=list)
+  texture_warp: dict[str, Any] = dataclasses.field(default_factory=dict)   # border_points, regularization,
+                                                                              # interpolation
+  decoder_target: str = ""                        # canonical | clip: what target/image holds
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def write(self, data_dir: str) -> None:

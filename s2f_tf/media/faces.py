@@ -5,6 +5,7 @@
   select_face(faces, center_xy, ...)      -> the face nearest a given (normalised) centre, or a typed failure
   crop_face(frame, keypoints, box, size)  -> (uint8 [S, S, 3], landmarks float32 [5, 2] in [0, 1])
   face_from_frame(frame, center_xy, size) -> detect_faces -> select_face -> crop_face
+  frontality(landmarks)                   -> 0 for an upright frontal face, more when turned or tilted
 
 Detection: the `mtcnn` package (1.0, Keras 3 / TF 2; weights inside the wheel), one detector per
 process, created on first use, run on CPU. Keypoints are MTCNN's 5 points in `LANDMARK_NAMES`
@@ -55,6 +56,14 @@ CANONICAL_EYE_Y = 0.40
 CANONICAL_EYE_DISTANCE = 0.30
 CANONICAL_MOUTH_Y = 0.74
 CANONICAL_EYE_TO_MOUTH = CANONICAL_MOUTH_Y - CANONICAL_EYE_Y
+# The five points of an average frontal face in that layout (LANDMARK_NAMES order): the eyes and
+# mouth as above, the nose tip halfway down and the mouth 0.83 eye distances wide (the proportions
+# of the common 5-point alignment template of face recognition, e.g. ArcFace's 112 px one). The
+# face decoder's texture is aligned to this layout for real data (DatasetInfo.mean_landmarks).
+CANONICAL_LANDMARKS = (
+    (0.5 - CANONICAL_EYE_DISTANCE / 2, CANONICAL_EYE_Y), (0.5 + CANONICAL_EYE_DISTANCE / 2, CANONICAL_EYE_Y),
+    (0.5, CANONICAL_EYE_Y + 0.5 * CANONICAL_EYE_TO_MOUTH),
+    (0.5 - 0.415 * CANONICAL_EYE_DISTANCE, CANONICAL_MOUTH_Y), (0.5 + 0.415 * CANONICAL_EYE_DISTANCE, CANONICAL_MOUTH_Y))
 MAX_SUPERSAMPLE = 4                 # render at most 4 S before box-reducing to S
 
 
@@ -236,6 +245,24 @@ def alignment(keypoints: np.ndarray, image_size: int) -> tuple[float, float, np.
   src_anchor = (eye_mid + mouth_mid) / 2
   crop_anchor = np.array([0.5, (CANONICAL_EYE_Y + CANONICAL_MOUTH_Y) / 2])
   return scale, angle, src_anchor, crop_anchor
+
+
+def frontality(landmarks: np.ndarray) -> float:
+  """How far a face is from frontal and upright, from its 5 points (`LANDMARK_NAMES` order, any
+  frame): 0 for an upright frontal face; larger when the head turns (the nose leaves the line
+  between the eye and mouth midpoints), rolls (the eyes are not level) or tips (the nose leaves the
+  middle height between eyes and mouth). In eye distances; used to pick a speaker's best face."""
+  kp = np.asarray(landmarks, np.float64)                                      # [5, 2]
+  eye_l, eye_r, nose, mouth_l, mouth_r = kp
+  eye_mid, mouth_mid = (eye_l + eye_r) / 2, (mouth_l + mouth_r) / 2
+  eye_distance = max(float(np.linalg.norm(eye_r - eye_l)), 1e-6)
+  axis = mouth_mid - eye_mid                                                  # down the face
+  length = max(float(np.linalg.norm(axis)), 1e-6)
+  along = float(np.dot(nose - eye_mid, axis)) / length ** 2                   # 0.5 when level
+  offset = nose - eye_mid
+  across = float(axis[0] * offset[1] - axis[1] * offset[0]) / length         # signed, in pixels
+  roll = abs(float(eye_r[1] - eye_l[1])) / eye_distance
+  return abs(across) / eye_distance + roll + 0.5 * abs(along - 0.5)
 
 
 def crop_face(frame: np.ndarray, keypoints: np.ndarray, box: np.ndarray | None,

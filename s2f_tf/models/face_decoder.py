@@ -3,10 +3,14 @@
   feature [B, D]  (optionally rescaled to v / |v| * sqrt(D): the decoder then reads its direction only)
     -> FC bottleneck + ReLU                         [B, 1000]   (f_dec in the Speech2Face loss)
     -> landmarks: ReLU MLP -> mean + offsets        [B, K, 2]   normalised (x, y) in [0, 1]
-    -> texture: FC -> [B, s, s, 256] -> transposed convs (5x5, stride 2, ReLU,
-       channels max(256 / 2**i, 32)) -> 1x1 conv + sigmoid   [B, S, S, 3] in [0, 1]
+    -> texture: FC -> [B, s, s, 256] -> upsampling blocks, each doubling the size (ReLU, channels
+       max(256 / 2**i, 32)) -> 1x1 conv + sigmoid   [B, S, S, 3] in [0, 1]
+       upsample="transposed" (Cole et al.): one 5x5 transposed conv, stride 2, per block;
+       upsample="resize_conv": nearest-neighbour x2, then a 5x5 conv (no checkerboard: every
+       output pixel sees the same number of input pixels, Odena et al., Distill 2016)
        (the face's texture aligned to the MEAN landmarks)
     -> spline warp of the texture from the mean landmarks to the predicted ones  [B, S, S, 3]
+       (sampled bilinearly as Cole et al., or bicubically: warp_interpolation)
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import numpy as np
 from keras import layers, ops
 
 from s2f_tf.models.warp import SplineWarp
+
+
+UPSAMPLERS = ("transposed", "resize_conv")
 
 
 def default_mean_landmarks(num_landmarks: int) -> np.ndarray:
@@ -34,7 +41,8 @@ class FaceDecoder(keras.Model):
                landmark_hidden=(1000,), texture_start_size: int = 14,
                texture_base_channels: int = 256, texture_min_channels: int = 32,
                kernel_size: int = 5, warp_border_points: int = 4,
-               warp_regularization: float = 0.0, normalize_input: bool = False, **kwargs):
+               warp_regularization: float = 0.0, normalize_input: bool = False,
+               upsample: str = "transposed", warp_interpolation: str = "bilinear", **kwargs):
     super().__init__(**kwargs)
     ups = image_size // texture_start_size
     if image_size % texture_start_size or ups & (ups - 1):
@@ -51,6 +59,9 @@ class FaceDecoder(keras.Model):
     self.warp_border_points = int(warp_border_points)
     self.warp_regularization = float(warp_regularization)
     self.normalize_input = bool(normalize_input)
+    if upsample not in UPSAMPLERS:
+      raise ValueError(f"upsample must be one of {', '.join(UPSAMPLERS)}, got {upsample!r}")
+    self.upsample = upsample
     self.num_upsamples = int(round(math.log2(ups)))
 
     self.fc_bottleneck = layers.Dense(self.bottleneck, activation="relu", name="fc_bottleneck")
@@ -60,17 +71,26 @@ class FaceDecoder(keras.Model):
                                      kernel_initializer="zeros")
     s, c = self.texture_start_size, self.texture_base_channels
     self.texture_fc = layers.Dense(s * s * c, activation="relu", name="texture_fc")
-    self.texture_ups = [
-        layers.Conv2DTranspose(max(c // 2 ** (i + 1), self.texture_min_channels), self.kernel_size,
-                               strides=2, padding="same", activation="relu", name=f"texture_up{i + 1}")
-        for i in range(self.num_upsamples)]
+    self.texture_ups = [self._upsampler(max(c // 2 ** (i + 1), self.texture_min_channels), f"texture_up{i + 1}")
+                        for i in range(self.num_upsamples)]
     self.texture_rgb = layers.Conv2D(3, 1, activation="sigmoid", name="texture_rgb", dtype="float32")
+    self.warp_interpolation = warp_interpolation
     self.warp = SplineWarp(num_border_points=self.warp_border_points,
-                           regularization=self.warp_regularization, name="warp")
+                           regularization=self.warp_regularization, interpolation=warp_interpolation,
+                           name="warp")
     self.mean_landmarks = self.add_weight(
         name="mean_landmarks", shape=(self.num_landmarks, 2), dtype="float32", trainable=False,
         autocast=False,                                              # layout math stays float32
         initializer=keras.initializers.Constant(default_mean_landmarks(self.num_landmarks)))
+
+  def _upsampler(self, channels: int, name: str) -> layers.Layer:
+    """One block: [B, n, n, C] -> [B, 2n, 2n, channels], ReLU."""
+    if self.upsample == "transposed":
+      return layers.Conv2DTranspose(channels, self.kernel_size, strides=2, padding="same", activation="relu",
+                                    name=name)
+    return keras.Sequential([layers.UpSampling2D(2, interpolation="nearest"),
+                             layers.Conv2D(channels, self.kernel_size, padding="same", activation="relu")],
+                            name=name)
 
   def set_mean_landmarks(self, landmarks: np.ndarray) -> None:
     """Sets the mean face layout ([K, 2] normalised (x, y)) the texture is aligned to."""
@@ -116,5 +136,6 @@ class FaceDecoder(keras.Model):
                   texture_base_channels=self.texture_base_channels,
                   texture_min_channels=self.texture_min_channels, kernel_size=self.kernel_size,
                   warp_border_points=self.warp_border_points,
-                  warp_regularization=self.warp_regularization, normalize_input=self.normalize_input)
+                  warp_regularization=self.warp_regularization, normalize_input=self.normalize_input,
+                  upsample=self.upsample, warp_interpolation=self.warp_interpolation)
     return config

@@ -199,6 +199,30 @@ class FaceEncoder(keras.Model):
     return {"feature": ops.cast(feature, "float32"),   # [B, F]
             "logits": ops.cast(logits, "float32")}     # [B, N]
 
+  def block_outputs(self, images: Any, blocks: Sequence[int]) -> list[Any]:
+    """images [B, S, S, 3] RGB in [0, 255] -> the pooled output of each conv block in `blocks`
+    (1-based, VGG's pool1 .. pool5), float32, computed no further than the last one asked for
+    (inference mode: the perceptual term of the face decoder's loss reads them)."""
+    blocks = sorted({int(b) for b in blocks})
+    if not blocks or blocks[0] < 1 or blocks[-1] > len(VGG16_BLOCKS):
+      raise ValueError(f"blocks must be in 1..{len(VGG16_BLOCKS)}, got {blocks}")
+    self._check_images(images)
+    x = ops.cast(preprocess(images, self.channel_order, self.mean), self.compute_dtype)
+    convs = iter(range(len(self.conv_layers)))
+    out = []
+    for number, (block, pool) in enumerate(zip(VGG16_BLOCKS, self.pool_layers), start=1):
+      for _ in block:
+        k = next(convs)
+        x = self.conv_layers[k](x)
+        if self.batchnorm:
+          x = ops.relu(self.norm_layers[k](x, training=False))
+      x = pool(x)                                              # [B, S / 2**n, S / 2**n, C_n]
+      if number in blocks:
+        out.append(ops.cast(x, "float32"))
+      if number == blocks[-1]:
+        return out
+    return out
+
   def logits_from_feature(self, feature: Any) -> Any:
     """fc8 applied to any feature [B, fc_units] -> logits [B, num_identities] float32."""
     shape = tuple(feature.shape)

@@ -1,9 +1,11 @@
 """The three training stages: what each builds, reads, trains and writes.
 
   1 face_encoder   images -> identities (softmax CE)             writes face_encoder.weights.h5
-  2 face_decoder   frozen face encoder feature -> face            writes face_decoder.weights.h5
-                   (texture L1 vs the true face warped to the mean landmarks, landmark MSE,
-                    negative cosine of face-encoder features)
+  2 face_decoder   frozen face encoder feature of the clip's face  writes face_decoder.weights.h5
+                   -> the decoder's target face (synthetic: the identity's canonical face):
+                   texture L1 vs target/texture (the target warped to the mean landmarks, made
+                   by `prepare`), landmark MSE vs target/landmarks, and negative cosine between
+                   the face-encoder features of the decoded face and of the input face
   3 voice_encoder  waveform -> feature, the paper's loss against   writes voice_encoder.weights.h5
                    the frozen face encoder (fc7, fc8) and decoder (FC bottleneck)
 Each stage's weights land in the workdir (s2f_tf/workdir.py says where); later stages load the
@@ -19,7 +21,6 @@ import tensorflow as tf
 from s2f_tf import contract, factory, losses
 from s2f_tf.configs import Config
 from s2f_tf.data.schema import DatasetInfo
-from s2f_tf.models.warp import sparse_image_warp
 from s2f_tf.workdir import (Workdir, build_face_decoder, build_face_encoder, load_frozen_face_encoder,
                             save_weights_atomic)
 
@@ -114,7 +115,6 @@ class FaceEncoderStage(Stage):
 
 class FaceDecoderStage(Stage):
   name = "face_decoder"
-  fields = ("image", "landmarks")
 
   @property
   def steps(self):
@@ -125,29 +125,42 @@ class FaceDecoderStage(Stage):
     return self.config.train.face_decoder_learning_rate
 
   def build(self):
+    warp = factory.texture_warp(self.config)
+    if self.info.texture_warp != warp:
+      raise ValueError(f"the dataset's decoder textures were made with warp {self.info.texture_warp}, this "
+                       f"config's face decoder warps with {warp} (face_decoder.warp_*): prepare the data "
+                       "with this config, or set those fields to match")
     self.face_encoder = self._face_encoder(trainable=False)
     self.face_decoder = self._face_decoder(trainable=True)
 
+  @property
+  def fields(self):
+    return ("image", "target_texture", "target_landmarks") + (
+        ("target_image",) if self.config.loss.decoder_perceptual else ())
+
   def compute_loss(self, batch, training):
-    images = _images_float(batch["image"])                                     # [B, S, S, 3] 0..255
-    target = self.face_encoder(images, training=False)["feature"]              # [B, D]
-    out = self.face_decoder(target, training=training)
-    mean = tf.broadcast_to(self.face_decoder.mean_landmarks[None], tf.shape(batch["landmarks"]))
-    d = self.config.face_decoder                          # the same warp as the decoder's own
-    texture_true, _ = sparse_image_warp(images / 255.0, batch["landmarks"], mean,
-                                        num_border_points=d.warp_border_points,
-                                        regularization=d.warp_regularization)
-    decoded_feature = self.face_encoder(out["image"] * 255.0, training=False)["feature"]
+    feature = self.face_encoder(_images_float(batch["image"]), training=False)["feature"]   # [B, D]
+    out = self.face_decoder(feature, training=training)
+    texture_true = _images_float(batch["target_texture"]) / 255.0             # [B, S, S, 3] 0..1
+    decoded = out["image"] * 255.0                                              # [B, S, S, 3] 0..255
+    decoded_feature = self.face_encoder(decoded, training=False)["feature"]
     c = self.config.loss
-    return losses.face_decoder_loss(texture_true, out["texture"], batch["landmarks"], out["landmarks"],
-                                    target, decoded_feature, c.decoder_texture, c.decoder_landmarks,
-                                    c.decoder_feature)
+    blocks = {}
+    if c.decoder_perceptual:
+      blocks = {"blocks_true": self.face_encoder.block_outputs(_images_float(batch["target_image"]),
+                                                               c.perceptual_blocks),
+                "blocks_pred": self.face_encoder.block_outputs(decoded, c.perceptual_blocks),
+                "perceptual_weight": c.decoder_perceptual}
+    return losses.face_decoder_loss(texture_true, out["texture"], batch["target_landmarks"], out["landmarks"],
+                                    feature, decoded_feature, c.decoder_texture, c.decoder_landmarks,
+                                    c.decoder_feature, **blocks)
 
   def summaries(self, batch, step):
     images = _images_float(batch["image"])
     out = self.face_decoder(self.face_encoder(images, training=False)["feature"], training=False)
-    tf.summary.image("faces/true|decoded|texture",
-                     _grid([images / 255.0, out["image"], out["texture"]]), step=step)
+    tf.summary.image("faces/input|decoded|target_texture|texture",
+                     _grid([images / 255.0, out["image"], _images_float(batch["target_texture"]) / 255.0,
+                            out["texture"]]), step=step)
 
 
 class VoiceEncoderStage(Stage):
