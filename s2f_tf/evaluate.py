@@ -11,8 +11,13 @@ For each input length (the preset's clip length and half of it; paper: 6 s and 3
     images of the training split (standing in for the face-attribute service the paper used)
     labels the true face and the face decoded from the voice; agreement for binary attributes
     (sex), Pearson r for continuous ones, and the classifier's own accuracy on true faces
-Writes metrics.json, faces.png (per row: true face | decoded from the true feature | decoded from
-the voice) and report.html.
+  fidelity of decoded faces, for faces decoded from the voice and from the TRUE feature ("face to
+    face": the decoder's ceiling): image-space retrieval (decode, re-encode with the frozen face
+    encoder, recall@K among the same galleries of true faces) and sharpness (mean squared
+    Laplacian of the grey image relative to the decoder's targets and to the input faces);
+    face to face also gets the attribute agreement
+Writes metrics.json, faces.png (per row: the clip's face | the decoder's target | decoded from the
+true feature | decoded from the voice) and report.html.
 """
 
 from __future__ import annotations
@@ -28,65 +33,14 @@ import numpy as np
 import tensorflow as tf
 
 from s2f_tf import contract
+from s2f_tf.metrics import KS, retrieval_figures, sharpness_figures, similarity_figures
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.workdir import Workdir, load_frozen_face_encoder, load_trained_model
 
-KS = (1, 2, 5, 10)
 JUDGE_IMAGES = 4000                  # true training faces the attribute judge learns from, at most ...
 JUDGE_IMAGE_BYTES = 256 * 2 ** 20    # ... and no more than this much uint8 image memory (224 px: ~1,700)
 BINARY_ATTRIBUTES = ("sex",)
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def similarity_figures(v_s: np.ndarray, v_f: np.ndarray) -> dict:
-  """[N, D] x2 -> angle (deg), L2, L1 between unit-normalised features: mean and std."""
-  a, b = _unit(v_s), _unit(v_f)
-  cos = np.clip(np.sum(a * b, axis=1), -1.0, 1.0)
-  angle = np.degrees(np.arccos(cos))
-  l2 = np.linalg.norm(a - b, axis=1)
-  l1 = np.abs(a - b).sum(axis=1)
-  return {name: {"mean": float(v.mean()), "std": float(v.std())}
-          for name, v in (("cosine_angle_degrees", angle), ("l2", l2), ("l1", l1))}
-
-
-def galleries(speakers: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-  """Per query i: [own clip i, one clip of each of G-1 other speakers] -> int [N, G]."""
-  rng = np.random.default_rng(seed)
-  unique = np.unique(speakers)
-  size = min(size, len(unique))
-  first = {s: int(np.flatnonzero(speakers == s)[0]) for s in unique}
-  rows = []
-  for i, s in enumerate(speakers):
-    others = [first[o] for o in unique if o != s]
-    picks = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else []
-    rows.append([i] + [others[j] for j in picks])
-  return np.asarray(rows, np.int64)
-
-
-def retrieval_figures(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100,
-                      seed: int = 0) -> dict:
-  """Recall@K of each query's own face within its gallery, by cosine, L1 and L2 distance."""
-  gal = galleries(speakers, gallery_size, seed)                                # [N, G]
-  g = gal.shape[1]
-  out = {"gallery_size": int(g), "queries": int(len(v_s)),
-         "chance": {f"R@{k}": min(k, g) / g for k in KS}}
-  q = _unit(v_s)
-  faces = _unit(v_f)
-  for metric in ("cosine", "l2", "l1"):
-    cand = faces[gal]                                                          # [N, G, D]
-    if metric == "cosine":
-      dist = -np.einsum("nd,ngd->ng", q, cand)
-    elif metric == "l2":
-      dist = np.linalg.norm(cand - q[:, None], axis=-1)
-    else:
-      dist = np.abs(cand - q[:, None]).sum(-1)
-    rank = (dist < dist[:, :1]).sum(axis=1)                                    # own face is column 0
-    out[metric] = {f"R@{k}": float(np.mean(rank < k)) for k in KS}
-  return out
 
 
 def train_attribute_classifier(images: np.ndarray, values: np.ndarray, names, steps: int = 1500,
@@ -165,16 +119,26 @@ class _Models:
     self.encode_voice = tf.function(lambda w: self.s2f.encode(w, training=False))
     self.decode = tf.function(lambda v: self.s2f.face_decoder(v, training=False)["image"])
 
+  def decode_faces(self, features: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Features [N, D] -> decoded faces float32 [N, S, S, 3] in [0, 255]."""
+    return np.concatenate([np.clip(self.decode(features[i:i + batch_size]).numpy(), 0.0, 1.0) * 255.0
+                           for i in range(0, len(features), batch_size)])
+
+  def encode_images(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Faces [N, S, S, 3] in [0, 255] -> face-encoder features [N, D]."""
+    return np.concatenate([self.encode_faces(images[i:i + batch_size]).numpy()
+                           for i in range(0, len(images), batch_size)])
+
 
 def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samples: int,
              lengths: list[int], limit: int | None, with_voice: bool, images: bool = True,
              features: bool = True) -> dict:
-  fields = ["image", "speaker", "clip_id"] + (["pcm"] if with_voice else [])
+  fields = ["image", "speaker", "clip_id"] + (["pcm", "target_image"] if with_voice else [])
   if info.attribute_names:
     fields.append("attributes")
   opts = InputOptions(batch_size=32, clip_samples=samples, training=False, fields=tuple(fields),
                       drop_remainder=False, repeat=False)
-  out: dict = {"v_f": [], "speaker": [], "attributes": [], "images": [], "clip_id": []}
+  out: dict = {"v_f": [], "speaker": [], "attributes": [], "images": [], "clip_id": [], "targets": []}
   out.update({f"v_s_{n}": [] for n in lengths})
   count = 0
   for batch in make_dataset(data_dir, split, opts, info=info):
@@ -186,6 +150,8 @@ def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samp
       out["attributes"].append(batch["attributes"].numpy())
     if images:
       out["images"].append(batch["image"].numpy())
+    if "target_image" in batch:
+      out["targets"].append(batch["target_image"].numpy())
     if with_voice:
       pcm = batch["pcm"]
       for n in lengths:
@@ -197,26 +163,39 @@ def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samp
 
 
 def _faces_png(models: _Models, data: dict, length: int, rows: int = 8) -> bytes:
+  """Per row (one test speaker): the clip's face, the decoder's target, the face decoded from the
+  true feature and the face decoded from the voice."""
   from PIL import Image, ImageDraw
   speakers = data["speaker"]
   picks = [int(np.flatnonzero(speakers == s)[0]) for s in np.unique(speakers)][:rows]
-  true = data["images"][picks].astype(np.float32) / 255.0
-  from_true = models.decode(data["v_f"][picks]).numpy()
-  from_voice = models.decode(data[f"v_s_{length}"][picks]).numpy()
-  size = true.shape[1]
+  columns = [("clip's face", data["images"][picks].astype(np.float32))]
+  if len(data["targets"]):
+    columns.append(("decoder's target", data["targets"][picks].astype(np.float32)))
+  columns += [("from true feature", models.decode_faces(data["v_f"][picks])),
+              ("from the voice", models.decode_faces(data[f"v_s_{length}"][picks]))]
+  size = columns[0][1].shape[1]
   scale = max(1, 128 // size)
   header = 18
-  grid = np.concatenate([np.concatenate([t, a, b], axis=1) for t, a, b in zip(true, from_true, from_voice)], 0)
-  image = Image.fromarray(np.uint8(np.clip(grid, 0, 1) * 255)).resize(
+  grid = np.concatenate([np.concatenate(row, axis=1) for row in zip(*(images for _, images in columns))], 0)
+  image = Image.fromarray(np.uint8(np.clip(np.round(grid), 0, 255))).resize(
       (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
   canvas = Image.new("RGB", (image.width, image.height + header), "white")
   canvas.paste(image, (0, header))
   draw = ImageDraw.Draw(canvas)
-  for i, label in enumerate(("true face", "from true feature", "from the voice")):
+  for i, (label, _) in enumerate(columns):
     draw.text((i * size * scale + 4, 3), label, fill="black")
   buf = io.BytesIO()
   canvas.save(buf, format="PNG")
   return buf.getvalue()
+
+
+def fidelity_figures(models: _Models, decoded: np.ndarray, test: dict, references: dict,
+                     gallery_size: int) -> dict:
+  """What decoded faces [N, S, S, 3] (0..255) keep: image-space retrieval (re-encoded by the frozen
+  face encoder, among the gallery's true faces) and sharpness relative to `references`."""
+  return {"image_retrieval": retrieval_figures(models.encode_images(decoded), test["v_f"], test["speaker"],
+                                               gallery_size),
+          "sharpness": sharpness_figures(decoded, {k: v for k, v in references.items() if len(v)})}
 
 
 def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str = "test",
@@ -242,7 +221,12 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
                    "definitions": {"l2/l1": "distance between unit-normalised features",
                                    "gallery": "own clip's face + one face of each of G-1 other speakers",
                                    "attributes": "CNN attribute classifier trained on true face images "
-                                                 "(train split), applied to true and voice-decoded faces"},
+                                                 "(train split), applied to true and decoded faces",
+                                   "image_retrieval": "decoded face re-encoded by the frozen face encoder, "
+                                                      "ranked among the gallery's true-face features",
+                                   "sharpness": "mean squared Laplacian of the grey decoded face relative "
+                                                "to the decoder's targets / the input faces",
+                                   "face_to_face": "faces decoded from the true face's feature"},
                    "inputs": {}}
   predict_attributes = None
   if info.attribute_names and "train" in info.shards and len(test["attributes"]):
@@ -252,13 +236,25 @@ def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str
                      features=False)        # the attribute judge needs images and labels only
     log(f"  training the attribute classifier on {len(train['images'])} true training faces")
     predict_attributes = train_attribute_classifier(train["images"], train["attributes"], info.attribute_names)
+  references = {"targets": test["targets"], "input_faces": test["images"]}
+  from_true = models.decode_faces(test["v_f"])                                # [N, S, S, 3] 0..255
+  metrics["face_to_face"] = fidelity_figures(models, from_true, test, references, gallery_size)
+  if predict_attributes is not None:
+    metrics["face_to_face"]["attributes"] = attribute_figures(
+        info.attribute_names, predict_attributes, test["images"], from_true, test["attributes"])
+  f2f = metrics["face_to_face"]
+  log(f"  face to face (decoded from the true feature): image-space R@1 "
+      f"{100 * f2f['image_retrieval']['cosine']['R@1']:.1f}% (chance "
+      f"{100 * f2f['image_retrieval']['chance']['R@1']:.1f}%), sharpness "
+      f"{f2f['sharpness']['relative_to_targets']:.2f} of the targets'")
   for n in lengths:
     key = f"{contract.seconds(n):g}s"
     v_s = test[f"v_s_{n}"]
+    decoded = models.decode_faces(v_s)                                          # [N, S, S, 3] 0..255
     entry = {"similarity": similarity_figures(v_s, test["v_f"]),
-             "retrieval": retrieval_figures(v_s, test["v_f"], test["speaker"], gallery_size)}
+             "retrieval": retrieval_figures(v_s, test["v_f"], test["speaker"], gallery_size),
+             **fidelity_figures(models, decoded, test, references, gallery_size)}
     if predict_attributes is not None:
-      decoded = np.clip(models.decode(v_s).numpy(), 0.0, 1.0) * 255.0          # [N, S, S, 3]
       entry["attributes"] = attribute_figures(info.attribute_names, predict_attributes, test["images"],
                                               decoded, test["attributes"])
     metrics["inputs"][key] = entry
@@ -292,6 +288,21 @@ def render_report(metrics: dict, png: bytes) -> str:
                 f"{s['cosine_angle_degrees']['std']:.2f}°, L2 {s['l2']['mean']:.3f} ± {s['l2']['std']:.3f}, "
                 f"L1 {s['l1']['mean']:.2f} ± {s['l1']['std']:.2f}; attributes: "
                 f"{html.escape(json.dumps(entry.get('attributes', {})))}</td></tr>")
+  fidelity = []
+  sources = [("face to face (true feature)", metrics.get("face_to_face"))]
+  sources += [(f"from the voice, {key}", entry) for key, entry in metrics["inputs"].items()]
+  for label, entry in sources:
+    if not entry or "image_retrieval" not in entry:
+      continue
+    r, sh = entry["image_retrieval"], entry["sharpness"]
+    sex = entry.get("attributes", {}).get("sex", {}).get("agreement")
+    fidelity.append(f"<tr><td>{html.escape(label)}</td>" + "".join(
+        f"<td>{100 * r['cosine'][f'R@{k}']:.1f} <small>({100 * r['chance'][f'R@{k}']:.0f})</small></td>"
+        for k in (1, 5, 10))
+        + f"<td>{sh.get('relative_to_targets', float('nan')):.2f}</td>"
+        + f"<td>{sh.get('relative_to_input_faces', float('nan')):.2f}</td>"
+        + f"<td>{'' if sex is None else f'{100 * sex:.0f}'}</td></tr>")
+  gallery = metrics.get("face_to_face", {}).get("image_retrieval", {}).get("gallery_size", "")
   image = base64.b64encode(png).decode()
   return f"""<!doctype html><html><head><meta charset="utf-8"><title>s2f evaluation</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style>
@@ -301,6 +312,12 @@ def render_report(metrics: dict, png: bytes) -> str:
 {datetime.date.today().isoformat()}.</p>
 <h2>Speech-to-face retrieval, recall@K (%)</h2>
 <table><tr><th>input</th><th>metric</th>{''.join(f'<th>R@{k}</th>' for k in KS)}</tr>{''.join(rows)}</table>
-<h2>Faces</h2><p>Per row: the true face, the face decoded from the true face feature, and the face
-predicted from the voice alone.</p><img src="data:image/png;base64,{image}" alt="faces">
+<h2>Decoded faces: what they keep</h2><p>Image-space retrieval: each decoded face, re-encoded by the
+frozen face encoder, ranked among the gallery's true faces (G={gallery}; chance in brackets).
+Sharpness: the decoded faces' fine-detail energy (mean squared Laplacian) relative to the decoder's
+targets and to the clips' faces.</p>
+<table><tr><th>decoded from</th><th>R@1</th><th>R@5</th><th>R@10</th><th>sharpness vs targets</th>
+<th>vs clips' faces</th><th>sex agreement (%)</th></tr>{''.join(fidelity)}</table>
+<h2>Faces</h2><p>Per row: the clip's face, the decoder's target, the face decoded from the true face
+feature, and the face predicted from the voice alone.</p><img src="data:image/png;base64,{image}" alt="faces">
 </body></html>"""

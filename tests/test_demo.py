@@ -25,7 +25,9 @@ def test_demo_end_to_end_tiny(tmp_path):
   assert summary["served"]["requests"] >= 1
   assert os.path.exists(os.path.join(out, "export", "s2f", "1", "saved_model.pb"))
   assert os.path.isdir(os.path.join(out, "tensorboard", "voice_encoder"))
-  assert "retrieval R@1" in r.stdout and "faces:" in r.stdout
+  assert "retrieval R@1" in r.stdout and "faces:" in r.stdout and "face to face" in r.stdout
+  assert set(summary["headline"]["bars"]) == {"R@1_over_chance >= 5", "sex_agreement >= 0.90",
+                                              "face_to_face_image_R@1 >= 0.90", "face_to_face_sharpness >= 0.5"}
 
 
 def _wav(path, seconds, rate, channels=1):

@@ -10,14 +10,14 @@ import tensorflow as tf
 
 from conftest import run_s2f
 from s2f_tf import evaluate as ev
-from s2f_tf import contract, export
+from s2f_tf import contract, export, metrics
 from s2f_tf.workdir import load_trained_model
 
 
 def test_similarity_by_hand():
   v_f = np.array([[1.0, 0.0], [0.0, 2.0]])
   v_s = np.array([[1.0, 1.0], [0.0, 5.0]])
-  s = ev.similarity_figures(v_s, v_f)
+  s = metrics.similarity_figures(v_s, v_f)
   assert s["cosine_angle_degrees"]["mean"] == pytest.approx(22.5)
   assert s["l2"]["mean"] == pytest.approx(np.linalg.norm([1 - 2 ** -0.5, -(2 ** -0.5)]) / 2)
 
@@ -26,21 +26,61 @@ def test_retrieval_perfect_random_and_chance():
   rng = np.random.default_rng(0)
   v_f = rng.standard_normal((30, 16))
   speakers = np.arange(30)
-  perfect = ev.retrieval_figures(v_f + 1e-3, v_f, speakers, gallery_size=10)
+  perfect = metrics.retrieval_figures(v_f + 1e-3, v_f, speakers, gallery_size=10)
   assert perfect["gallery_size"] == 10 and perfect["chance"]["R@1"] == pytest.approx(0.1)
   assert all(perfect[m]["R@1"] == 1.0 for m in ("cosine", "l2", "l1"))
-  noise = ev.retrieval_figures(rng.standard_normal((30, 16)), v_f, speakers, gallery_size=10)
+  noise = metrics.retrieval_figures(rng.standard_normal((30, 16)), v_f, speakers, gallery_size=10)
   assert noise["cosine"]["R@10"] == 1.0 and noise["cosine"]["R@1"] < 0.5
 
 
 def test_galleries_hold_own_face_and_other_speakers_only():
   speakers = np.array([0, 0, 1, 1, 2, 3, 4])
-  gal = ev.galleries(speakers, 4)
+  gal = metrics.galleries(speakers, 4)
   assert gal.shape == (7, 4)
   for i, row in enumerate(gal):
     assert row[0] == i
     others = speakers[row[1:]]
     assert speakers[i] not in others and len(set(others)) == 3
+
+
+def test_mean_squared_laplacian_and_sharpness_by_hand():
+  image = np.zeros((1, 5, 5, 3))
+  image[0, 2, 2] = 1.0                          # one white pixel: grey 1.0 (the luma weights sum to 1)
+  # interior (3 x 3) Laplacian: -4 at the centre, +1 at its 4 neighbours, 0 at the 4 corners
+  assert metrics.mean_squared_laplacian(image)[0] == pytest.approx((16 + 4) / 9)
+  red = np.zeros((1, 5, 5, 3))
+  red[0, 2, 2, 0] = 1.0                         # grey 0.299: the energy scales with its square
+  assert metrics.mean_squared_laplacian(red)[0] == pytest.approx(0.299 ** 2 * 20 / 9)
+  flat = np.full((2, 8, 8, 3), 0.7)
+  assert np.all(metrics.mean_squared_laplacian(flat) == 0)
+  rng = np.random.default_rng(0)
+  sharp = rng.uniform(0, 255, (4, 16, 16, 3))
+  blurred = (sharp + np.roll(sharp, 1, 1) + np.roll(sharp, 1, 2) + np.roll(sharp, (1, 1), (1, 2))) / 4
+  figures = metrics.sharpness_figures(blurred, {"targets": sharp, "same": blurred})
+  assert figures["relative_to_same"] == pytest.approx(1.0)
+  assert 0.0 < figures["relative_to_targets"] < 0.5               # a 2 x 2 box blur keeps < half the energy
+  assert figures["relative_to_targets"] == pytest.approx(
+      figures["decoded_mean_squared_laplacian"] / figures["targets_mean_squared_laplacian"])
+
+
+def test_image_space_retrieval_of_decoded_faces():
+  """fidelity_figures re-encodes decoded faces and ranks them among the true faces' features."""
+  rng = np.random.default_rng(3)
+  faces = rng.uniform(0, 255, (12, 8, 8, 3))
+  speakers = np.arange(12) // 2
+
+  class Models:                                 # a "face encoder" that reads the pixels as the feature
+    def encode_images(self, images):
+      return np.asarray(images, np.float64).reshape(len(images), -1) - 127.5
+
+  test = {"v_f": Models().encode_images(faces), "speaker": speakers}
+  exact = ev.fidelity_figures(Models(), faces, test, {"targets": faces}, gallery_size=4)
+  assert exact["image_retrieval"]["cosine"]["R@1"] == 1.0 and exact["image_retrieval"]["gallery_size"] == 4
+  assert exact["image_retrieval"]["chance"]["R@1"] == pytest.approx(0.25)
+  assert exact["sharpness"]["relative_to_targets"] == pytest.approx(1.0)
+  grey = np.full_like(faces, 127.5) + rng.normal(0, 1, faces.shape)   # the average face, no identity
+  blur = ev.fidelity_figures(Models(), grey, test, {"targets": faces}, gallery_size=4)
+  assert blur["image_retrieval"]["cosine"]["R@1"] < 0.75 and blur["sharpness"]["relative_to_targets"] < 0.01
 
 
 def test_attribute_classifier_learns_from_images():
@@ -68,9 +108,19 @@ def test_evaluate_command_writes_metrics_grid_and_report(tiny_trained_workdir, t
   entry = metrics["inputs"]["1s"]
   assert {"cosine", "l2", "l1", "chance", "gallery_size"} <= set(entry["retrieval"])
   assert "sex" in entry["attributes"]
+  # the decoded faces' fidelity, from the voice and from the true feature (face to face)
+  f2f = metrics["face_to_face"]
+  for block in (f2f, entry):
+    assert block["image_retrieval"]["gallery_size"] == entry["retrieval"]["gallery_size"]
+    assert 0.0 <= block["image_retrieval"]["cosine"]["R@1"] <= 1.0
+    assert block["sharpness"]["relative_to_targets"] > 0 and "relative_to_input_faces" in block["sharpness"]
+  assert "sex" in f2f["attributes"]
   for name in ("metrics.json", "faces.png", "report.html"):
     assert os.path.getsize(os.path.join(out, name)) > 100
-  assert "data:image/png;base64," in open(os.path.join(out, "report.html")).read()
+  report = open(os.path.join(out, "report.html")).read()
+  assert "data:image/png;base64," in report and "face to face (true feature)" in report
+  from PIL import Image
+  assert Image.open(os.path.join(out, "faces.png")).size[0] == 4 * 4 * 32     # 4 columns, 32 px x 4
 
 
 def test_export_reload_matches_and_versions(tiny_trained_workdir, tmp_path):

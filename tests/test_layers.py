@@ -19,6 +19,7 @@ ALLOWED = (
     ("s2f_tf.configs", CORE + ("s2f_tf.configs",)),
     ("s2f_tf.audio", CORE),
     ("s2f_tf.losses", CORE),
+    ("s2f_tf.metrics", CORE),                                        # figures of arrays: numpy only
     ("s2f_tf.models", CORE + ("s2f_tf.models",)),
     ("s2f_tf.data.schema", CORE),
     ("s2f_tf.data.dataset", CORE + ("s2f_tf.data.schema",)),        # host side: parse, crop, batch
@@ -29,7 +30,8 @@ ALLOWED = (
     ("s2f_tf.workdir", CORE + ("s2f_tf.configs", "s2f_tf.factory", "s2f_tf.models")),
     ("s2f_tf.train", CORE + ("s2f_tf.configs", "s2f_tf.audio", "s2f_tf.models", "s2f_tf.losses", "s2f_tf.data",
                              "s2f_tf.factory", "s2f_tf.workdir", "s2f_tf.progress", "s2f_tf.train")),
-    ("s2f_tf.evaluate", CORE + ("s2f_tf.configs", "s2f_tf.data", "s2f_tf.factory", "s2f_tf.workdir")),
+    ("s2f_tf.evaluate", CORE + ("s2f_tf.configs", "s2f_tf.data", "s2f_tf.factory", "s2f_tf.metrics",
+                                "s2f_tf.workdir")),
     ("s2f_tf.export", CORE + ("s2f_tf.configs", "s2f_tf.factory", "s2f_tf.workdir")),
     ("s2f_tf.predict", CORE + ("s2f_tf.media",)),
     ("s2f_tf", ()),                                                  # the package's __init__
@@ -76,7 +78,7 @@ def violations(module: str, source: str, is_package: bool = False) -> list[str]:
   allowed = next(allow for prefix, allow in ALLOWED if _is_under(module, prefix))
   bad = []
   for line, name in _imports(source, module, is_package):
-    if not name.split(".")[0] in PACKAGES:
+    if name.split(".")[0] not in PACKAGES:
       continue                                                       # third party / standard library
     # `from s2f_tf import factory` names the module s2f_tf.factory; `from s2f_tf import __version__`
     # names the package itself
