@@ -27,7 +27,8 @@ setup(
         "tensorboard==2.21.*",          # tf.summary needs it (TF 2.21 no longer depends on it)
         "grpcio>=1.60",
         "protobuf>=5,<7",
+        "matplotlib>=3.8",              # report.html's plots
     ],
-    extras_require={"test": ["pytest>=8", "librosa>=0.10"]},
+    extras_require={"test": ["pytest>=8", "librosa>=0.10", "selenium>=4.20"]},   # selenium: browser tests
     entry_points={"console_scripts": ["s2f=s2f_tf.app.cli:run"]},
 )

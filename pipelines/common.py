@@ -63,8 +63,9 @@ class Source(Protocol):
     """One item -> a Clip, or raise ItemError with a typed reason."""
 
   def info(self) -> dict[str, Any]:
-    """Fields for dataset.json: image_size, num_landmarks, attribute_names, mean_landmarks (the
-    layout the decoder's textures are aligned to), decoder_target (what target/image holds), ..."""
+    """Fields for dataset.json: image_size, num_landmarks, attribute_names, attribute_classes (the
+    categorical attributes' class names), mean_landmarks (the layout the decoder's textures are
+    aligned to), decoder_target (what target/image holds), ..."""
 
 
 # Real faces (MTCNN's 5 points, aligned crops): the decoder learns each clip's own aligned crop,

@@ -36,7 +36,10 @@ first column is the speaker id, a column whose name contains "vggface" is an alt
 (a speaker folder may be named by either), "gender" (m/f) and "set" (dev/test). With a meta
 file, a listed speaker's split is dev -> "train" (or "validation" for a stable-hash fraction
 `validation_fraction` of the dev speakers; 0 by default), test -> "test"; speakers not listed
-keep the hash split. Every clip then has the attribute "sex" (0 male, 1 female, NaN unknown).
+keep the hash split. Every clip then has the attribute "sex" (0 male, 1 female, NaN unknown) and,
+where the file has a "Nationality" column (VoxCeleb1), "nationality" (an index into the file's
+nationalities, sorted; dataset.json's attribute_classes lists them), for `s2f evaluate`'s
+confusion matrices and per-group figures.
 """
 
 from __future__ import annotations
@@ -62,12 +65,14 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
 SEX_VALUES = {"m": 0.0, "male": 0.0, "f": 1.0, "female": 1.0}
+SEX_NAMES = ("male", "female")          # the class names of the values above
 DECODER_TARGETS = ("clip", "most_frontal")
 SET_SPLITS = {"dev": "train", "train": "train", "test": "test"}
 
 
 def read_meta(meta_path: str) -> dict[str, dict[str, Any]]:
-  """A VoxCeleb1/2 meta file -> {speaker id (and VGGFace id): {"set": str | None, "sex": float | None}}.
+  """A VoxCeleb1/2 meta file -> {speaker id (and VGGFace id): {"set": str | None, "sex": float | None,
+  "nationality": str | None}}.
   Raises ValueError naming the file and line for a malformed file."""
   with open(meta_path, newline="", encoding="utf-8-sig") as f:
     lines = f.read().splitlines()
@@ -81,7 +86,7 @@ def read_meta(meta_path: str) -> dict[str, dict[str, Any]]:
   def column(word: str) -> int | None:
     return next((i for i, h in enumerate(header) if word in h), None)
 
-  alt, gender, subset = column("vggface"), column("gender"), column("set")
+  alt, gender, subset, nation = column("vggface"), column("gender"), column("set"), column("nationality")
   if gender is None and subset is None:
     raise ValueError(f"{meta_path}:{lines[0][0]}: header {rows[0]} has neither a 'Gender' nor a 'Set' "
                      "column (expected a VoxCeleb meta file)")
@@ -90,7 +95,8 @@ def read_meta(meta_path: str) -> dict[str, dict[str, Any]]:
     row = [x.strip() for x in row]
     if len(row) < len(header):
       raise ValueError(f"{meta_path}:{line_no}: expected {len(header)} fields, got {len(row)}: {row}")
-    entry: dict[str, Any] = {"set": None, "sex": None}
+    entry: dict[str, Any] = {"set": None, "sex": None, "nationality": (row[nation] or None) if nation is not None
+                             else None}
     if subset is not None:
       value = row[subset].lower()
       if value not in SET_SPLITS:
@@ -229,7 +235,8 @@ class FoldersSource:
             "item_id": item_id, "speaker_id": speaker, "split": split,
             "audio": os.path.join(folder, rel),
             "image": None if image is None else os.path.join(folder, image),
-            "sex": None if entry is None else entry["sex"]})
+            "sex": None if entry is None else entry["sex"],
+            "nationality": None if entry is None else entry["nationality"]})
     return items
 
   def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
@@ -250,6 +257,9 @@ class FoldersSource:
     attributes = {}
     if self.meta_path:
       attributes["sex"] = math.nan if item["sex"] is None else float(item["sex"])
+      if self._nationalities:
+        known = item["nationality"] in self._nationalities
+        attributes["nationality"] = float(self._nationalities.index(item["nationality"])) if known else math.nan
     return schema.Clip(
         clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
         split=item["split"], pcm=pcm, face_png=schema.encode_png(crop), face_size=self.image_size,
@@ -262,6 +272,19 @@ class FoldersSource:
     return (self.image_size, self.min_face_size, self.detect_max_side, self.pad_fraction,
             self.max_center_distance, self.ambiguity_margin, self.min_confidence)
 
+  @functools.cached_property
+  def _nationalities(self) -> list[str]:
+    """The meta file's nationalities, sorted (a clip's value is an index into them); [] without."""
+    if not self.meta_path:
+      return []
+    return sorted({e["nationality"] for e in read_meta(self.meta_path).values() if e["nationality"]})
+
   def info(self) -> dict[str, Any]:
+    classes = {}
+    if self.meta_path:
+      classes["sex"] = list(SEX_NAMES)
+      if self._nationalities:
+        classes["nationality"] = self._nationalities
     return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS, **common.REAL_FACE_TARGETS,
-            "decoder_target": self.decoder_target, "attribute_names": ["sex"] if self.meta_path else []}
+            "decoder_target": self.decoder_target, "attribute_names": sorted(classes),
+            "attribute_classes": classes}

@@ -72,5 +72,6 @@ class SyntheticSource:
 
   def info(self) -> dict[str, Any]:
     return {"image_size": self.image_size, "num_landmarks": synthetic.NUM_LANDMARKS,
-            "attribute_names": sorted(synthetic.ATTRIBUTE_NAMES), "mean_landmarks": self._mean_landmarks,
+            "attribute_names": sorted(synthetic.ATTRIBUTE_NAMES), "attribute_classes": synthetic.ATTRIBUTE_CLASSES,
+            "mean_landmarks": self._mean_landmarks,
             "decoder_target": "canonical"}

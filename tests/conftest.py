@@ -25,6 +25,36 @@ def _float32_policy():
   keras.mixed_precision.set_global_policy("float32")
 
 
+BROWSER_PATHS = {"chromium": ("/usr/bin/chromium", "/usr/bin/chromium-browser"),
+                 "chromedriver": ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")}
+
+
+@pytest.fixture
+def browser(tmp_path):
+  """A real headless Chromium driven by selenium (Debian's chromium + chromium-driver, which
+  .ci/run installs). Missing outside CI: the test is skipped; under CI=true it fails."""
+  found = {name: next((p for p in paths if os.path.exists(p)), None) for name, paths in BROWSER_PATHS.items()}
+  if not all(found.values()):
+    missing = ", ".join(name for name, path in found.items() if path is None)
+    if os.environ.get("CI"):
+      pytest.fail(f"CI needs {missing} (apt-get install chromium chromium-driver; .ci/run does it)")
+    pytest.skip(f"no {missing} on this machine (apt-get install chromium chromium-driver)")
+  from selenium import webdriver
+  from selenium.webdriver.chrome.service import Service
+  options = webdriver.ChromeOptions()
+  options.binary_location = found["chromium"]
+  for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+    options.add_argument(flag)
+  # an explicit driver path: selenium never looks for (or downloads) a driver of its own
+  driver = webdriver.Chrome(service=Service(executable_path=found["chromedriver"]), options=options)
+  driver.set_page_load_timeout(60)
+  try:
+    yield driver
+  finally:
+    driver.quit()
+
+
 def run_s2f(*args, env=None, timeout=600):
   """Runs the `s2f` command in a fresh process (the way users run it)."""
   import subprocess
@@ -37,13 +67,14 @@ def run_s2f(*args, env=None, timeout=600):
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-  """A tiny synthetic corpus (8 identities x 3 clips, 32 px faces) prepared once per session."""
+  """A tiny synthetic corpus (8 identities x 3 clips, 32 px faces; seed 4 puts 5 in train, 1 in
+  validation and 2 in test, the fewest speakers retrieval and matching accept) prepared once per session."""
   from pipelines.common import run_prepare
   from pipelines.synthetic import SyntheticSource
   from s2f_tf import factory
   from s2f_tf.configs import get_config
   out = str(tmp_path_factory.mktemp("tiny_corpus"))
-  run_prepare(SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=1), out,
+  run_prepare(SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=4), out,
               items_per_shard=8, beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
               log=lambda *_: None, texture_warp=factory.texture_warp(get_config("tiny")))
   return out

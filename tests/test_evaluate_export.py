@@ -86,16 +86,25 @@ def test_image_space_retrieval_of_decoded_faces():
 def test_attribute_classifier_learns_from_images():
   rng = np.random.default_rng(1)
   sex = rng.integers(0, 2, 256).astype(np.float32)
+  group = rng.integers(0, 3, 256).astype(np.float32)
   size = rng.uniform(0, 1, 256).astype(np.float32)
   images = np.zeros((256, 16, 16, 3), np.uint8)
   images[sex == 1, :, :8, 0] = 255                       # "female" faces: red left half
+  images[..., 1] = (group * 120).astype(np.uint8)[:, None, None]
   images[..., 2] = (size * 255).astype(np.uint8)[:, None, None]
-  values = np.stack([sex, size], 1)
-  predict = ev.train_attribute_classifier(images, values, ["sex", "size"], steps=150)
-  out = ev.attribute_figures(["sex", "size"], predict, images[:64], images[:64], values[:64])
+  values = np.stack([sex, group, size], 1)
+  values[:10, 1] = np.nan                                # unknown labels are left out of the loss
+  classes = {"sex": ["male", "female"], "group": ["a", "b", "c"], "size": None}
+  predict = ev.train_attribute_classifier(images, values, classes, steps=200)
+  reading = predict(images[:64])
+  assert set(np.unique(reading["group"])) <= {0.0, 1.0, 2.0}
+  labels = {name: values[:64, j] for j, name in enumerate(classes)}
+  out = metrics.attribute_figures(classes, reading, reading, labels)
   assert out["sex"]["agreement"] == 1.0 and out["sex"]["classifier_accuracy_on_true_faces"] > 0.95
+  assert out["group"]["classifier_accuracy_on_true_faces"] > 0.95
+  assert np.trace(np.array(out["group"]["confusion"]["counts"])) == 64
   assert out["size"]["classifier_r_on_true_faces"] > 0.9 and out["size"]["pearson_r"] > 0.99
-  flipped = ev.attribute_figures(["sex", "size"], predict, images[:64], 255 - images[:64], values[:64])
+  flipped = metrics.attribute_figures(classes, reading, predict(255 - images[:64]), labels)
   assert flipped["sex"]["agreement"] < 1.0
 
 
@@ -103,18 +112,29 @@ def test_evaluate_command_writes_metrics_grid_and_report(tiny_trained_workdir, t
   out = str(tmp_path / "eval")
   r = run_s2f("evaluate", f"--workdir={tiny_trained_workdir}", f"--data={tiny_corpus}", f"--eval_dir={out}", "--json")
   assert r.returncode == 0, r.stderr[-3000:]
-  metrics = json.loads(r.stdout.strip().splitlines()[-1])
-  assert set(metrics["inputs"]) == {"1s", "0.5s"}
-  entry = metrics["inputs"]["1s"]
+  result = json.loads(r.stdout.strip().splitlines()[-1])
+  assert set(result["inputs"]) == {"1s", "0.5s"}
+  entry = result["inputs"]["1s"]
   assert {"cosine", "l2", "l1", "chance", "gallery_size"} <= set(entry["retrieval"])
   assert "sex" in entry["attributes"]
   # the decoded faces' fidelity, from the voice and from the true feature (face to face)
-  f2f = metrics["face_to_face"]
+  f2f = result["face_to_face"]
   for block in (f2f, entry):
     assert block["image_retrieval"]["gallery_size"] == entry["retrieval"]["gallery_size"]
     assert 0.0 <= block["image_retrieval"]["cosine"]["R@1"] <= 1.0
     assert block["sharpness"]["relative_to_targets"] > 0 and "relative_to_input_faces" in block["sharpness"]
   assert "sex" in f2f["attributes"]
+  # the field's protocols, with intervals and per-group figures
+  assert {"unconstrained", "same_sex"} <= set(entry["matching"])
+  assert 0.0 <= entry["matching"]["unconstrained"]["accuracy"] <= 1.0
+  for name in ("sex", "ancestry"):
+    assert len(entry["attributes"][name]["confusion"]["counts"]) == len(result["dataset"]["attribute_classes"][name])
+  assert "band_confusion" in entry["attributes"]["age"]
+  assert set(entry["craniofacial"]) == set(metrics.CRANIOFACIAL)
+  ci = entry["confidence_intervals"]["retrieval_R@1"]
+  assert ci["low"] <= ci["value"] <= ci["high"] and ci["value"] == entry["retrieval"]["cosine"]["R@1"]
+  assert {"sex", "ancestry", "age_band"} <= set(entry["by_group"]) and "sex_agreement" in f2f["confidence_intervals"]
+  assert sum(g["clips"] for g in entry["by_group"]["sex"].values()) == result["clips"]
   for name in ("metrics.json", "faces.png", "report.html"):
     assert os.path.getsize(os.path.join(out, name)) > 100
   report = open(os.path.join(out, "report.html")).read()
@@ -159,3 +179,28 @@ def test_export_reload_matches_and_versions(tiny_trained_workdir, tmp_path):
   assert export.export_model(model, config, base, "s2f", check=False).endswith("/2")
   with pytest.raises(FileExistsError):
     export.export_model(model, config, base, "s2f", version=2)
+
+
+def test_report_opens_in_a_real_browser_with_every_section(tiny_trained_workdir, tiny_corpus, tmp_path, browser):
+  """report.html in headless Chromium: every section is there, every plot decodes, no raw JSON."""
+  from s2f_tf import report as report_module
+  out = str(tmp_path / "eval")
+  r = run_s2f("evaluate", f"--workdir={tiny_trained_workdir}", f"--data={tiny_corpus}", f"--eval_dir={out}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  browser.get("file://" + os.path.join(out, "report.html"))
+  for anchor, title in report_module.SECTIONS:
+    section = browser.find_element("id", anchor)
+    assert section.is_displayed() and title in section.text, anchor
+  images = browser.execute_script(
+      "return Array.from(document.images).map(i => [i.alt, i.className, i.complete ? i.naturalWidth : 0]);")
+  assert all(width > 0 for _, _, width in images), images
+  plots = [alt for alt, cls, _ in images if cls == "plot"]
+  for expected in ("recall at K against chance", "1:2 matching accuracy", "feature angle histograms",
+                   "sex confusion matrices", "ancestry confusion matrices", "age confusion matrices",
+                   "craniofacial correlations", "figures by sex", "figures by age_band"):
+    assert expected in plots, (expected, plots)
+  assert any(cls == "faces" for _, cls, _ in images)
+  text = browser.find_element("tag name", "body").text
+  assert '{"' not in text and '":' not in text, "raw JSON on the page"
+  assert "Intended use" in text and "Ethical considerations" in text
+  browser.save_screenshot(str(tmp_path / "report.png"))

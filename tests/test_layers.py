@@ -20,6 +20,7 @@ ALLOWED = (
     ("s2f_tf.audio", CORE),
     ("s2f_tf.losses", CORE),
     ("s2f_tf.metrics", CORE),                                        # figures of arrays: numpy only
+    ("s2f_tf.report", ()),                                           # metrics.json -> report.html
     ("s2f_tf.models", CORE + ("s2f_tf.models",)),
     ("s2f_tf.data.schema", CORE),
     ("s2f_tf.data.dataset", CORE + ("s2f_tf.data.schema",)),        # host side: parse, crop, batch
@@ -31,7 +32,7 @@ ALLOWED = (
     ("s2f_tf.train", CORE + ("s2f_tf.configs", "s2f_tf.audio", "s2f_tf.models", "s2f_tf.losses", "s2f_tf.data",
                              "s2f_tf.factory", "s2f_tf.workdir", "s2f_tf.progress", "s2f_tf.train")),
     ("s2f_tf.evaluate", CORE + ("s2f_tf.configs", "s2f_tf.data", "s2f_tf.factory", "s2f_tf.metrics",
-                                "s2f_tf.workdir")),
+                                "s2f_tf.report", "s2f_tf.workdir")),
     ("s2f_tf.export", CORE + ("s2f_tf.configs", "s2f_tf.factory", "s2f_tf.workdir")),
     ("s2f_tf.predict", CORE + ("s2f_tf.media",)),
     ("s2f_tf", ()),                                                  # the package's __init__

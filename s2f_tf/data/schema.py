@@ -202,6 +202,9 @@ class DatasetInfo:
   num_landmarks: int = 0
   feature_dim: int = 0                            # 0: no face/feature stored
   attribute_names: list[str] = dataclasses.field(default_factory=list)
+  # categorical attributes: name -> class names (the stored value is the class index); others are
+  # continuous (e.g. age in years)
+  attribute_classes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
   num_speakers: int = 0                           # speaker_index ranges over [0, num_speakers)
   speakers: dict[str, int] = dataclasses.field(default_factory=dict)          # speaker_id -> index
   shards: dict[str, list[str]] = dataclasses.field(default_factory=dict)      # split -> file names

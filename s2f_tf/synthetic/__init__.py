@@ -65,13 +65,13 @@ from s2f_tf.contract import SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS
 from s2f_tf.synthetic.clip import make_clip
 from s2f_tf.synthetic.face import canonical_landmarks, draw_canonical_face, draw_face
 from s2f_tf.synthetic.identity import Identity, make_identity, split_of
-from s2f_tf.synthetic.params import (ACCENTS, AGE_RANGE, ATTRIBUTE_NAMES, MAX_SECONDS, MIN_SECONDS, NUM_LANDMARKS,
-                                     P_ACCENT_OF_ANCESTRY, PEAK_LIMIT)
+from s2f_tf.synthetic.params import (ACCENTS, AGE_RANGE, ATTRIBUTE_CLASSES, ATTRIBUTE_NAMES, MAX_SECONDS,
+                                     MIN_SECONDS, NUM_LANDMARKS, P_ACCENT_OF_ANCESTRY, PEAK_LIMIT)
 from s2f_tf.synthetic.text import sentence
 from s2f_tf.synthetic.voice import synthesize_voice
 
 __all__ = [
-    "ACCENTS", "AGE_RANGE", "ATTRIBUTE_NAMES", "Identity", "MAX_SECONDS", "MIN_SECONDS", "NUM_LANDMARKS",
+    "ACCENTS", "AGE_RANGE", "ATTRIBUTE_CLASSES", "ATTRIBUTE_NAMES", "Identity", "MAX_SECONDS", "MIN_SECONDS", "NUM_LANDMARKS",
     "PEAK_LIMIT", "P_ACCENT_OF_ANCESTRY", "SAMPLE_RATE", "SPLITS", "SPLIT_FRACTIONS", "canonical_landmarks",
     "draw_canonical_face", "draw_face",
     "make_clip", "make_identity", "sentence", "split_of", "synthesize_voice",

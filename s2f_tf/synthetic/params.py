@@ -24,6 +24,8 @@ AGE_RANGE = (18.0, 78.0)            # age ~ U(AGE_RANGE), years
 SIZE_BETA = 1.6                     # size ~ Beta(SIZE_BETA, SIZE_BETA) in [0, 1]
 AGE_REF = 40.0                      # age at which the age slopes below are zero
 ACCENTS = ("en-us", "en-029", "en-gb-scotland", "en-gb-x-gbcwmd")  # espeak-ng voice per ancestry group
+ATTRIBUTE_CLASSES = {"sex": ["male", "female"],   # the categorical attributes' class names (value = index)
+                     "ancestry": [f"group {k} ({accent})" for k, accent in enumerate(ACCENTS)]}
 P_ACCENT_OF_ANCESTRY = 0.85         # P(accent drawn as the group's); else a uniform draw over ACCENTS
 SKIN_GROUP_SIGMA = 0.07             # private skin-tone spread within a group (palette units, 0..1)
 
