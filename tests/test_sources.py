@@ -221,7 +221,8 @@ def test_folders_manifest_and_splits(folders):
 
 def test_folders_records(folders):
   info = folders["info"]
-  assert info.source == "folders" and info.num_landmarks == 5 and info.attribute_names == ["sex"]
+  assert info.source == "folders" and info.num_landmarks == 5 and info.attribute_names == ["nationality", "sex"]
+  assert info.attribute_classes == {"sex": ["male", "female"], "nationality": ["Canada", "Ireland", "New Zealand"]}
   assert info.num_speakers == 4
   clips = {c.clip_id: c for c in _records(folders["out"])}
   assert set(clips) == {"id10001/yt1/00001.wav", "id10001/b.flac", "id10002/a.ogg", "id10002/b.mp3",
@@ -231,12 +232,13 @@ def test_folders_records(folders):
     expected_hz = 500 if clip_id.startswith("id10001") else 300
     assert abs(peak_hz(clip.pcm) - expected_hz) < 3, clip_id
     assert clip.attributes["sex"] == (0.0 if clip.speaker_id == "id10001" else 1.0)
+    assert clip.attributes["nationality"] == (1.0 if clip.speaker_id == "id10001" else 2.0)   # Ireland, NZ
     assert clip.split == ("train" if clip.speaker_id == "id10001" else "test")
   assert abs(clips["id10001/yt1/00001.wav"].pcm.size - 24000) <= 24
   opts = InputOptions(batch_size=2, clip_samples=8000, training=False,
                       fields=("pcm", "image", "landmarks", "attributes"))
   batch = next(iter(make_dataset(folders["out"], "test", opts)))
-  assert batch["image"].shape == (2, 48, 48, 3) and batch["attributes"].shape == (2, 1)
+  assert batch["image"].shape == (2, 48, 48, 3) and batch["attributes"].shape == (2, 2)
 
 
 def test_folders_without_meta_and_unknown_sex(folders, tmp_path):
@@ -249,7 +251,8 @@ def test_folders_without_meta_and_unknown_sex(folders, tmp_path):
   with_meta = FoldersSource(folders["speakers"], image_size=48, meta_path=folders["meta"])
   item = next(it for it in with_meta.list_items() if it["speaker_id"] == "id10003")
   item["image"] = os.path.join(folders["speakers"], "id10001", "portrait.jpg")
-  assert math.isnan(with_meta.process(item, 0).attributes["sex"])                 # not in the meta file
+  unknown = with_meta.process(item, 0).attributes                                # not in the meta file
+  assert math.isnan(unknown["sex"]) and math.isnan(unknown["nationality"])
 
 
 def test_frontality_by_hand():
@@ -290,12 +293,13 @@ def test_voxceleb_meta_formats(tmp_path):
   vox2.write_text("VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set \n"
                   "id00012 ,n000012 ,m ,dev \nid00017 ,n000017 ,f ,test \n")
   meta = read_meta(str(vox2))
-  assert meta["id00012"] == {"set": "dev", "sex": 0.0} and meta["id00017"] == {"set": "test", "sex": 1.0}
+  assert meta["id00012"] == {"set": "dev", "sex": 0.0, "nationality": None}
+  assert meta["id00017"] == {"set": "test", "sex": 1.0, "nationality": None}
   assert meta["n000017"] is meta["id00017"]                                    # folders may use VGGFace2 ids
   vox1 = tmp_path / "vox1_meta.csv"
   vox1.write_text("VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\n"
                   "id10001\tA.J._Buckley\tm\tIreland\tdev\n")
-  assert read_meta(str(vox1))["A.J._Buckley"] == {"set": "dev", "sex": 0.0}
+  assert read_meta(str(vox1))["A.J._Buckley"] == {"set": "dev", "sex": 0.0, "nationality": "Ireland"}
   bad = tmp_path / "bad.csv"
   bad.write_text("VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet\n"
                  "id10001\tX\tq\tIreland\tdev\n")
