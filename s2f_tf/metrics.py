@@ -1,12 +1,20 @@
 """The figures `s2f evaluate` reports, as plain functions of arrays (numpy; no model, no TF).
 
-  similarity_figures(v_s, v_f)            angle, L2, L1 between unit-normalised features
+  similarity_figures(v_s, v_f), angles     angle, L2, L1 between unit-normalised features
   galleries(speakers, size)               per query: its own clip + one clip of G-1 other speakers
-  retrieval_figures(queries, faces, ...)  recall@K of each query's own face in its gallery, with
-                                          the gallery size and chance; used for features from the
-                                          voice and for decoded faces re-encoded by the face encoder
+  retrieval_figures / retrieval_ranks     recall@K of each query's own face in its gallery, with the
+                                          gallery size and chance; for features from the voice and
+                                          for decoded faces re-encoded by the face encoder
+  matching_outcomes / matching_figures    1:2 voice-to-face matching (optionally within a group)
+  confusion, age_bands, attribute_figures the attribute judge's readings: agreement, confusion, r
+  bootstrap_interval, mean_intervals      percentile bootstrap over speakers
+  group_breakdown                         every per-query figure within each group of a label
+  craniofacial_measurements / _figures    distances and indices on iBUG-68 landmarks, r vs random pairing
   mean_squared_laplacian(images)          the fine-detail energy of each image (grey, interior pixels)
   sharpness_figures(decoded, references)  decoded faces' fine-detail energy relative to references
+  histogram(values)                       counts for the report's histograms
+Per-query functions return one value per query (NaN: not applicable), so the same arrays give the
+overall figure, its interval and the per-group figures.
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
   <workdir>/config.json                        the resolved config every stage trains with
   <workdir>/<stage>/<stage>.weights.h5         a finished stage's weights (written atomically)
   <workdir>/<stage>/checkpoints/ckpt-N         model + optimizer + step (the chief's, last K kept)
-  <workdir>/<stage>/input/worker-W/ckpt-N      worker W's input position at step N
+  <workdir>/<stage>/input/worker-W/position-N.json  worker W's input position at step N
+  <workdir>/<stage>/best/                      the weights at the best validation figure + best.json
   <workdir>/<stage>/result.json                the stage's final figures
   <workdir>/tensorboard/<stage>/               TensorBoard logs (and profiles)
   <workdir>/eval/                              `s2f evaluate`'s default output
@@ -54,6 +55,13 @@ class Workdir:
 
   def input_positions(self, stage: str, worker: int) -> str:
     return os.path.join(self.stage_dir(stage), "input", f"worker-{worker}")
+
+  def best_weights(self, stage: str) -> str:
+    """The stage's weights at its best validation figure so far (train.keep_best)."""
+    return os.path.join(self.stage_dir(stage), "best", f"{stage}.weights.h5")
+
+  def best_record(self, stage: str) -> str:
+    return os.path.join(self.stage_dir(stage), "best", "best.json")
 
   def result(self, stage: str) -> str:
     return os.path.join(self.stage_dir(stage), RESULT_FILE)

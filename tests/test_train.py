@@ -60,6 +60,47 @@ def test_stages_write_weights_summaries_and_profile(tiny_corpus, tiny_faces_work
     assert tag in tags, (tag, tags)
   assert glob.glob(os.path.join(logdir, "plugins", "profile", "*", "*.xplane.pb"))
   assert len(glob.glob(os.path.join(workdir, "voice_encoder", "checkpoints", "ckpt-*.index"))) == 2
+  _check_validation(result, workdir, "voice_encoder", "feature_R@1", tags)
+
+
+def _weights(path):
+  import h5py
+  arrays = []
+  with h5py.File(path) as f:
+    f.visititems(lambda name, obj: arrays.append((name, obj[()])) if isinstance(obj, h5py.Dataset) else None)
+  return arrays
+
+
+def _check_validation(result, workdir, stage, figure, tags):
+  """Validation while training (tiny: every 3 steps, on the 2 validation speakers): TensorBoard
+  validation/ curves, result.json's entry, and the output weights are the best step's."""
+  assert f"validation/{figure}" in tags, tags
+  if stage != "face_encoder":
+    assert "validation/loss/total" in tags, tags
+  v = result["validation"]
+  assert v["every"] == 3 and v["speakers"] == 2 and v["final"]["step"] == result["steps"]
+  assert v["best"]["figure"] == figure and 0.0 <= v["best"]["value"] <= 1.0
+  assert v["weights_from_step"] == v["best"]["step"] in (3, 6)
+  assert v["best"]["value"] >= v["final"]["value"]
+  outputs = _weights(os.path.join(workdir, stage, f"{stage}.weights.h5"))
+  best = _weights(os.path.join(workdir, stage, "best", f"{stage}.weights.h5"))
+  assert len(outputs) == len(best) and all((a == b).all() for (_, a), (_, b) in zip(outputs, best))
+  assert json.load(open(os.path.join(workdir, stage, "best", "best.json")))["step"] == v["best"]["step"]
+
+
+def test_validation_while_training_for_the_face_stages(tiny_faces_workdir):
+  for stage, figure in (("face_encoder", "clip_R@1"), ("face_decoder", "image_space_R@1")):
+    result = json.load(open(os.path.join(tiny_faces_workdir, stage, "result.json")))
+    _check_validation(result, tiny_faces_workdir, stage, figure,
+                      _tags(os.path.join(tiny_faces_workdir, "tensorboard", stage)))
+
+
+def test_keep_best_off_keeps_the_last_weights(tiny_corpus, tiny_faces_workdir, tmp_path):
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  result = _result(run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}",
+                           f"--data={tiny_corpus}", "--set=train.keep_best=false"))
+  assert result["validation"]["weights_from_step"] == result["steps"] and "best" not in result["validation"]
+  assert not os.path.exists(os.path.join(workdir, "voice_encoder", "best"))
 
 
 def test_mirrored_two_cpu_replicas_stay_identical(tiny_corpus, tiny_faces_workdir, tmp_path):
@@ -130,6 +171,12 @@ def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(tiny_corpus,
   assert final["steps"] == expected["steps"] == 12
   assert final["replica_digests"] == expected["replica_digests"]
   assert final["losses"] == expected["losses"]
+  assert final["validation"]["best"] == expected["validation"]["best"]       # the best step survives a kill
+  assert final["validation"]["final"] == expected["validation"]["final"]
+  for name in ("voice_encoder.weights.h5", "best/voice_encoder.weights.h5"):  # BatchNorm statistics included
+    killed, uninterrupted = (_weights(os.path.join(w, "voice_encoder", name)) for w in (workdir, reference))
+    assert [n for n, _ in killed] == [n for n, _ in uninterrupted]
+    assert all((a == b).all() for (_, a), (_, b) in zip(killed, uninterrupted)), name
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])

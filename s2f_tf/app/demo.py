@@ -144,6 +144,8 @@ def run_demo(out_dir: str, config, identities: int = IDENTITIES,
       "R@1_over_chance": round(r1 / chance, 2), "sex_agreement": sex,
       "cosine_angle_degrees": entry["similarity"]["cosine_angle_degrees"]["mean"],
       "face_to_face_image_R@1": f2f_r1, "face_to_face_sharpness": f2f_sharpness,
+      "confidence_intervals": entry.get("confidence_intervals", {}),
+      "matching_1:2": {k: v["accuracy"] for k, v in entry.get("matching", {}).items()},
       "bars": {"R@1_over_chance >= 5": r1 / chance >= R1_OVER_CHANCE,
                "sex_agreement >= 0.90": sex is not None and sex >= SEX_AGREEMENT,
                "face_to_face_image_R@1 >= 0.90": f2f_r1 >= FACE_TO_FACE_R1,
@@ -161,8 +163,17 @@ def run_demo(out_dir: str, config, identities: int = IDENTITIES,
                                                                        h["gallery_size"]))
   log(f"   retrieval R@1 (cosine) {100 * r1:.1f}% = {h['R@1_over_chance']:.1f}x chance ({100 * chance:.1f}%)"
       f"  [bar: 5x] {'met' if h['bars']['R@1_over_chance >= 5'] else 'NOT MET'}")
+  ci = h["confidence_intervals"]
+
+  def interval(name: str) -> str:
+    return f" [95% {100 * ci[name]['low']:.1f}-{100 * ci[name]['high']:.1f}]" if name in ci else ""
+  log(f"   retrieval R@1{interval('retrieval_R@1')}; 1:2 matching "
+      + ", ".join(f"{label} {100 * h['matching_1:2'][k]:.1f}%{interval(name)}"
+                  for k, label, name in (("unconstrained", "any distractor", "matching_1:2"),
+                                         ("same_sex", "same-sex distractor", "matching_1:2_same_sex"))
+                  if k in h["matching_1:2"]) + " (chance 50%)")
   if sex is not None:
-    log(f"   sex agreement, voice-predicted vs true face: {100 * sex:.0f}%  [bar: 90%] "
+    log(f"   sex agreement, voice-predicted vs true face: {100 * sex:.0f}%{interval('sex_agreement')}  [bar: 90%] "
         f"{'met' if h['bars']['sex_agreement >= 0.90'] else 'NOT MET'}")
   log(f"   face to face (decoded from the true feature, re-encoded): image-space R@1 {100 * f2f_r1:.1f}% "
       f"[bar: 90%] {'met' if h['bars']['face_to_face_image_R@1 >= 0.90'] else 'NOT MET'}; sharpness "

@@ -132,6 +132,9 @@ class TrainConfig:
   keep_checkpoints: int = 3
   shuffle_buffer: int = 1024               # records (saved in checkpoints for exact resume)
   seed: int = 0
+  validate_every: int = 5000               # held-out loss terms and figure, TensorBoard validation/ (0: off)
+  validation_clips: int = 512              # the validation split's first clips, read once per run
+  keep_best: bool = True                   # a stage's weights come from its best validation figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -258,4 +261,7 @@ def validate(config: Config) -> Config:
   if config.train.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
     raise ValueError("train.precision must be auto, float32, mixed_bfloat16 or mixed_float16, got "
                      f"{config.train.precision!r}")
+  if config.train.validate_every < 0 or config.train.validation_clips < 1:
+    raise ValueError("train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "
+                     f"{config.train.validate_every} and {config.train.validation_clips}")
   return config

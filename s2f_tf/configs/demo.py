@@ -57,5 +57,5 @@ def get_config() -> Config:
       train=TrainConfig(batch_size=32, face_encoder_steps=1500, face_decoder_steps=1000,
                         voice_encoder_steps=2000, face_encoder_learning_rate=1e-3,
                         face_decoder_learning_rate=1e-3, log_every=25, image_every=100,
-                        checkpoint_every=200, shuffle_buffer=512),
+                        checkpoint_every=200, shuffle_buffer=512, validate_every=500, validation_clips=256),
   )

@@ -19,5 +19,6 @@ def get_config() -> Config:
                                      texture_min_channels=8, normalize_input=True,
                                      warp_interpolation="bicubic"),
       train=TrainConfig(batch_size=4, face_encoder_steps=6, face_decoder_steps=6, voice_encoder_steps=6,
-                        log_every=2, image_every=3, checkpoint_every=3, shuffle_buffer=16),
+                        log_every=2, image_every=3, checkpoint_every=3, shuffle_buffer=16,
+                        validate_every=3, validation_clips=16),
   )

@@ -11,7 +11,9 @@
     under MultiWorkerMirroredStrategy a SIGTERM saves the model through TF's
     PreemptionCheckpointHandler (the input then resumes from the last periodic position)
   observability: resolved config in the workdir, TensorBoard scalars/images/audio, profiler window,
-    progress bar (step, loss, examples/s, ETA)
+    progress bar (step, loss, examples/s, ETA, the latest validation figure)
+  validation: every train.validate_every steps the chief evaluates held-out clips (train/validation.py:
+    TensorBoard validation/, the best weights kept and used as the stage's output)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.progress import Progress
 from s2f_tf.train import runtime
 from s2f_tf.train.stages import STAGE_CLASSES
+from s2f_tf.train.validation import Validator
 from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config, write_text_atomic
 
 # Config sections that define the networks: a workdir's stages must agree on them.
@@ -221,6 +224,11 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
     with _naming_corrupt_shards(info.files(options.data_dir, preview_split)):
       preview = next(iter(make_dataset(options.data_dir, preview_split, preview_options, info=info)))
 
+  validator = None
+  if chief:
+    with _naming_corrupt_shards(info.files(options.data_dir, "validation") if info.shards.get("validation") else []):
+      validator = Validator(stage, config, info, options.data_dir, input_options, log)
+  validated: dict = {}
   start_step = int(step.numpy())
   if start_step >= total_steps:
     log(f"[{stage.name}] already at step {start_step} of {total_steps}")
@@ -262,10 +270,14 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
           tf.summary.scalar("skipped_steps", current - int(_inner(optimizer).iterations.numpy()), step=current)
       if preview is not None and (current % config.train.image_every == 0 or current == total_steps):
         stage.summaries(preview, current)
+      if validator is not None and validator.due(current, total_steps):
+        entry = validator.run(current)
+        if "figure" in entry:
+          validated = {f"val {entry['figure']}": entry["value"]}
       if current % config.train.checkpoint_every == 0:
         positions.save(current, position)
         manager.save(checkpoint_number=current)
-      progress.update(current, {"loss": values["total"], "examples/s": rate})
+      progress.update(current, {"loss": values["total"], "examples/s": rate, **validated})
     if profiling:
       tf.profiler.experimental.stop()
     writer.flush()
@@ -282,6 +294,13 @@ def train(config: Config, options: TrainOptions, log=print) -> dict:
     result["skipped_steps"] = final_step - int(_inner(optimizer).iterations.numpy())
     result["loss_scale"] = float(optimizer.dynamic_scale.numpy())
   if chief:
+    validation = validator.finish(final_step) if validator is not None else None
+    if validation is not None:
+      result["validation"] = validation
+      if "best" in validation:
+        best = validation["best"]
+        log(f"[{stage.name}] weights from step {validation['weights_from_step']}: best validation "
+            f"{best['figure']} {best['value']:.3f} (step {best['step']})")
     result["outputs"] = stage.save_outputs()
     write_text_atomic(layout.result(stage.name), json.dumps(result, indent=2))
   if scratch:

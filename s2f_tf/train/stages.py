@@ -32,6 +32,7 @@ def _images_float(images: tf.Tensor) -> tf.Tensor:
 class Stage:
   name = ""
   fields: tuple[str, ...] = ()
+  validation_losses = True         # its loss terms mean something on held-out speakers
 
   def __init__(self, config: Config, info: DatasetInfo, workdir: str, vgg_face_weights: str | None = None):
     self.config, self.info, self.workdir, self.vgg_face_weights = config, info, workdir, vgg_face_weights
@@ -63,7 +64,10 @@ class Stage:
     return getattr(self, self.name).trainable_variables
 
   def checkpoint_items(self) -> dict:
-    return {self.name: getattr(self, self.name)}
+    # Every variable by its path, BatchNorm's moving statistics included: Keras 3 models keep layers
+    # in plain lists, which tf.train.Checkpoint does not follow (it saved only the trainable
+    # variables, through the optimizer, so a resumed run lost the moving statistics).
+    return {self.name: {v.path: v for v in getattr(self, self.name).variables}}
 
   def compute_loss(self, batch: dict, training: bool) -> dict[str, tf.Tensor]:
     """Per-example loss terms [per-replica batch], including 'total'."""
@@ -71,6 +75,10 @@ class Stage:
 
   def summaries(self, batch: dict, step: int) -> None:
     """Writes image/audio summaries for a preview batch (chief only, default strategy scope)."""
+
+  def validation_outputs(self, batch: dict) -> dict[str, tf.Tensor]:
+    """Features for the stage's held-out figure (train/validation.py), inference mode."""
+    raise NotImplementedError
 
   def save_outputs(self) -> list[str]:
     path = Workdir(self.workdir).weights(self.name)
@@ -88,6 +96,7 @@ def _grid(columns: list[tf.Tensor], rows: int = 4) -> tf.Tensor:
 class FaceEncoderStage(Stage):
   name = "face_encoder"
   fields = ("image", "speaker")
+  validation_losses = False        # a softmax over training identities; validation speakers are others
 
   @property
   def steps(self):
@@ -111,6 +120,9 @@ class FaceEncoderStage(Stage):
 
   def summaries(self, batch, step):
     tf.summary.image("faces/input", tf.cast(batch["image"][:4], tf.float32) / 255.0, step=step, max_outputs=4)
+
+  def validation_outputs(self, batch):
+    return {"feature": self.face_encoder(_images_float(batch["image"]), training=False)["feature"]}
 
 
 class FaceDecoderStage(Stage):
@@ -154,6 +166,11 @@ class FaceDecoderStage(Stage):
     return losses.face_decoder_loss(texture_true, out["texture"], batch["target_landmarks"], out["landmarks"],
                                     feature, decoded_feature, c.decoder_texture, c.decoder_landmarks,
                                     c.decoder_feature, **blocks)
+
+  def validation_outputs(self, batch):
+    feature = self.face_encoder(_images_float(batch["image"]), training=False)["feature"]
+    decoded = self.face_decoder(feature, training=False)["image"] * 255.0
+    return {"feature": feature, "reencoded": self.face_encoder(decoded, training=False)["feature"]}
 
   def summaries(self, batch, step):
     images = _images_float(batch["image"])
@@ -203,6 +220,10 @@ class VoiceEncoderStage(Stage):
     return losses.speech2face_loss(dec.bottleneck_features(v_f), dec.bottleneck_features(v_s), v_f, v_s,
                                    logits_f, self.face_encoder.logits_from_feature(v_s),
                                    c.lambda_feature, c.lambda_distill, c.temperature)
+
+  def validation_outputs(self, batch):
+    v_f, _ = self._teacher(batch)
+    return {"feature": v_f, "voice": self.voice_encoder(self.front_end(batch["pcm"]), training=False)}
 
   def summaries(self, batch, step):
     v_f, _ = self._teacher(batch)
