@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 
 import numpy as np
 import tensorflow as tf
@@ -100,6 +101,7 @@ class Validator:
 
   def run(self, step: int) -> dict:
     """Validation figures at `step`, written as TensorBoard scalars (the caller's writer)."""
+    started = time.time()
     sums: dict[str, float] = {}
     outputs: dict[str, list] = {}
     for batch in self.batches:
@@ -116,6 +118,7 @@ class Validator:
       tf.summary.scalar(f"validation/{name}", value, step=step)
     for k, v in sums.items():
       tf.summary.scalar(f"validation/loss/{k}", v / n, step=step)
+    entry["seconds"] = round(time.time() - started, 2)
     self.history.append(entry)
     if self.figure_ok and self.keep_best and np.isfinite(entry["value"]) and (
         self.best is None or self.best["step"] > step or entry["value"] > self.best["value"]):
