@@ -28,6 +28,7 @@ setup(
         "grpcio>=1.60",
         "protobuf>=5,<7",
         "matplotlib>=3.8",              # report.html's plots
+        "webrtcvad-wheels>=2.0.14",     # voice activity in whole recordings (s2f predict)
     ],
     extras_require={"test": ["pytest>=8", "librosa>=0.10", "selenium>=4.20"]},   # selenium: browser tests
     entry_points={"console_scripts": ["s2f=s2f_tf.app.cli:run"]},

@@ -12,6 +12,9 @@ batches int16 PCM; this layer converts it.
     -> [batch, frames, bins, 2]
 
 Always float32, whatever the mixed-precision policy (docs/DESIGN.md).
+
+`mfcc_frames` is the other way audio becomes a spectrogram here: MFCCs of a whole recording on the
+host, for telling its speakers apart (s2f_tf/recording.py), not for the model.
 """
 
 from __future__ import annotations
@@ -22,6 +25,21 @@ import tensorflow as tf
 
 from s2f_tf import contract
 
+
+
+MFCC_HOP_SAMPLES = 160                 # 10 ms at 16 kHz
+
+
+def mfcc_frames(pcm: np.ndarray, coefficients: int = 12, sample_rate: int = contract.SAMPLE_RATE) -> np.ndarray:
+  """int16 [N] -> float64 [frames, coefficients]: MFCCs 1..coefficients (c0, the loudness, left
+  out) of 25 ms Hann frames every MFCC_HOP_SAMPLES, 40 mel bands from 60 Hz to 7.6 kHz."""
+  x = tf.constant(contract.pcm_to_float(pcm))
+  if x.shape[0] < 400:
+    return np.zeros([0, coefficients])
+  power = tf.abs(tf.signal.stft(x, 400, MFCC_HOP_SAMPLES, 512)) ** 2                # [frames, 257]
+  mel = tf.signal.linear_to_mel_weight_matrix(40, 257, sample_rate, 60.0, min(7600.0, sample_rate / 2))
+  log_mel = tf.math.log(tf.matmul(power, mel) + 1e-6)
+  return tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[:, 1:coefficients + 1].numpy().astype(np.float64)
 
 
 def num_frames(samples: int, window_samples: int, hop_samples: int) -> int:

@@ -7,6 +7,8 @@
               signature SIGNATURE: INPUT float32 [batch, samples] at SAMPLE_RATE
                                    -> OUTPUTS face_feature [B, D], face_image uint8 [B, S, S, 3],
                                       landmarks [B, K, 2]
+              signature DECODE_SIGNATURE: FEATURE_INPUT float32 [batch, D] (a face feature, e.g.
+                                   one speaker's combined windows) -> DECODE_OUTPUTS face_image, landmarks
               assets.extra/MODEL_INFO_FILE (the export's limits and shapes, `model_info`)
               assets.extra/WARMUP_FILE (PredictionLog records, at most MAX_WARMUP_RECORDS)
   failures  S2FError: a failure whose message is written for the user (the `s2f` command prints it
@@ -80,6 +82,9 @@ def split_from_unit(u: float, fractions: Sequence[float] = SPLIT_FRACTIONS) -> s
 SIGNATURE = "serving_default"
 INPUT = "waveform"
 OUTPUTS = ("face_feature", "face_image", "landmarks")
+DECODE_SIGNATURE = "decode_feature"
+FEATURE_INPUT = "face_feature"
+DECODE_OUTPUTS = ("face_image", "landmarks")
 ASSETS_EXTRA = "assets.extra"
 MODEL_INFO_FILE = "s2f_model.json"
 WARMUP_FILE = "tf_serving_warmup_requests"     # TF Serving's name
@@ -141,7 +146,9 @@ def model_info(config_name: str, min_samples: int, max_samples: int, clip_sample
   return {"config": config_name, "sample_rate": sample_rate, "min_samples": int(min_samples),
           "max_samples": int(max_samples), "clip_samples": int(clip_samples), "feature_dim": int(feature_dim),
           "image_size": int(image_size), "num_landmarks": int(num_landmarks),
-          "signature": SIGNATURE, "input": INPUT, "outputs": list(OUTPUTS)}
+          "signature": SIGNATURE, "input": INPUT, "outputs": list(OUTPUTS),
+          "decode_signature": DECODE_SIGNATURE, "decode_input": FEATURE_INPUT,
+          "decode_outputs": list(DECODE_OUTPUTS)}
 
 
 def model_info_path(version_path: str) -> str:
@@ -215,13 +222,42 @@ def check_waveform(info: dict[str, Any], dtype: str, shape: Sequence[int] | None
     fail("clip too long")
 
 
+def describe_feature(info: dict[str, Any], max_batch: int | None = None) -> str:
+  """The DECODE_SIGNATURE's input contract in words, for error messages."""
+  return (f"input '{FEATURE_INPUT}' must be float32 [batch, {info.get('feature_dim') or 'D'}]"
+          + (f", batch 1..{max_batch}" if max_batch else ""))
+
+
+def check_feature(info: dict[str, Any], dtype: str, shape: Sequence[int] | None,
+                  max_batch: int | None = None) -> None:
+  """The DECODE_SIGNATURE's input: float32 [batch, feature_dim]; raises InputError like check_waveform."""
+  dim = info.get("feature_dim")
+  expected = describe_feature(info, max_batch)
+  got = f"{dtype} {shape_str(shape) if shape is not None else '[unknown rank]'}"
+
+  def fail(why: str):
+    raise InputError(why, f"{why}: {expected}; got {got}")
+
+  if dtype != "float32":
+    fail("wrong dtype")
+  if shape is None or len(shape) != 2:
+    fail("wrong rank")
+  if any(d <= 0 for d in shape):
+    fail("empty input")
+  if max_batch and shape[0] > max_batch:
+    fail("batch too large")
+  if dim and shape[1] != dim:
+    fail("wrong feature size")
+
+
 def check_finite(info: dict[str, Any], waveform: np.ndarray, max_batch: int | None = None,
-                 input_name: str = INPUT) -> None:
-  """NaN/Inf would propagate silently through the model: refuse them (InputError)."""
+                 input_name: str = INPUT, expected: str | None = None) -> None:
+  """NaN/Inf would propagate silently through the model: refuse them (InputError). `expected` is
+  the input contract in words (default: the waveform's)."""
   if not np.isfinite(waveform).all():
     kind = "NaN" if np.isnan(waveform).any() else "Inf"
-    raise InputError("non-finite values", f"non-finite values: "
-                     f"{describe_input(info, max_batch, input_name=input_name)}, finite; got "
+    expected = expected or describe_input(info, max_batch, input_name=input_name)
+    raise InputError("non-finite values", f"non-finite values: {expected}, finite; got "
                      f"{waveform.dtype.name} {shape_str(waveform.shape)} containing {kind}")
 
 

@@ -8,6 +8,8 @@
 Signature `serving_default`:
   waveform     float32 [batch, samples] at 16 kHz (any length in [min, max]; short clips are tiled)
   -> face_feature float32 [batch, D], face_image uint8 [batch, S, S, 3], landmarks float32 [batch, K, 2]
+Signature `decode_feature` (the face decoder alone, for a feature combined from several windows):
+  face_feature float32 [batch, D] -> face_image, landmarks
 The export is built in a temporary directory next to the versions and renamed when complete, so
 a polling server never sees half a model. It is reloaded and checked against the in-process model
 before the rename.
@@ -23,24 +25,35 @@ import tensorflow as tf
 
 from s2f_tf import contract
 from s2f_tf.configs import Config
-from s2f_tf.contract import INPUT, OUTPUTS, SIGNATURE
+from s2f_tf.contract import DECODE_OUTPUTS, DECODE_SIGNATURE, FEATURE_INPUT, INPUT, OUTPUTS, SIGNATURE
 from s2f_tf.workdir import load_trained_model
 
 
 class ServingModule(tf.Module):
-  """The exported computation: raw waveform in, feature + face image + landmarks out."""
+  """The exported computation: raw waveform in, feature + face image + landmarks out (`serve`);
+  a face feature in, face image + landmarks out (`decode`)."""
 
-  def __init__(self, model):
+  def __init__(self, model, feature_dim: int):
     super().__init__()
     self.model = model
+    self.decode = tf.function(self._decode, input_signature=[
+        tf.TensorSpec([None, feature_dim], tf.float32, name=FEATURE_INPUT)])
+
+  @staticmethod
+  def _image(image):
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 1.0) * 255.0), tf.uint8)
 
   @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name=INPUT)])
   def serve(self, waveform):
     out = self.model(waveform, training=False)
-    image = tf.cast(tf.round(tf.clip_by_value(out["face_image"], 0.0, 1.0) * 255.0), tf.uint8)
     return {"face_feature": tf.identity(out["face_feature"], name="face_feature"),
-            "face_image": tf.identity(image, name="face_image"),                 # [B, S, S, 3]
-            "landmarks": tf.identity(out["landmarks"], name="landmarks")}        # [B, K, 2]
+            "face_image": tf.identity(self._image(out["face_image"]), name="face_image"),  # [B, S, S, 3]
+            "landmarks": tf.identity(out["landmarks"], name="landmarks")}                # [B, K, 2]
+
+  def _decode(self, face_feature):
+    out = self.model.face_decoder(face_feature, training=False)
+    return {"face_image": tf.identity(self._image(out["image"]), name="face_image"),
+            "landmarks": tf.identity(out["landmarks"], name="landmarks")}
 
 
 def next_version(model_dir: str) -> int:
@@ -80,9 +93,9 @@ def export_model(model, config: Config, export_base: str, model_name: str, versi
   tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
   if tf.io.gfile.exists(tmp):
     tf.io.gfile.rmtree(tmp)
-  module = ServingModule(model)
+  module = ServingModule(model, config.feature_dim)
   try:
-    tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve})
+    tf.saved_model.save(module, tmp, signatures={SIGNATURE: module.serve, DECODE_SIGNATURE: module.decode})
     extra = os.path.join(tmp, contract.ASSETS_EXTRA)
     tf.io.gfile.makedirs(extra)
     with tf.io.TFRecordWriter(os.path.join(extra, contract.WARMUP_FILE)) as writer:
@@ -113,6 +126,12 @@ def check_export(path: str, model, config: Config, atol: float = 1e-4) -> None:
   image = np.round(np.clip(want["face_image"].numpy(), 0, 1) * 255)
   if np.abs(got["face_image"].numpy().astype(np.int32) - image).max() > 1:
     raise AssertionError("exported face_image differs from the in-process model")
+  decoded = loaded.signatures[DECODE_SIGNATURE](**{FEATURE_INPUT: got["face_feature"]})
+  if set(decoded) != set(DECODE_OUTPUTS):
+    raise AssertionError(f"exported {DECODE_SIGNATURE} outputs {sorted(decoded)} != {list(DECODE_OUTPUTS)}")
+  np.testing.assert_allclose(decoded["landmarks"].numpy(), got["landmarks"].numpy(), atol=atol, rtol=1e-4)
+  if np.abs(decoded["face_image"].numpy().astype(np.int32) - got["face_image"].numpy()).max() > 1:
+    raise AssertionError(f"exported {DECODE_SIGNATURE} face_image differs from {SIGNATURE}'s")
 
 
 def export_workdir(workdir: str, export_base: str, model_name: str, version: int | None = None) -> str:

@@ -1,12 +1,16 @@
-"""`s2f predict AUDIO`: a face from any audio file, through a server or a local SavedModel.
+"""`s2f predict AUDIO`: faces from any audio file, through a server or a local SavedModel.
 
-  audio file (WAV/FLAC/OGG/MP3/M4A, any rate and channels) -> 16 kHz mono int16 (s2f_tf/media/audio.py)
-    -> float32 [1, samples] (the centre `max_samples` kept if longer) -> serving_default
-    -> face_image PNG (+ face_feature .npy on request)
-A predictor is anything with `predict(waveform float32 [B, N]) -> {output name: array}`: the gRPC
-and REST clients (serving/client.py) or `LocalModel` here, which checks its input against the
-export's contract (s2f_tf/contract.py) the way the server does, so both paths fail with the same
-short message.
+  audio file (WAV/FLAC/OGG/MP3/M4A, any rate, channels and length) -> 16 kHz mono int16
+    (s2f_tf/media/audio.py)
+  -> s2f_tf/recording.py: speech (voice activity), speakers, model-length windows per speaker,
+     each window through `serving_default`, one combined feature per speaker
+  -> `decode_feature` -> one face PNG per speaker (+ its feature .npy on request), and a JSON
+     report of the speech used and where (`predict_recording`)
+With no usable speech it raises MediaError(no_speech) and writes nothing.
+A predictor is anything with `predict(waveform float32 [B, N]) -> {output name: array}` and
+`decode(feature float32 [B, D]) -> {"face_image", "landmarks"}`: the gRPC client
+(serving/client.py) or `LocalModel` here, which checks its input against the export's contract
+(s2f_tf/contract.py) the way the server does, so both paths fail with the same short message.
 """
 
 from __future__ import annotations
@@ -18,14 +22,6 @@ import tensorflow as tf
 
 from s2f_tf import contract
 from s2f_tf.media.audio import load_audio
-
-
-def waveform_from_file(path: str, max_samples: int | None = None) -> np.ndarray:
-  """Audio file -> float32 [1, samples] in [-1, 1] at 16 kHz (the centre part if too long)."""
-  pcm = load_audio(path)                                                   # int16 [N]
-  if max_samples:
-    pcm = contract.center_crop(pcm, max_samples)
-  return contract.pcm_to_float(pcm)[None, :]                               # [1, N]
 
 
 class LocalModel:
@@ -41,6 +37,7 @@ class LocalModel:
     if contract.SIGNATURE not in signatures:
       raise contract.S2FError(f"{self.path} has no {contract.SIGNATURE!r} signature (has {sorted(signatures)})")
     self.fn = signatures[contract.SIGNATURE]
+    self.decoder = signatures.get(contract.DECODE_SIGNATURE)            # None: an export before it
     self.info = contract.read_model_info(self.path)
 
   def predict(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
@@ -51,6 +48,20 @@ class LocalModel:
     contract.check_finite(self.info, array)
     try:
       out = self.fn(**{contract.INPUT: tf.constant(array)})
+    except tf.errors.OpError as e:
+      raise contract.S2FError(f"model error: {contract.clean_tf_message(e.message)}") from None
+    return {k: v.numpy() for k, v in out.items()}
+
+  def decode(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    """face features float32 [B, D] -> {"face_image", "landmarks"} (the DECODE_SIGNATURE)."""
+    if self.decoder is None:
+      raise contract.S2FError(f"{self.path} has no {contract.DECODE_SIGNATURE!r} signature: "
+                              f"export the model again with this version of s2f")
+    array = np.asarray(features, np.float32)
+    contract.check_feature(self.info, array.dtype.name, array.shape)
+    contract.check_finite(self.info, array, expected=contract.describe_feature(self.info))
+    try:
+      out = self.decoder(**{contract.FEATURE_INPUT: tf.constant(array)})
     except tf.errors.OpError as e:
       raise contract.S2FError(f"model error: {contract.clean_tf_message(e.message)}") from None
     return {k: v.numpy() for k, v in out.items()}
@@ -67,15 +78,55 @@ def save_face(image: np.ndarray, path: str, scale: int = 1) -> None:
   os.replace(tmp, path)
 
 
-def predict_file(audio_path: str, out_path: str, predictor, feature_out: str | None = None,
-                 max_samples: int | None = None) -> dict:
-  wave = waveform_from_file(audio_path, max_samples)
-  out = predictor.predict(wave)
-  save_face(out["face_image"][0], out_path)
-  if feature_out:
-    feature_out = feature_out if feature_out.endswith(".npy") else feature_out + ".npy"   # as np.save
-    tmp = f"{feature_out}.tmp-{os.getpid()}.npy"
-    np.save(tmp, np.asarray(out["face_feature"][0], np.float32))
-    os.replace(tmp, feature_out)
-  return {"audio": audio_path, "seconds": contract.seconds(wave.shape[1]), "face": out_path,
-          "feature": feature_out, "feature_dim": int(out["face_feature"].shape[-1])}
+def numbered(path: str, index: int, count: int) -> str:
+  """`path` itself for a single speaker; face.png -> face-1.png, face-2.png, ... for several."""
+  if count <= 1:
+    return path
+  root, ext = os.path.splitext(path)
+  return f"{root}-{index}{ext}"
+
+
+def save_feature(feature: np.ndarray, path: str) -> str:
+  path = path if path.endswith(".npy") else path + ".npy"                        # as np.save
+  tmp = f"{path}.tmp-{os.getpid()}.npy"
+  np.save(tmp, np.asarray(feature, np.float32))
+  os.replace(tmp, path)
+  return path
+
+
+def _span_json(spans, sample_rate: int) -> list[list[float]]:
+  return [[round(a / sample_rate, 2), round(b / sample_rate, 2)] for a, b in spans]
+
+
+def predict_recording(audio_path: str, out_path: str, predictor, info: dict | None = None,
+                      feature_out: str | None = None, speakers: int | None = None) -> dict:
+  """A whole recording -> one face per speaker (see the module docstring); returns the JSON report.
+  `info` is the export's model info (LocalModel.info; for a server, `GrpcClient.model_info()`)."""
+  from s2f_tf import recording
+  from s2f_tf.media.errors import NO_SPEECH, MediaError
+  info = info or {}
+  sr = int(info.get("sample_rate", contract.SAMPLE_RATE))
+  pcm = load_audio(audio_path, sr)
+  found = recording.analyse(pcm, predictor, info, speakers=speakers)
+  if not found.speakers:
+    heard = contract.seconds(found.speech_samples, sr)
+    raise MediaError(NO_SPEECH, f"{audio_path}: no usable speech in {contract.seconds(found.samples, sr):.1f} s "
+                     f"of audio ({heard:.1f} s detected as speech, at least "
+                     f"{contract.seconds(int(info.get('min_samples') or 1), sr):.1f} s in one stretch needed); "
+                     f"no face written")
+  decoded = predictor.decode(np.stack([s.feature for s in found.speakers]))
+  report = {"audio": audio_path, "seconds": round(contract.seconds(found.samples, sr), 2),
+            "speech_seconds": round(contract.seconds(found.speech_samples, sr), 2),
+            "speech": _span_json(found.speech, sr), "speakers": []}
+  count = len(found.speakers)
+  for i, speaker in enumerate(found.speakers):
+    face = numbered(out_path, i + 1, count)
+    save_face(decoded["face_image"][i], face)
+    entry = {"speaker": i + 1, "seconds": round(contract.seconds(speaker.samples, sr), 2),
+             "spans": _span_json(speaker.turns, sr), "windows": len(speaker.windows),
+             "window_seconds": round(contract.seconds(max(b - a for a, b in speaker.windows), sr), 2),
+             "face": face, "feature_dim": int(speaker.feature.shape[-1])}
+    if feature_out:
+      entry["feature"] = save_feature(speaker.feature, numbered(feature_out, i + 1, count))
+    report["speakers"].append(entry)
+  return report

@@ -7,7 +7,9 @@
 
 Both clients pin the signature ("serving_default"), the input name ("waveform") and the output
 names (`OUTPUTS`, sent as the request's output_filter over gRPC and checked over REST), set a deadline on
-every call, and raise `ServingError(code, message)` carrying the server's own message. Only transient
+every call, and raise `ServingError(code, message)` carrying the server's own message.
+`GrpcClient.decode(features)` calls the export's second signature ("decode_feature": a face feature
+in, face image and landmarks out), which `s2f predict` uses for a speaker's combined feature. Only transient
 failures are retried (UNAVAILABLE, and RESOURCE_EXHAUSTED from a busy server), with exponential
 backoff; INVALID_ARGUMENT, NOT_FOUND, message-too-large and every other code fail at once.
 
@@ -33,7 +35,8 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc)
 
 from s2f_tf import contract
-from s2f_tf.contract import INPUT, OUTPUTS, SIGNATURE, S2FError
+from s2f_tf.contract import (DECODE_OUTPUTS, DECODE_SIGNATURE, FEATURE_INPUT, INPUT, OUTPUTS, SIGNATURE,
+                             S2FError)
 from serving.protos import (DEFAULT_MAX_MESSAGE_BYTES, DT_TO_NP, metadata_to_dict, ndarray_to_tensor_proto,
                             status_to_dict, tensor_proto_to_ndarray)
 
@@ -142,14 +145,15 @@ class GrpcClient:
                    "shorter clips per request, or raise max_message_bytes on client and server)"
       raise ServingError(code.name, details) from None
 
-  def predict_request(self, waveform: np.ndarray) -> predict_pb2.PredictRequest:
+  def predict_request(self, waveform: np.ndarray, signature: str | None = None, input_name: str | None = None,
+                      outputs: Sequence[str] | None = None) -> predict_pb2.PredictRequest:
     """The PredictRequest `predict` sends (float inputs are cast to float32; anything else is sent
-    as is, so the server reports what it expects)."""
+    as is, so the server reports what it expects); the pinned signature unless told otherwise."""
     array = contract.as_waveform(waveform)
     request = predict_pb2.PredictRequest(
-        model_spec=_model_spec(self.model_name, self.signature, self.version, self.version_label),
-        output_filter=list(self.outputs))
-    request.inputs[self.input_name].CopyFrom(ndarray_to_tensor_proto(array))
+        model_spec=_model_spec(self.model_name, signature or self.signature, self.version, self.version_label),
+        output_filter=list(self.outputs if outputs is None else outputs))
+    request.inputs[input_name or self.input_name].CopyFrom(ndarray_to_tensor_proto(array))
     return request
 
   def predict(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
@@ -161,6 +165,15 @@ class GrpcClient:
       raise ServingError("INTERNAL", f"response lacks pinned outputs {sorted(missing)}; "
                          f"got {sorted(response.outputs)}")
     return {k: tensor_proto_to_ndarray(response.outputs[k]) for k in self.outputs}
+
+  def decode(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    """The export's DECODE_SIGNATURE: face features float32 [B, D] -> {"face_image", "landmarks"}."""
+    request = self.predict_request(features, DECODE_SIGNATURE, FEATURE_INPUT, DECODE_OUTPUTS)
+    response = self._call(self._predict.Predict, request)
+    missing = set(DECODE_OUTPUTS) - set(response.outputs)
+    if missing:
+      raise ServingError("INTERNAL", f"response lacks outputs {sorted(missing)}; got {sorted(response.outputs)}")
+    return {k: tensor_proto_to_ndarray(response.outputs[k]) for k in DECODE_OUTPUTS}
 
   def predict_response(self, waveform: np.ndarray) -> predict_pb2.PredictResponse:
     """The raw PredictResponse (model_spec carries the version that answered)."""

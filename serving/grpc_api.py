@@ -17,9 +17,8 @@ import grpc
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 
-from s2f_tf import contract
 from serving.protos import ndarray_to_tensor_proto
-from serving.validation import RequestError, check_output_filter, check_signature, waveform_from_proto
+from serving.validation import RequestError, check_output_filter, input_from_proto
 
 log = logging.getLogger("s2f.serving")
 
@@ -28,16 +27,16 @@ def predict_proto(backend: Any, request: predict_pb2.PredictRequest, time_remain
                   ) -> predict_pb2.PredictResponse:
   """PredictRequest -> PredictResponse (raises RequestError)."""
   servable = backend.resolve(request.model_spec)
-  check_signature(request.model_spec.signature_name)
-  outputs = check_output_filter(servable, request.output_filter)
-  waveform = waveform_from_proto(servable, request.inputs, backend.max_batch)
+  signature = servable.signature(request.model_spec.signature_name)
+  outputs = check_output_filter(signature, request.output_filter)
+  array = input_from_proto(signature, request.inputs, backend.max_batch)
   if time_remaining is not None and time_remaining <= 0:
     raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the model ran")
-  result = servable.run(waveform)
+  result = signature.run(array)
   response = predict_pb2.PredictResponse()
   response.model_spec.name = backend.model_name
   response.model_spec.version.value = servable.version
-  response.model_spec.signature_name = contract.SIGNATURE
+  response.model_spec.signature_name = signature.name
   for name in outputs:
     response.outputs[name].CopyFrom(ndarray_to_tensor_proto(result[name]))
   return response

@@ -27,7 +27,7 @@ import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from serving.protos import metadata_to_dict, status_to_dict
-from serving.validation import RequestError, check_input_names, check_signature, waveform_from_json
+from serving.validation import RequestError, check_input_names, input_from_json
 
 log = logging.getLogger("s2f.serving")
 
@@ -61,10 +61,10 @@ def rest_predict(backend: Any, name: str, version: str | None, label: str | None
   if not isinstance(request, dict):
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "request body must be a JSON object")
   servable = backend.resolve(spec)
-  signature = request.get("signature_name", "")
-  if not isinstance(signature, str):
+  signature_name = request.get("signature_name", "")
+  if not isinstance(signature_name, str):
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "signature_name must be a string")
-  check_signature(signature)
+  signature = servable.signature(signature_name)
   has_rows, has_cols = "instances" in request, "inputs" in request
   if has_rows == has_cols:
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, 'request must have exactly one of "instances" '
@@ -73,21 +73,21 @@ def rest_predict(backend: Any, name: str, version: str | None, label: str | None
     rows = request["instances"]
     if isinstance(rows, list) and rows and all(isinstance(r, dict) for r in rows):
       for r in rows:
-        check_input_names(servable, r.keys(), backend.max_batch)
-      rows = [r[servable.input_name] for r in rows]
+        check_input_names(signature, r.keys(), backend.max_batch)
+      rows = [r[signature.input_name] for r in rows]
     value = rows
   else:
     value = request["inputs"]
     if isinstance(value, dict):
-      check_input_names(servable, value.keys(), backend.max_batch)
-      value = value[servable.input_name]
-  waveform = waveform_from_json(servable, value, backend.max_batch)
-  result = servable.run(waveform)
-  names = list(servable.output_names)
+      check_input_names(signature, value.keys(), backend.max_batch)
+      value = value[signature.input_name]
+  array = input_from_json(signature, value, backend.max_batch)
+  result = signature.run(array)
+  names = list(signature.output_names)
   if has_cols:
     return {"outputs": {k: result[k].tolist() for k in names}}
   lists = {k: result[k].tolist() for k in names}
-  return {"predictions": [{k: lists[k][i] for k in names} for i in range(waveform.shape[0])]}
+  return {"predictions": [{k: lists[k][i] for k in names} for i in range(array.shape[0])]}
 
 
 def rest_status(backend: Any, name: str, version: str | None, label: str | None) -> dict:

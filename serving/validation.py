@@ -1,10 +1,12 @@
 """What the development server refuses, and how it says so: `RequestError` (a gRPC status code and
 the message the client sees), TF Serving's status -> HTTP mapping, and the checks every request
-passes before the model runs (signature, input and output names, the waveform's dtype, rank, clip
-length, batch size and values), for PredictRequest protos and REST JSON alike.
+passes before the model runs (input and output names, the input's dtype, rank, clip length or
+feature size, batch size and values), for PredictRequest protos and REST JSON alike. (An unknown
+signature name is refused by serving.servable.Servable.signature.)
 
-The waveform rules are the s2f contract's (`contract.check_waveform`, `contract.check_finite`);
-their `InputError`s become INVALID_ARGUMENT with the same message.
+The input rules are the s2f contract's (`contract.check_waveform` for SIGNATURE's waveform,
+`contract.check_feature` for DECODE_SIGNATURE's face feature, `contract.check_finite`); their
+`InputError`s become INVALID_ARGUMENT with the same message.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def grpc_code(tf_error_code: int) -> grpc.StatusCode:
 
 
 class ServableInput(Protocol):
-  """What the checks read of a loaded version (serving.servable.Servable has it)."""
+  """What the checks read of one served signature (serving.servable.Signature has it)."""
+  name: str                                    # the signature's name
   input_name: str
   input_dtype: int                             # TensorProto dtype enum
   input_rank: int | None
@@ -55,8 +58,14 @@ class ServableInput(Protocol):
   info: dict                                   # assets.extra/MODEL_INFO_FILE (may be empty)
 
 
+def _is_decode(servable: ServableInput) -> bool:
+  return servable.name == contract.DECODE_SIGNATURE
+
+
 def expected(servable: ServableInput, max_batch: int) -> str:
   """The input contract in words, for error messages."""
+  if _is_decode(servable):
+    return contract.describe_feature(servable.info, max_batch)
   return contract.describe_input(servable.info, max_batch, dtype_name(servable.input_dtype),
                                  servable.input_name)
 
@@ -65,18 +74,11 @@ def _invalid(e: contract.InputError) -> RequestError:
   return RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(e))
 
 
-def check_signature(name: str) -> None:
-  """An empty name means the default; anything but SIGNATURE is FAILED_PRECONDITION, as in TF Serving."""
-  if name and name != contract.SIGNATURE:
-    raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                       f'Serving signature key "{name}" not found. (signatures: {contract.SIGNATURE})')
-
-
 def check_input_names(servable: ServableInput, names: Iterable[str], max_batch: int) -> None:
   names = sorted(names)
   if names != [servable.input_name]:
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                       f"wrong input name(s) {names}: signature {contract.SIGNATURE!r} takes exactly one "
+                       f"wrong input name(s) {names}: signature {servable.name!r} takes exactly one "
                        f"input; {expected(servable, max_batch)}")
 
 
@@ -91,37 +93,42 @@ def check_output_filter(servable: ServableInput, output_filter: Sequence[str]) -
   return outputs
 
 
-def check_waveform_header(servable: ServableInput, dtype: str, shape: Sequence[int] | None,
-                          max_batch: int) -> None:
-  """Validates dtype, rank, emptiness, batch size and clip length before any data is decoded."""
+def check_input_header(servable: ServableInput, dtype: str, shape: Sequence[int] | None,
+                       max_batch: int) -> None:
+  """Validates dtype, rank, emptiness, batch size and clip length (or feature size) before any data
+  is decoded."""
   try:
+    if _is_decode(servable):
+      contract.check_feature(servable.info, dtype, shape, max_batch)
+      return
     contract.check_waveform(servable.info, dtype, shape, max_batch, want_dtype=dtype_name(servable.input_dtype),
                             rank=servable.input_rank, input_name=servable.input_name)
   except contract.InputError as e:
     raise _invalid(e) from None
 
 
-def check_waveform_values(servable: ServableInput, waveform: np.ndarray, max_batch: int) -> None:
+def check_input_values(servable: ServableInput, waveform: np.ndarray, max_batch: int) -> None:
   """NaN/Inf would propagate silently through the model: refuse them."""
   try:
-    contract.check_finite(servable.info, waveform, max_batch, input_name=servable.input_name)
+    contract.check_finite(servable.info, waveform, max_batch, input_name=servable.input_name,
+                          expected=expected(servable, max_batch))
   except contract.InputError as e:
     raise _invalid(e) from None
 
 
-def waveform_from_proto(servable: ServableInput, inputs: Mapping[str, tensor_pb2.TensorProto],
-                        max_batch: int) -> np.ndarray:
-  """A PredictRequest's `inputs` -> the checked waveform (a view of tensor_content when it has one)."""
+def input_from_proto(servable: ServableInput, inputs: Mapping[str, tensor_pb2.TensorProto],
+                     max_batch: int) -> np.ndarray:
+  """A PredictRequest's `inputs` -> the checked input (a view of tensor_content when it has one)."""
   check_input_names(servable, inputs.keys(), max_batch)
   proto = inputs[servable.input_name]
   shape = None if proto.tensor_shape.unknown_rank else [d.size for d in proto.tensor_shape.dim]
-  check_waveform_header(servable, dtype_name(proto.dtype), shape, max_batch)
+  check_input_header(servable, dtype_name(proto.dtype), shape, max_batch)
   try:
     if proto.tensor_content:
       waveform = tensor_proto_to_ndarray(proto)                  # a view of tensor_content: no copy
     else:
       # float_val (TF's typed field). TF would repeat the last value to fill the shape, or zero
-      # fill without values; for audio that is a client bug, so the count must match exactly.
+      # fill without values; for audio or a feature that is a client bug, so the count must match.
       count = int(np.prod(shape, dtype=np.int64))
       if len(proto.float_val) != count:
         raise ValueError(f"{len(proto.float_val)} values for shape {contract.shape_str(shape)} "
@@ -133,12 +140,12 @@ def waveform_from_proto(servable: ServableInput, inputs: Mapping[str, tensor_pb2
   if list(waveform.shape) != list(shape):
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"malformed tensor for input "
                        f"'{servable.input_name}': values do not fill shape {contract.shape_str(shape)}")
-  check_waveform_values(servable, waveform, max_batch)
+  check_input_values(servable, waveform, max_batch)
   return waveform
 
 
-def waveform_from_json(servable: ServableInput, value: Any, max_batch: int) -> np.ndarray:
-  """A REST request's decoded input (nested lists of numbers) -> the checked float32 waveform."""
+def input_from_json(servable: ServableInput, value: Any, max_batch: int) -> np.ndarray:
+  """A REST request's decoded input (nested lists of numbers) -> the checked float32 array."""
   try:
     array = np.asarray(value)
   except (ValueError, TypeError):
@@ -148,6 +155,6 @@ def waveform_from_json(servable: ServableInput, value: Any, max_batch: int) -> n
     with np.errstate(over="ignore", invalid="ignore"):
       array = array.astype(np.float32)                           # JSON numbers; overflow -> Inf
   kind = {"b": "bool", "U": "string", "S": "string", "O": "object"}.get(array.dtype.kind, array.dtype.name)
-  check_waveform_header(servable, "float32" if array.dtype == np.float32 else kind, array.shape, max_batch)
-  check_waveform_values(servable, array, max_batch)
+  check_input_header(servable, "float32" if array.dtype == np.float32 else kind, array.shape, max_batch)
+  check_input_values(servable, array, max_batch)
   return array

@@ -37,13 +37,30 @@ def _wav(path, seconds, rate, channels=1):
   return path
 
 
+def _voice_file(path, rate, channels=1):
+  """A synthetic voice (2.5 s or more) with 0.5 s of silence around it, at `rate`."""
+  import soxr
+  from s2f_tf.synthetic.identity import make_identity
+  from s2f_tf.synthetic.voice import synthesize_voice
+  rng = np.random.default_rng(3)
+  pcm = synthesize_voice(make_identity(3, 1), "The quick brown fox jumps over the lazy dog near the river bank.", rng)
+  x = np.concatenate([np.zeros(8000), pcm / 32768.0, np.zeros(8000)])
+  x = soxr.resample(x, 16000, rate)
+  soundfile.write(path, np.stack([x] * channels, 1) if channels > 1 else x, rate)
+  return path
+
+
 def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
   base = str(tmp_path / "exports")
   assert run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}").returncode == 0
-  audio = _wav(str(tmp_path / "voice.flac"), 2.5, 44100, channels=2)
+  audio = _voice_file(str(tmp_path / "voice.flac"), 44100, channels=2)
   face = str(tmp_path / "face.png")
-  r = run_s2f("predict", audio, f"--model_dir={base}/s2f", f"--face_out={face}", f"--feature_out={tmp_path}/f.npy")
+  r = run_s2f("predict", audio, f"--model_dir={base}/s2f", f"--face_out={face}", f"--feature_out={tmp_path}/f.npy",
+              "--speakers=1")
   assert r.returncode == 0, r.stderr[-3000:]
+  report = json.loads(r.stdout)
+  assert len(report["speakers"]) == 1 and report["speakers"][0]["face"] == face
+  assert 2.0 <= report["speech_seconds"] <= report["seconds"]
   from PIL import Image
   assert Image.open(face).size == (32, 32)
   local_feature = np.load(tmp_path / "f.npy")
@@ -58,12 +75,14 @@ def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
     deadline = time.time() + 90
     while time.time() < deadline:
       r = run_s2f("predict", audio, f"--server=127.0.0.1:{port}", f"--face_out={tmp_path}/served.png",
-                  f"--feature_out={tmp_path}/g.npy", "--timeout=10")
+                  f"--feature_out={tmp_path}/g.npy", "--timeout=10", "--speakers=1", "--window_seconds=1")
       if r.returncode == 0:
         break
       time.sleep(1)
     assert r.returncode == 0, r.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "g.npy"), local_feature, atol=1e-4)
+    served, local = Image.open(tmp_path / "served.png"), Image.open(face)             # decode_feature, both ways
+    assert np.abs(np.asarray(served, int) - np.asarray(local, int)).max() <= 1
   finally:
     server.terminate()
     server.wait(timeout=30)
@@ -77,13 +96,13 @@ def test_predict_errors(tmp_path):
 
 
 def test_predict_too_short_in_process_is_a_short_error(tiny_trained_workdir, tmp_path):
-  """50 ms of audio through the in-process SavedModel: the same one-line error as the server path."""
+  """50 ms of audio: no stretch of speech the model can take, a one-line error and no face."""
   base = str(tmp_path / "exports")
   assert run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}").returncode == 0
   audio = _wav(str(tmp_path / "short.wav"), 0.05, 16000)
   face = tmp_path / "f.png"
   r = run_s2f("predict", audio, f"--model_dir={base}/s2f", f"--face_out={face}")
   assert r.returncode == 1, r.stderr[-3000:]
-  assert "Traceback" not in r.stderr and "clip too short" in r.stderr, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr and "no_speech" in r.stderr, r.stderr[-3000:]
   assert len(r.stderr.strip().splitlines()) == 1, r.stderr
   assert not face.exists()

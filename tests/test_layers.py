@@ -35,7 +35,8 @@ ALLOWED = (
     ("s2f_tf.evaluate", CORE + ("s2f_tf.configs", "s2f_tf.data", "s2f_tf.factory", "s2f_tf.metrics",
                                 "s2f_tf.report", "s2f_tf.workdir")),
     ("s2f_tf.export", CORE + ("s2f_tf.configs", "s2f_tf.factory", "s2f_tf.workdir")),
-    ("s2f_tf.predict", CORE + ("s2f_tf.media",)),
+    ("s2f_tf.recording", CORE + ("s2f_tf.media", "s2f_tf.audio")),   # speech, speakers, windows
+    ("s2f_tf.predict", CORE + ("s2f_tf.media", "s2f_tf.recording")),
     ("s2f_tf", ()),                                                  # the package's __init__
     ("pipelines", CORE + ("s2f_tf.data.schema", "s2f_tf.media", "s2f_tf.synthetic", "s2f_tf.models",
                           "pipelines")),

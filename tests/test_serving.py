@@ -193,6 +193,41 @@ def test_explicit_version_is_honoured(server, predict_stub):
     assert client.metadata()["model_spec"]["version"] == "1"
 
 
+def test_decode_feature_signature_over_grpc_and_rest(server, predict_stub, exported):
+  """The export's second signature: a face feature in, the face decoder's image and landmarks out,
+  equal to serving_default's for the same feature; bad features are refused with the contract's words."""
+  wave = _wave(2)
+  full = predict_stub.Predict(_request(wave), timeout=30)
+  feature = tf.make_ndarray(full.outputs["face_feature"])                       # [2, D]
+  response = predict_stub.Predict(_request(feature, input_name="face_feature", signature="decode_feature"),
+                                  timeout=30)
+  assert response.model_spec.signature_name == "decode_feature"
+  assert sorted(response.outputs) == ["face_image", "landmarks"]
+  np.testing.assert_allclose(tf.make_ndarray(response.outputs["landmarks"]),
+                             tf.make_ndarray(full.outputs["landmarks"]), atol=1e-5)
+  image = tf.make_ndarray(response.outputs["face_image"])
+  assert image.dtype == np.uint8 and np.abs(image.astype(int) - tf.make_ndarray(full.outputs["face_image"])).max() <= 1
+  with GrpcClient(server.grpc_target, MODEL) as client:
+    np.testing.assert_array_equal(client.decode(feature)["face_image"], image)
+  dim = feature.shape[1]
+  for bad, fragment in ((np.zeros((1, dim + 1), np.float32), "wrong feature size"),
+                        (np.zeros((1, 2, dim), np.float32), "wrong rank"),
+                        (np.full((1, dim), np.nan, np.float32), "non-finite")):
+    with pytest.raises(grpc.RpcError) as info:
+      predict_stub.Predict(_request(bad, input_name="face_feature", signature="decode_feature"), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and fragment in info.value.details()
+    assert f"float32 [batch, {dim}]" in info.value.details()
+  with pytest.raises(grpc.RpcError) as info:                                     # the waveform's name: refused
+    predict_stub.Predict(_request(feature, signature="decode_feature"), timeout=30)
+  assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'face_feature'" in info.value.details()
+  base = f"{server.rest_url}/v1/models/{MODEL}"
+  code, cols = _rest(f"{base}:predict", {"signature_name": "decode_feature", "inputs": feature.tolist()})
+  assert code == 200 and sorted(cols["outputs"]) == ["face_image", "landmarks"]
+  assert np.array_equal(np.asarray(cols["outputs"]["face_image"], np.uint8), image)
+  code, payload = _rest(f"{base}:predict", {"signature_name": "nope", "inputs": feature.tolist()})
+  assert code == 400 and "decode_feature, serving_default" in payload["error"]
+
+
 def test_rest_round_trips_both_formats(server):
   wave = _wave(2, seed=3)
   with GrpcClient(server.grpc_target, MODEL) as client:
@@ -436,7 +471,7 @@ def test_unexpected_error_is_internal_and_server_keeps_serving(server, predict_s
   def boom(waveform):
     raise RuntimeError("kaboom")
 
-  monkeypatch.setattr(servable, "run", boom)
+  monkeypatch.setattr(servable.default, "run", boom)
   with pytest.raises(grpc.RpcError) as info:
     predict_stub.Predict(_request(_wave()), timeout=30)
   assert info.value.code() == grpc.StatusCode.INTERNAL and "kaboom" in info.value.details()

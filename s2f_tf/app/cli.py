@@ -177,15 +177,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--rest_api_port", type=int, default=8501, help="REST port (0 disables)")
   p.add_argument("--host", default="127.0.0.1", help="address to bind; 127.0.0.1 unless you mean otherwise")
 
-  p = _command(sub, "predict", "a face from an audio file, through a server or a local SavedModel",
-               "s2f predict voice.wav --model_dir=exports/s2f --face_out=face.png")
+  p = _command(sub, "predict", "a face per speaker from a recording, through a server or a local SavedModel",
+               "s2f predict meeting.wav --model_dir=exports/s2f --face_out=face.png")
   _common(p, config=False)
-  p.add_argument("audio", help="any WAV/FLAC/OGG/MP3/M4A file, any rate and channel count")
+  p.add_argument("audio", help="any WAV/FLAC/OGG/MP3/M4A file, any rate, channel count and length")
   p.add_argument("--server", help="HOST:PORT of a gRPC server (TF Serving or `s2f serve`)")
   p.add_argument("--model_dir", help="a SavedModel (or its <model_name> dir of versions) to run in-process")
   _add_model_name(p)
-  p.add_argument("--face_out", required=True, help="the face image to write (PNG)")
-  p.add_argument("--feature_out", help="also write the face feature here (.npy)")
+  p.add_argument("--face_out", required=True, help="the face image to write (PNG); with several speakers "
+                 "NAME-1.png, NAME-2.png, ...")
+  p.add_argument("--feature_out", help="also write each speaker's combined face feature here (.npy)")
+  p.add_argument("--speakers", type=int, help="how many speakers the recording holds (default: found "
+                 "by clustering; 1 treats all speech as one voice)")
+  p.add_argument("--window_seconds", type=float, help="window length (default: the export's clip length; "
+                 "6 s, the paper's, through --server)")
   p.add_argument("--timeout", type=float, default=30.0, help="request deadline in seconds (--server)")
 
   p = _command(sub, "bench", "measure speed and print figures", "s2f bench train --config=paper --batch_size=2")
@@ -321,14 +326,23 @@ def predict(args) -> None:
     raise UsageError("give exactly one of --server HOST:PORT or --model_dir DIR")
   if not os.path.exists(args.audio):
     raise FileNotFoundError(f"audio file {args.audio!r} does not exist")
-  from s2f_tf.predict import LocalModel, predict_file
+  if args.speakers is not None and args.speakers < 1:
+    raise UsageError(f"--speakers must be at least 1, got {args.speakers}")
+  if args.window_seconds is not None and not args.window_seconds > 0:
+    raise UsageError(f"--window_seconds must be positive, got {args.window_seconds}")
+  from s2f_tf import contract
+  from s2f_tf.predict import LocalModel, predict_recording
   if args.server:
     from serving.client import GrpcClient
-    predictor, max_samples = GrpcClient(args.server, args.model_name, timeout_seconds=args.timeout), None
+    predictor = GrpcClient(args.server, args.model_name, timeout_seconds=args.timeout)
+    info = {"clip_samples": 6 * contract.SAMPLE_RATE, "min_samples": contract.SAMPLE_RATE}   # the server's export
   else:
     predictor = LocalModel(args.model_dir)
-    max_samples = predictor.info.get("max_samples")
-  print(json.dumps(predict_file(args.audio, args.face_out, predictor, args.feature_out, max_samples)))
+    info = dict(predictor.info)
+  if args.window_seconds:
+    info["clip_samples"] = int(round(args.window_seconds * contract.SAMPLE_RATE))
+    info["min_samples"] = min(int(info.get("min_samples") or 1), info["clip_samples"])
+  print(json.dumps(predict_recording(args.audio, args.face_out, predictor, info, args.feature_out, args.speakers)))
 
 
 def bench(args) -> None:

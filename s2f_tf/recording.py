@@ -1,0 +1,210 @@
+"""A whole recording -> who speaks when, and one face feature per speaker.
+
+  analyse(pcm, predictor, info, speakers=None) -> Analysis
+
+  1. speech      WebRTC voice activity (s2f_tf/media/speech.py): the spans that hold speech
+  2. pieces     the speech cut into PIECE_SECONDS pieces (a short last piece joins the one before)
+  3. speakers    the pieces clustered by the Bayesian information criterion on their MFCC frames
+                 (`speaker_labels`: Chen & Gopalakrishnan's agglomerative BIC clustering, full
+                 covariance Gaussians; merging stops when no merge lowers the BIC, or at the forced
+                 count); a cluster holding under MIN_SHARE of the speech joins its nearest one;
+                 consecutive pieces of one speaker become that speaker's turns
+  4. windows     the model's clip length (hop half a clip) inside each speaker's turns
+  5. features    every window through the model's SIGNATURE; a speaker's feature is the mean of its
+                 windows' unit features (`combine`), scaled to their mean norm, so more speech gives
+                 a steadier face; the face is then decoded from it (the DECODE_SIGNATURE)
+
+Speakers are told apart by MFCC statistics, not by the model's face feature: the feature is made
+to predict a face, so two voices with similar faces would merge, and a model trained on one corpus
+says little about another corpus's voices. BIC clustering needs no trained model and no weights
+(nothing is downloaded); it is written here because no maintained library offers it (BUILD.md).
+It tells apart voices that differ clearly (sex, pitch, channel); close voices may merge, and one
+voice over changing channels may split: `speakers=` forces the count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from s2f_tf import contract
+from s2f_tf.media import speech
+
+PIECE_SECONDS = 1.0               # speaker pieces: short enough for the turns of a conversation
+BIC_PENALTY = 2.5                 # lambda of the BIC's parameter penalty (measured: BUILD.md)
+MIN_SHARE = 0.15                  # a speaker holds at least this share of the speech
+MAX_BATCH = 8                     # windows per predict request
+
+
+@dataclass
+class Speaker:
+  turns: list[tuple[int, int]]                      # [start, end) samples this speaker holds
+  windows: list[tuple[int, int]]                    # the model windows cut from the turns
+  feature: np.ndarray                               # float32 [D], combined from the windows
+
+  @property
+  def samples(self) -> int:
+    return int(sum(b - a for a, b in self.turns))
+
+
+@dataclass
+class Analysis:
+  samples: int                                      # the recording's length
+  speech: list[tuple[int, int]]                     # what the VAD kept
+  speakers: list[Speaker] = field(default_factory=list)   # in order of first appearance
+
+  @property
+  def speech_samples(self) -> int:
+    return int(sum(b - a for a, b in self.speech))
+
+
+def pieces(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
+  """Speech spans -> consecutive pieces of `length` samples; a span's last piece shorter than half
+  of that joins the piece before it, and a span shorter than half is dropped."""
+  out = []
+  for start, end in spans:
+    first = len(out)
+    for s in range(start, end, length):
+      e = min(s + length, end)
+      if e - s < length // 2:
+        if len(out) > first:
+          out[-1] = (out[-1][0], e)
+        continue
+      out.append((s, e))
+  return out
+
+
+class _Gaussian:
+  """Sufficient statistics of a set of frames: count, sum, sum of outer products."""
+
+  def __init__(self, count: int, total: np.ndarray, outer: np.ndarray):
+    self.count, self.total, self.outer = count, total, outer
+
+  @classmethod
+  def of(cls, frames: np.ndarray) -> _Gaussian:
+    return cls(len(frames), frames.sum(axis=0), frames.T @ frames)
+
+  def __add__(self, other: _Gaussian) -> _Gaussian:
+    return _Gaussian(self.count + other.count, self.total + other.total, self.outer + other.outer)
+
+  def log_det(self) -> float:
+    mean = self.total / self.count
+    cov = self.outer / self.count - np.outer(mean, mean) + 1e-6 * np.eye(len(mean))
+    return float(np.linalg.slogdet(cov)[1])
+
+
+def delta_bic(a: _Gaussian, b: _Gaussian, penalty: float = BIC_PENALTY) -> float:
+  """BIC(one Gaussian for a and b) - BIC(one each), as a gain: > 0 means two speakers fit better."""
+  both = a + b
+  d = len(a.total)
+  params = d + d * (d + 1) / 2
+  return (0.5 * (both.count * both.log_det() - a.count * a.log_det() - b.count * b.log_det())
+          - penalty * 0.5 * params * np.log(both.count))
+
+
+def speaker_labels(frames: np.ndarray, spans: list[tuple[int, int]], speakers: int | None = None,
+                   penalty: float = BIC_PENALTY, min_share: float = MIN_SHARE) -> np.ndarray:
+  """frames [T, d] (MFCCs), spans [(first, end)] frame ranges of the pieces -> int [pieces]
+  speaker per piece, numbered in order of first appearance. `speakers` forces the count."""
+  if speakers is not None and speakers < 1:
+    raise ValueError(f"speakers must be >= 1, got {speakers}")
+  groups = [_Gaussian.of(frames[a:b]) for a, b in spans]
+  members = [[i] for i in range(len(spans))]
+
+  def merge(i: int, j: int) -> None:
+    groups[i] = groups[i] + groups[j]
+    members[i] += members[j]
+    del groups[j], members[j]
+
+  while len(groups) > max(1, speakers or 1):
+    pairs = [(delta_bic(groups[i], groups[j], penalty), i, j)
+             for i in range(len(groups)) for j in range(i + 1, len(groups))]
+    best, i, j = min(pairs)
+    if speakers is None and best >= 0:
+      break
+    merge(i, j)
+  if speakers is None:
+    total = sum(g.count for g in groups)
+    while len(groups) > 1 and min(g.count for g in groups) < min_share * total:
+      small = min(range(len(groups)), key=lambda k: groups[k].count)
+      other = min((k for k in range(len(groups)) if k != small),
+                  key=lambda k: delta_bic(groups[small], groups[k], penalty))
+      merge(min(small, other), max(small, other))
+  labels = np.zeros(len(spans), int)
+  for label, ids in enumerate(members):
+    labels[ids] = label
+  order: dict[int, int] = {}
+  for label in labels.tolist():
+    order.setdefault(label, len(order))
+  return np.array([order[label] for label in labels.tolist()], int)
+
+
+def turns(segments: list[tuple[int, int]], labels: np.ndarray) -> list[tuple[int, int, int]]:
+  """Pieces (in time order, not overlapping) and their speaker -> [(start, end, speaker)] turns:
+  touching pieces of one speaker are merged."""
+  out: list[list[int]] = []
+  for (start, end), who in zip(segments, labels.tolist()):
+    if out and out[-1][2] == who and out[-1][1] >= start:
+      out[-1][1] = end
+    else:
+      out.append([start, end, who])
+  return [(a, b, w) for a, b, w in out]
+
+
+def combine(features: np.ndarray) -> np.ndarray:
+  """float [W, D] window features -> float32 [D]: the mean of their unit vectors, at their mean norm."""
+  f = np.asarray(features, np.float64)
+  norms = np.linalg.norm(f, axis=1, keepdims=True)
+  mean = (f / np.maximum(norms, 1e-12)).mean(axis=0)
+  return (mean / max(np.linalg.norm(mean), 1e-12) * norms.mean()).astype(np.float32)
+
+
+def encode_windows(pcm: np.ndarray, windows: list[tuple[int, int]], predictor,
+                   max_batch: int = MAX_BATCH) -> np.ndarray:
+  """float32 [len(windows), D]: each window through predictor.predict, equal lengths batched."""
+  x = contract.pcm_to_float(pcm)
+  features: list[np.ndarray | None] = [None] * len(windows)
+  by_length: dict[int, list[int]] = {}
+  for i, (start, end) in enumerate(windows):
+    by_length.setdefault(end - start, []).append(i)
+  for indices in by_length.values():
+    for j in range(0, len(indices), max_batch):
+      chunk = indices[j:j + max_batch]
+      batch = np.stack([x[windows[i][0]:windows[i][1]] for i in chunk])
+      out = np.asarray(predictor.predict(batch)["face_feature"], np.float32)
+      for i, row in zip(chunk, out):
+        features[i] = row
+  return np.stack(features)
+
+
+def analyse(pcm: np.ndarray, predictor, info: dict, speakers: int | None = None,
+            aggressiveness: int = speech.AGGRESSIVENESS) -> Analysis:
+  """int16 [N] at 16 kHz -> Analysis (no speakers when there is no usable speech). `info` is the
+  export's model info (clip_samples, min_samples, max_samples)."""
+  from s2f_tf.audio import MFCC_HOP_SAMPLES, mfcc_frames
+  sr = int(info.get("sample_rate", contract.SAMPLE_RATE))
+  clip = int(info.get("clip_samples") or 6 * sr)
+  min_samples = int(info.get("min_samples") or 1)
+  clip = min(clip, int(info.get("max_samples") or clip))
+  spans = speech.speech_spans(pcm, aggressiveness, sample_rate=sr)
+  result = Analysis(samples=int(np.asarray(pcm).size), speech=spans)
+  cut = pieces(spans, int(round(PIECE_SECONDS * sr)))
+  if not cut:
+    return result
+  if speakers == 1 or len(cut) < 2:
+    labels = np.zeros(len(cut), int)
+  else:
+    frames = mfcc_frames(pcm, sample_rate=sr)
+    last = len(frames)
+    frame_spans = [(min(a // MFCC_HOP_SAMPLES, last), min(max(b // MFCC_HOP_SAMPLES, a // MFCC_HOP_SAMPLES + 1), last))
+                   for a, b in cut]
+    labels = speaker_labels(frames, frame_spans, speakers)
+  for who in range(int(labels.max()) + 1):
+    own = [(a, b) for a, b, w in turns(cut, labels) if w == who]
+    windows = speech.window_spans(own, clip, clip // 2, min_samples)
+    if not windows:
+      continue
+    feature = combine(encode_windows(pcm, windows, predictor))
+    result.speakers.append(Speaker(turns=own, windows=windows, feature=feature))
+  return result
