@@ -34,6 +34,7 @@ from s2f_tf.media import speech
 PIECE_SECONDS = 1.0               # speaker pieces: short enough for the turns of a conversation
 BIC_PENALTY = 2.5                 # lambda of the BIC's parameter penalty (measured: BUILD.md)
 MIN_SHARE = 0.15                  # a speaker holds at least this share of the speech
+MAX_PIECES = 2000                 # longer recordings get longer pieces (the clustering is O(pieces^2))
 MAX_BATCH = 8                     # windows per predict request
 
 
@@ -103,41 +104,66 @@ def delta_bic(a: _Gaussian, b: _Gaussian, penalty: float = BIC_PENALTY) -> float
           - penalty * 0.5 * params * np.log(both.count))
 
 
+def _gains(counts, totals, outers, log_dets, i: int, js: np.ndarray, penalty: float) -> np.ndarray:
+  """delta_bic of group i with each group in js, at once (the statistics as stacked arrays)."""
+  n = counts[i] + counts[js]                                                  # [m]
+  mean = (totals[i] + totals[js]) / n[:, None]                               # [m, d]
+  d = totals.shape[1]
+  cov = (outers[i] + outers[js]) / n[:, None, None] - mean[:, :, None] * mean[:, None, :] + 1e-6 * np.eye(d)
+  both = np.linalg.slogdet(cov)[1]
+  params = d + d * (d + 1) / 2
+  return 0.5 * (n * both - counts[i] * log_dets[i] - counts[js] * log_dets[js]) - penalty * 0.5 * params * np.log(n)
+
+
 def speaker_labels(frames: np.ndarray, spans: list[tuple[int, int]], speakers: int | None = None,
                    penalty: float = BIC_PENALTY, min_share: float = MIN_SHARE) -> np.ndarray:
   """frames [T, d] (MFCCs), spans [(first, end)] frame ranges of the pieces -> int [pieces]
-  speaker per piece, numbered in order of first appearance. `speakers` forces the count."""
+  speaker per piece, numbered in order of first appearance. `speakers` forces the count.
+
+  Greedy agglomeration: the pair with the lowest delta_bic merges while that is negative (or until
+  `speakers` groups remain). The gains of all pairs are kept in a matrix and only the merged
+  group's row is recomputed, so n pieces cost O(n^2) determinants, not O(n^3)."""
   if speakers is not None and speakers < 1:
     raise ValueError(f"speakers must be >= 1, got {speakers}")
+  n = len(spans)
   groups = [_Gaussian.of(frames[a:b]) for a, b in spans]
-  members = [[i] for i in range(len(spans))]
+  counts = np.array([g.count for g in groups], np.float64)                    # [n]
+  totals = np.stack([g.total for g in groups])                                # [n, d]
+  outers = np.stack([g.outer for g in groups])                                # [n, d, d]
+  log_dets = np.array([g.log_det() for g in groups])
+  owner = np.arange(n)                                                        # piece -> its group
+  alive = np.ones(n, bool)
+  gains = np.full((n, n), np.inf)
+  for i in range(n - 1):
+    js = np.arange(i + 1, n)
+    gains[i, js] = gains[js, i] = _gains(counts, totals, outers, log_dets, i, js, penalty)
 
   def merge(i: int, j: int) -> None:
-    groups[i] = groups[i] + groups[j]
-    members[i] += members[j]
-    del groups[j], members[j]
+    counts[i] += counts[j]
+    totals[i] += totals[j]
+    outers[i] += outers[j]
+    log_dets[i] = _Gaussian(counts[i], totals[i], outers[i]).log_det()
+    owner[owner == j] = i
+    alive[j] = False
+    gains[j, :] = gains[:, j] = np.inf
+    js = np.flatnonzero(alive & (np.arange(n) != i))
+    if len(js):
+      gains[i, js] = gains[js, i] = _gains(counts, totals, outers, log_dets, i, js, penalty)
 
-  while len(groups) > max(1, speakers or 1):
-    pairs = [(delta_bic(groups[i], groups[j], penalty), i, j)
-             for i in range(len(groups)) for j in range(i + 1, len(groups))]
-    best, i, j = min(pairs)
-    if speakers is None and best >= 0:
+  while alive.sum() > max(1, speakers or 1):
+    i, j = np.unravel_index(np.argmin(gains), gains.shape)
+    if speakers is None and gains[i, j] >= 0:
       break
-    merge(i, j)
+    merge(min(i, j), max(i, j))
   if speakers is None:
-    total = sum(g.count for g in groups)
-    while len(groups) > 1 and min(g.count for g in groups) < min_share * total:
-      small = min(range(len(groups)), key=lambda k: groups[k].count)
-      other = min((k for k in range(len(groups)) if k != small),
-                  key=lambda k: delta_bic(groups[small], groups[k], penalty))
+    while alive.sum() > 1 and counts[alive].min() < min_share * counts[alive].sum():
+      small = np.flatnonzero(alive)[np.argmin(counts[alive])]
+      other = int(np.argmin(gains[small]))
       merge(min(small, other), max(small, other))
-  labels = np.zeros(len(spans), int)
-  for label, ids in enumerate(members):
-    labels[ids] = label
   order: dict[int, int] = {}
-  for label in labels.tolist():
-    order.setdefault(label, len(order))
-  return np.array([order[label] for label in labels.tolist()], int)
+  for group in owner.tolist():
+    order.setdefault(group, len(order))
+  return np.array([order[group] for group in owner.tolist()], int)
 
 
 def turns(segments: list[tuple[int, int]], labels: np.ndarray) -> list[tuple[int, int, int]]:
@@ -189,7 +215,8 @@ def analyse(pcm: np.ndarray, predictor, info: dict, speakers: int | None = None,
   clip = min(clip, int(info.get("max_samples") or clip))
   spans = speech.speech_spans(pcm, aggressiveness, sample_rate=sr)
   result = Analysis(samples=int(np.asarray(pcm).size), speech=spans)
-  cut = pieces(spans, int(round(PIECE_SECONDS * sr)))
+  speech_samples = sum(b - a for a, b in spans)
+  cut = pieces(spans, max(int(round(PIECE_SECONDS * sr)), -(-speech_samples // MAX_PIECES)))
   if not cut:
     return result
   if speakers == 1 or len(cut) < 2:

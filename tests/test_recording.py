@@ -66,6 +66,12 @@ def test_delta_bic_prefers_two_gaussians_only_when_there_are_two():
   # the statistics add up: one Gaussian of both equals the sum of the two
   both = g(a) + g(b)
   assert both.count == 600 and np.isclose(both.log_det(), g(np.concatenate([a, b])).log_det())
+  # the clustering's batched gains are delta_bic, pair by pair
+  groups = [g(a), g(b * 2.0 + 3.0), g(a[:100] - 1.0)]
+  counts = np.array([x.count for x in groups], float)
+  stack = [np.stack([x.total for x in groups]), np.stack([x.outer for x in groups])]
+  batched = recording._gains(counts, *stack, np.array([x.log_det() for x in groups]), 0, np.array([1, 2]), 2.5)
+  np.testing.assert_allclose(batched, [recording.delta_bic(groups[0], groups[k], 2.5) for k in (1, 2)], rtol=1e-9)
 
 
 def test_speaker_labels_order_of_appearance_and_forced_count():
