@@ -24,6 +24,15 @@ from s2f_tf import contract
 from s2f_tf.media.audio import load_audio
 
 
+def _call(fn, input_name: str, array: np.ndarray) -> dict[str, np.ndarray]:
+  """One signature on a checked input; a failure inside the model is an S2FError."""
+  try:
+    out = fn(**{input_name: tf.constant(array)})
+  except tf.errors.OpError as e:
+    raise contract.S2FError(f"model error: {contract.clean_tf_message(e.message)}") from None
+  return {k: v.numpy() for k, v in out.items()}
+
+
 class LocalModel:
   """The SavedModel called in-process, with the same predict() (and the same input checks and
   error messages) as the serving clients."""
@@ -46,11 +55,7 @@ class LocalModel:
     array = contract.as_waveform(waveform)
     contract.check_waveform(self.info, array.dtype.name, array.shape)
     contract.check_finite(self.info, array)
-    try:
-      out = self.fn(**{contract.INPUT: tf.constant(array)})
-    except tf.errors.OpError as e:
-      raise contract.S2FError(f"model error: {contract.clean_tf_message(e.message)}") from None
-    return {k: v.numpy() for k, v in out.items()}
+    return _call(self.fn, contract.INPUT, array)
 
   def decode(self, features: np.ndarray) -> dict[str, np.ndarray]:
     """face features float32 [B, D] -> {"face_image", "landmarks"} (the DECODE_SIGNATURE)."""
@@ -60,11 +65,7 @@ class LocalModel:
     array = np.asarray(features, np.float32)
     contract.check_feature(self.info, array.dtype.name, array.shape)
     contract.check_finite(self.info, array, expected=contract.describe_feature(self.info))
-    try:
-      out = self.decoder(**{contract.FEATURE_INPUT: tf.constant(array)})
-    except tf.errors.OpError as e:
-      raise contract.S2FError(f"model error: {contract.clean_tf_message(e.message)}") from None
-    return {k: v.numpy() for k, v in out.items()}
+    return _call(self.decoder, contract.FEATURE_INPUT, array)
 
 
 def save_face(image: np.ndarray, path: str, scale: int = 1) -> None:
