@@ -42,7 +42,7 @@ from s2f_tf import metrics
 from s2f_tf.report import render_report
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
-from s2f_tf.workdir import Workdir, load_frozen_face_encoder, load_trained_model
+from s2f_tf.workdir import Workdir, float32_policy, load_frozen_face_encoder, load_trained_model
 
 JUDGE_IMAGES = 4000                  # true training faces the attribute judge learns from, at most ...
 JUDGE_IMAGE_BYTES = 256 * 2 ** 20    # ... and no more than this much uint8 image memory (224 px: ~1,700)
@@ -255,7 +255,14 @@ DEFINITIONS = {
 def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str = "test",
              gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int | None = None,
              log=print) -> dict:
-  """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`."""
+  """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`, in
+  float32 whatever the global mixed-precision policy."""
+  with float32_policy():
+    return _evaluate(workdir, data_dir, out_dir, split, gallery_size, vgg_face_weights, train_limit, log)
+
+
+def _evaluate(workdir: str, data_dir: str, out_dir: str | None, split: str, gallery_size: int,
+              vgg_face_weights: str | None, train_limit: int | None, log) -> dict:
   if split not in contract.SPLITS:
     raise ValueError(f"--split must be one of {', '.join(contract.SPLITS)}, got {split!r}")
   if gallery_size < 2:

@@ -10,13 +10,15 @@
   <workdir>/eval/                              `s2f evaluate`'s default output
 Stages, in training order: STAGES. A later stage reads the earlier ones' weights from here (the
 face encoder may come from a VGG-Face HDF5 file instead). `s2f export` and `s2f evaluate` build the
-model from config.json and never re-derive it.
+model from config.json and never re-derive it, in float32 whatever the mixed-precision policy a
+training stage in the same process used (`float32_policy`).
 
 All file access goes through tf.io.gfile, so a workdir may be local or on gs://, hdfs://, ...
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -152,12 +154,26 @@ def build_face_decoder(config: Config, workdir: str | None = None, mean_landmark
   return dec
 
 
+@contextlib.contextmanager
+def float32_policy():
+  """Inside, Keras builds layers in float32 (evaluation, export and inference are float32 by
+  design); the global mixed-precision policy is restored afterwards."""
+  import keras
+  previous = keras.mixed_precision.global_policy()
+  keras.mixed_precision.set_global_policy("float32")
+  try:
+    yield
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
 def load_trained_model(workdir: str):
   """Speech2Face (front end + voice encoder + face decoder) from a workdir's resolved config and
-  stage weights; returns (model, config)."""
+  stage weights, in float32; returns (model, config)."""
   config = load_config(workdir)
-  model = factory.build_speech2face(config)
-  model(np.zeros((1, config.audio.clip_samples), np.float32))                   # build
+  with float32_policy():
+    model = factory.build_speech2face(config)
+    model(np.zeros((1, config.audio.clip_samples), np.float32))                 # build
   load_stage_weights(model.voice_encoder, workdir, "voice_encoder")
   load_stage_weights(model.face_decoder, workdir, "face_decoder")
   return model, config

@@ -61,6 +61,8 @@ def test_help_and_version_from_the_command_line():
     (b"I0000 00:00:1796109316.034283    5004 cudart_stub.cc:31] Could not find cuda drivers on your machine, "
      b"GPU will not be used.", True),
     (b"E0000 00:00:1796109321.440327    5004 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error", True),
+    (b"E0000 00:00:1796149147.435226    2128 util.cc:131] oneDNN supports DT_STRING only on platforms with "
+     b"AVX-512. Falling back to the default Eigen-based implementation if present.", True),
     (b"WARNING:root:apitools not found, and bigquery client libraries are not available despite the import "
      b"not raising an ImportError.", True),
     (b"E0000 00:00:1796109321.440327    5004 some_op.cc:52] out of memory", False),   # real errors stay

@@ -204,3 +204,34 @@ def test_report_opens_in_a_real_browser_with_every_section(tiny_trained_workdir,
   assert '{"' not in text and '":' not in text, "raw JSON on the page"
   assert "Intended use" in text and "Ethical considerations" in text
   browser.save_screenshot(str(tmp_path / "report.png"))
+
+
+def test_a_stage_trained_in_mixed_bfloat16_leaves_evaluate_and_export_in_float32(tiny_trained_workdir, tiny_corpus,
+                                                                                   tmp_path):
+  """`s2f demo` trains, evaluates and exports in one process: a stage's mixed_bfloat16 policy must
+  not leak into the models evaluate and export build (it did on a CPU with AMX: the attribute
+  judge's bfloat16 logits met float32 targets)."""
+  import dataclasses
+  import shutil
+  import keras
+  from s2f_tf.configs import get_config
+  from s2f_tf.evaluate import evaluate
+  from s2f_tf.export import export_workdir
+  from s2f_tf.train.loop import TrainOptions, train
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_trained_workdir, workdir)
+  shutil.rmtree(os.path.join(workdir, "voice_encoder"))
+  config = get_config("tiny")
+  config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="mixed_bfloat16",
+                                                                 voice_encoder_steps=2, validate_every=0))
+  train(config, TrainOptions(stage="voice_encoder", workdir=workdir, data_dir=tiny_corpus, jit_compile=False,
+                             progress=False), log=lambda *a: None)
+  assert keras.mixed_precision.global_policy().name == "float32"             # restored after the stage
+  keras.mixed_precision.set_global_policy("mixed_bfloat16")                  # and even if a caller sets it
+  result = evaluate(workdir, tiny_corpus, out_dir=str(tmp_path / "eval"), log=lambda *a: None)
+  assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+  assert np.isfinite(result["inputs"]["1s"]["retrieval"]["cosine"]["R@1"])
+  from s2f_tf.workdir import load_trained_model
+  model, _ = load_trained_model(workdir)                                     # what export builds
+  assert {layer.compute_dtype for layer in model._flatten_layers()} == {"float32"}
+  assert os.path.exists(os.path.join(export_workdir(workdir, str(tmp_path / "exports"), "s2f"), "saved_model.pb"))

@@ -8,7 +8,8 @@ handler created." lines a user cannot act on. So at verbosity 0 the command:
     before TensorFlow is imported;
   - sends its stderr (file descriptor 2, which child processes such as Beam workers inherit)
     through a filter that drops the NOISE lines below: C++ INFO and WARNING lines (the ones
-    written before TensorFlow's logging starts), the cuInit error of a machine without a GPU, and
+    written before TensorFlow's logging starts), the cuInit error of a machine without a GPU, the
+    "oneDNN supports DT_STRING only on platforms with AVX-512" error (TF then uses its own kernel), and
     Beam's chatter; everything else passes unchanged (errors, tracebacks, our own messages), one
     whole line at a time;
   - sets Python logging to WARNING (absl, Beam) and ERROR for Beam's own chatter.
@@ -29,6 +30,7 @@ NOISE = tuple(re.compile(p) for p in (
     rb"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR",
     rb"^[IW]\d{4} [\d:. ]+\d+ \S+\.(cc|h):\d+\] ",                   # C++ INFO / WARNING lines
     rb"^E\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] failed call to cuInit",       # no GPU on this machine
+    rb"^E\d{4} [\d:. ]+\d+ \S+\.cc:\d+\] oneDNN supports DT_STRING only on",  # falls back to Eigen
     rb"apitools not found, and bigquery client libraries are not available",
     rb"^INFO:__main__:Logging handler created\.",
     rb"^oneDNN custom operations are on",

@@ -111,7 +111,16 @@ def _naming_corrupt_shards(files: list[str]):
 
 
 def train(config: Config, options: TrainOptions, log=print) -> dict:
-  """Runs (or resumes) one stage to its configured step count; returns its final figures."""
+  """Runs (or resumes) one stage to its configured step count; returns its final figures. The
+  stage's mixed-precision policy holds while it trains; the previous global policy is restored."""
+  previous = keras.mixed_precision.global_policy()
+  try:
+    return _train(config, options, log)
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
+def _train(config: Config, options: TrainOptions, log) -> dict:
   if options.stage not in STAGES:
     raise ValueError(f"--stage must be one of {', '.join(STAGES)}, got {options.stage!r}")
   info = DatasetInfo.read(options.data_dir)                  # a wrong data path fails here, first
