@@ -9,6 +9,7 @@ setup(
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["s2f_tf", "s2f_tf.*", "pipelines", "pipelines.*",
                                     "serving", "serving.*"]),
+    package_data={"serving": ["web/*"]},             # the page `s2f serve` shows (serving/page.py)
     install_requires=[
         "tensorflow==2.21.*",
         "keras==3.15.*",

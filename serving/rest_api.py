@@ -7,9 +7,11 @@
 the JSON of each answer, and the HTTP server classes that carry it. Every response is JSON; errors
 are {"error": message} with TF Serving's HTTP status (413 for a body over max_message_bytes).
 
+It also serves the web page (serving.page): GET / and /web/NAME.
+
 The handler answers for a `backend`, the serving.server.DevServer that starts it (not imported here:
 it imports this module). It provides `max_batch`, `max_message_bytes`, `resolve(ModelSpec)`,
-`metadata_proto(request)` and `status_proto(request)`.
+`metadata_proto(request)`, `status_proto(request)` and `page_config()`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from urllib.parse import unquote
 import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
+from serving import page
 from serving.protos import metadata_to_dict, status_to_dict
 from serving.validation import RequestError, check_input_names, input_from_json
 
@@ -122,10 +125,15 @@ class RestHandler(BaseHTTPRequestHandler):
     log.debug("rest %s - %s", self.address_string(), format % args)
 
   def _send(self, status: int, payload: dict, close: bool = False) -> None:
-    data = json.dumps(payload).encode()
+    self._send_bytes(status, json.dumps(payload).encode(), "application/json", close=close)
+
+  def _send_bytes(self, status: int, data: bytes, content_type: str, headers: dict | None = None,
+                  close: bool = False) -> None:
     self.send_response(status)
-    self.send_header("Content-Type", "application/json")
+    self.send_header("Content-Type", content_type)
     self.send_header("Content-Length", str(len(data)))
+    for key, value in (headers or {}).items():
+      self.send_header(key, value)
     if close:
       self.send_header("Connection", "close")
       self.close_connection = True
@@ -184,6 +192,9 @@ class RestHandler(BaseHTTPRequestHandler):
 
   def _get(self) -> None:
     path = self.path.split("?", 1)[0]
+    if page.is_page_path(path):
+      self._page(path)
+      return
     m = _STATUS_PATH.fullmatch(path)
     if not m or not m.group(1):
       raise RequestError(grpc.StatusCode.NOT_FOUND if not m else grpc.StatusCode.INVALID_ARGUMENT,
@@ -191,6 +202,16 @@ class RestHandler(BaseHTTPRequestHandler):
     name, version, label, sub = m.groups()
     answer = rest_metadata if sub else rest_status
     self._send(200, answer(self.backend, name, version, label))
+
+  def _page(self, path: str) -> None:
+    if path == "/web/" + page.CONFIG:
+      data, content_type = json.dumps(self.backend.page_config()).encode(), "application/json"
+    else:
+      found = page.static_file(path)
+      if found is None:
+        raise RequestError(grpc.StatusCode.NOT_FOUND, f"no such page file: {path}")
+      data, content_type = found
+    self._send_bytes(200, data, content_type, page.HEADERS)
 
   def _post(self) -> None:
     path = self.path.split("?", 1)[0]

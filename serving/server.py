@@ -12,6 +12,7 @@ installed. It serves `<model_base_path>/<integer version>/` SavedModels written 
         GET  /v1/models/NAME[/versions/N|/labels/L]/metadata   signature_def metadata
         POST /v1/models/NAME[/versions/N|/labels/L]:predict    {"instances": ...} | {"inputs": ...}
                                                                (default port 8501)
+  page  GET  /   a web page that records speech and shows its face (serving.page, on the REST port)
 
 Like TF Serving it serves the newest version by default, honours an explicit version or label,
 polls the base path for new versions (`poll_seconds`, TF Serving's --file_system_poll_wait_seconds)
@@ -29,7 +30,8 @@ HTTP 413, and has no request batching (batching.config is for production).
   serve(model_base_path="exports/s2f", model_name="s2f")      # what `s2f serve` calls; blocks
 
 Modules: protos (wire format) <- validation (RequestError, request checks) <- servable (one loaded
-version) <- grpc_api, rest_api (the two protocols) <- server (this).
+version) <- grpc_api, rest_api (the two protocols; rest_api also serves page, the web page's files)
+<- server (this).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
 from s2f_tf import contract
+from serving import page
 from serving.grpc_api import start_grpc_server
 from serving.protos import DEFAULT_MAX_MESSAGE_BYTES
 from serving.rest_api import start_rest_server
@@ -297,6 +300,12 @@ class DevServer:
                          f"{spec.name}, {version}); available versions: {sorted(servables) or 'none'}")
     return servable
 
+  def page_config(self) -> dict:
+    """web/config.json for the page: the model's name and the newest loaded version's limits."""
+    servables = self._servables
+    newest = servables[max(servables)] if servables else None
+    return page.config(self.model_name, newest.version if newest else None, newest.info if newest else {})
+
   def metadata_proto(self, request: get_model_metadata_pb2.GetModelMetadataRequest
                      ) -> get_model_metadata_pb2.GetModelMetadataResponse:
     """GetModelMetadata (signature_def only, as TF Serving) of the version the spec addresses."""
@@ -365,6 +374,8 @@ def serve(model_base_path: str, model_name: str = "s2f", port: int = 8500, rest_
     server.start()
     print(f"serving {model_name!r} versions {server.versions()} from {server.model_base_path}: "
           f"gRPC {server.grpc_target or 'off'}, REST {server.rest_url or 'off'} (Ctrl-C stops)", flush=True)
+    if server.rest_url:
+      print(f"the page: {server.rest_url}/ (record your voice or drop a file; a face comes back)", flush=True)
     if ready_callback is not None:
       ready_callback(server)
     while not server.wait(1.0):

@@ -30,9 +30,10 @@ BROWSER_PATHS = {"chromium": ("/usr/bin/chromium", "/usr/bin/chromium-browser"),
 
 
 @pytest.fixture
-def browser(tmp_path):
-  """A real headless Chromium driven by selenium (Debian's chromium + chromium-driver, which
-  .ci/run installs). Missing outside CI: the test is skipped; under CI=true it fails."""
+def open_browser(tmp_path):
+  """Opens real headless Chromiums driven by selenium (Debian's chromium + chromium-driver, which
+  .ci/run installs), with any extra command-line flags: open_browser("--use-fake-ui-for-media-stream").
+  Missing outside CI: the test is skipped; under CI=true it fails. All are closed afterwards."""
   found = {name: next((p for p in paths if os.path.exists(p)), None) for name, paths in BROWSER_PATHS.items()}
   if not all(found.values()):
     missing = ", ".join(name for name, path in found.items() if path is None)
@@ -41,18 +42,35 @@ def browser(tmp_path):
     pytest.skip(f"no {missing} on this machine (apt-get install chromium chromium-driver)")
   from selenium import webdriver
   from selenium.webdriver.chrome.service import Service
-  options = webdriver.ChromeOptions()
-  options.binary_location = found["chromium"]
-  for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-               "--window-size=1280,1000", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-    options.add_argument(flag)
-  # an explicit driver path: selenium never looks for (or downloads) a driver of its own
-  driver = webdriver.Chrome(service=Service(executable_path=found["chromedriver"]), options=options)
-  driver.set_page_load_timeout(60)
+  drivers = []
+
+  def open_one(*flags: str):
+    options = webdriver.ChromeOptions()
+    options.binary_location = found["chromium"]
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,1000",
+                 # this machine's network is closed: no background connections, no updates
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / f'chromium-profile-{len(drivers)}'}",
+                 *flags):
+      options.add_argument(flag)
+    # an explicit driver path: selenium never looks for (or downloads) a driver of its own
+    driver = webdriver.Chrome(service=Service(executable_path=found["chromedriver"]), options=options)
+    driver.set_page_load_timeout(60)
+    drivers.append(driver)
+    return driver
+
   try:
-    yield driver
+    yield open_one
   finally:
-    driver.quit()
+    for driver in drivers:
+      driver.quit()
+
+
+@pytest.fixture
+def browser(open_browser):
+  """One real headless Chromium (see open_browser)."""
+  return open_browser()
 
 
 def run_s2f(*args, env=None, timeout=600):

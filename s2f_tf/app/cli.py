@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
   _add_model_name(p)
   p.add_argument("--export_version", type=int, default=0, help="version number; 0: one above the newest")
 
-  p = _command(sub, "serve", "development server speaking TF Serving's gRPC and REST APIs",
+  p = _command(sub, "serve", "development server speaking TF Serving's gRPC and REST APIs, with a web "
+               "page on the REST port (http://127.0.0.1:8501/)",
                "s2f serve --model_base_path=exports/s2f --port=8500 --rest_api_port=8501")
   _common(p, config=False)
   p.add_argument("--model_base_path", required=True, help="<export_base>/<model_name>, holding integer versions")
