@@ -148,8 +148,10 @@ def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samp
   fields = ["image", "speaker", "clip_id"] + (["pcm", "target_image"] if with_voice else [])
   if info.attribute_names:
     fields.append("attributes")
+  # a fixed clip order: the galleries (one clip of each other speaker) and the judge's training
+  # faces are then the same on every run, so a model's figures do not move between evaluations
   opts = InputOptions(batch_size=32, clip_samples=samples, training=False, fields=tuple(fields),
-                      drop_remainder=False, repeat=False)
+                      drop_remainder=False, repeat=False, deterministic=True)
   out: dict = {"v_f": [], "speaker": [], "attributes": [], "images": [], "clip_id": [], "targets": []}
   out.update({f"v_s_{n}": [] for n in lengths})
   count = 0

@@ -1,8 +1,8 @@
 """Validation while training: held-out loss terms and one cheap figure, and the best weights.
 
 Every `train.validate_every` steps (and at the last step) the chief runs the stage on a fixed set of
-validation clips (the validation split's first `train.validation_clips`, read once, centre-cropped,
-so every pass sees the same clips) and writes to TensorBoard under validation/:
+validation clips (the validation split's first `train.validation_clips` in file order, read once,
+centre-cropped, so every pass and every run sees the same clips) and writes to TensorBoard under validation/:
   validation/loss/<term>   the stage's loss terms in inference mode (not for the face encoder: its
                            softmax is over training identities, which the validation speakers are not)
   validation/<figure>      the stage's held-out figure (higher is better; needs 2+ speakers):
@@ -70,7 +70,7 @@ class Validator:
       self.every = 0
       return
     options = dataclasses.replace(input_options, batch_size=min(64, config.train.validation_clips), training=False,
-                                  repeat=False, drop_remainder=False, start=(0, 0),
+                                  repeat=False, drop_remainder=False, start=(0, 0), deterministic=True,
                                   fields=tuple(dict.fromkeys(stage.fields + ("speaker",))))
     count = 0
     for batch in make_dataset(data_dir, "validation", options, info=info):
