@@ -222,10 +222,12 @@ def test_a_stage_trained_in_mixed_bfloat16_leaves_evaluate_and_export_in_float32
   shutil.copytree(tiny_trained_workdir, workdir)
   shutil.rmtree(os.path.join(workdir, "voice_encoder"))
   config = get_config("tiny")
-  config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="mixed_bfloat16",
+  config = dataclasses.replace(config, train=dataclasses.replace(config.train, precision="float32",
+                                                                 voice_encoder_precision="mixed_bfloat16",
                                                                  voice_encoder_steps=2, validate_every=0))
-  train(config, TrainOptions(stage="voice_encoder", workdir=workdir, data_dir=tiny_corpus, jit_compile=False,
-                             progress=False), log=lambda *a: None)
+  trained = train(config, TrainOptions(stage="voice_encoder", workdir=workdir, data_dir=tiny_corpus,
+                                       jit_compile=False, progress=False), log=lambda *a: None)
+  assert trained["precision"] == "mixed_bfloat16"                            # the stage's own setting
   assert keras.mixed_precision.global_policy().name == "float32"             # restored after the stage
   keras.mixed_precision.set_global_policy("mixed_bfloat16")                  # and even if a caller sets it
   result = evaluate(workdir, tiny_corpus, out_dir=str(tmp_path / "eval"), log=lambda *a: None)

@@ -34,3 +34,14 @@ def test_an_explicit_precision_is_kept_and_a_bad_one_named():
 
 def test_the_probe_measures_a_positive_ratio():
   assert runtime.cpu_bfloat16_speedup() > 0
+
+
+def test_a_stage_may_have_its_own_precision_and_a_bad_one_is_named():
+  import dataclasses
+  from s2f_tf.configs import base
+  config = get_config("demo")
+  assert config.train.voice_encoder_precision == "float32" and config.train.face_decoder_precision == ""
+  base.validate(config)
+  bad = dataclasses.replace(config, train=dataclasses.replace(config.train, face_decoder_precision="bf16"))
+  with pytest.raises(ValueError, match="train.face_decoder_precision must be"):
+    base.validate(bad)

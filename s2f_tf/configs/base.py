@@ -126,6 +126,9 @@ class TrainConfig:
   face_encoder_learning_rate: float = 1e-3
   face_decoder_learning_rate: float = 1e-3
   precision: str = "auto"                  # auto (by the hardware) | float32 | mixed_bfloat16 | mixed_float16
+  face_encoder_precision: str = ""         # one stage's own precision ("": train.precision)
+  face_decoder_precision: str = ""
+  voice_encoder_precision: str = ""
   log_every: int = 100
   image_every: int = 5000                  # TensorBoard image/audio summaries
   checkpoint_every: int = 5000
@@ -261,6 +264,11 @@ def validate(config: Config) -> Config:
   if config.train.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
     raise ValueError("train.precision must be auto, float32, mixed_bfloat16 or mixed_float16, got "
                      f"{config.train.precision!r}")
+  for stage in ("face_encoder", "face_decoder", "voice_encoder"):
+    value = getattr(config.train, f"{stage}_precision")
+    if value not in ("", "auto", "float32", "mixed_bfloat16", "mixed_float16"):
+      raise ValueError(f"train.{stage}_precision must be empty (train.precision), auto, float32, "
+                       f"mixed_bfloat16 or mixed_float16, got {value!r}")
   if config.train.validate_every < 0 or config.train.validation_clips < 1:
     raise ValueError("train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "
                      f"{config.train.validate_every} and {config.train.validation_clips}")

@@ -128,7 +128,8 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   config = resolve_config(config, info, options)
   runtime.set_determinism(config.train.seed, options.deterministic)
   strategy = runtime.make_strategy(options.strategy)      # first: MultiWorker needs a fresh context
-  precision, why = runtime.resolve_precision(config.train.precision)   # (the CPU probe runs ops)
+  setting = getattr(config.train, f"{options.stage}_precision") or config.train.precision
+  precision, why = runtime.resolve_precision(setting)                  # (the CPU probe runs ops)
   runtime.set_precision(precision)
   log(f"[{options.stage}] precision {precision} ({why})")
   chief = runtime.is_chief(strategy)
