@@ -33,6 +33,7 @@ class Stage:
   name = ""
   fields: tuple[str, ...] = ()
   validation_losses = True         # its loss terms mean something on held-out speakers
+  keep_best_by = "figure"          # what picks its best weights: its figure, or a loss term (lowest)
 
   def __init__(self, config: Config, info: DatasetInfo, workdir: str, vgg_face_weights: str | None = None):
     self.config, self.info, self.workdir, self.vgg_face_weights = config, info, workdir, vgg_face_weights
@@ -127,6 +128,7 @@ class FaceEncoderStage(Stage):
 
 class FaceDecoderStage(Stage):
   name = "face_decoder"
+  keep_best_by = "loss/total"      # held-out fidelity to the targets (train/validation.py says why)
 
   @property
   def steps(self):

@@ -10,9 +10,12 @@ centre-cropped, so every pass and every run sees the same clips) and writes to T
     face_decoder   image_space_R@1   the face decoded from the true feature, re-encoded by the
                                      frozen face encoder, finds its own face (gallery of up to 100)
     voice_encoder  feature_R@1       v_s finds its own face's feature (gallery of up to 100)
-With `train.keep_best` the weights at the best figure so far are kept in <stage>/best/ (with
-best.json: step and value), and the stage's output weights come from there; result.json says which
-step they are from. Other workers go on to the next step and wait there for the chief (the pass is
+With `train.keep_best` the weights at the best validation so far are kept in <stage>/best/ (with
+best.json: step, what was compared and its value), and the stage's output weights come from there;
+result.json says which step they are from. "Best" is the highest figure, or for a stage whose
+`keep_best_by` names a loss term (the face decoder: loss/total) the lowest held-out loss: on a few
+dozen speakers the decoder's image-space R@1 sits near 1 and moves by a clip or two, and once picked
+step 500 of 1000 although every held-out loss term was lower at 1000 (and the faces blurrier). Other workers go on to the next step and wait there for the chief (the pass is
 a few seconds: a few hundred clips in inference mode).
 """
 
@@ -51,6 +54,11 @@ def _figure(stage_name: str, outputs: dict, speakers: np.ndarray) -> tuple[str, 
   query = outputs["reencoded"] if stage_name == "face_decoder" else outputs["voice"]
   figures = metrics.retrieval_figures(query, outputs["feature"], speakers, GALLERY)
   return ("image_space_R@1" if stage_name == "face_decoder" else "feature_R@1"), figures["cosine"]["R@1"]
+
+
+def _better(name: str, value: float, than: float) -> bool:
+  """Figures are better higher, loss terms ("loss/...") lower."""
+  return value < than if name.startswith("loss/") else value > than
 
 
 class Validator:
@@ -120,9 +128,11 @@ class Validator:
       tf.summary.scalar(f"validation/loss/{k}", v / n, step=step)
     entry["seconds"] = round(time.time() - started, 2)
     self.history.append(entry)
-    if self.figure_ok and self.keep_best and np.isfinite(entry["value"]) and (
-        self.best is None or self.best["step"] > step or entry["value"] > self.best["value"]):
-      self.best = {"step": step, "figure": entry["figure"], "value": entry["value"]}
+    by = self.stage.keep_best_by
+    compared = (entry.get("figure"), entry.get("value")) if by == "figure" else (by, entry.get(by))
+    if self.keep_best and compared[1] is not None and np.isfinite(compared[1]) and (
+        self.best is None or self.best["step"] > step or _better(*compared, self.best["value"])):
+      self.best = {"step": step, "figure": compared[0], "value": compared[1]}
       tf.io.gfile.makedirs(os.path.dirname(self.layout.best_record(self.stage.name)))
       save_weights_atomic(getattr(self.stage, self.stage.name), self.layout.best_weights(self.stage.name))
       write_text_atomic(self.layout.best_record(self.stage.name), json.dumps(self.best))
