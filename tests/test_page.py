@@ -47,12 +47,8 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(model_dir):
-  srv = DevServer(model_dir, MODEL, port=0, rest_api_port=AUTO_PORT, poll_seconds=60)
-  srv.start()
-  try:
+  with DevServer(model_dir, MODEL, port=0, rest_api_port=AUTO_PORT, poll_seconds=60) as srv:
     yield srv
-  finally:
-    srv.stop()
 
 
 @pytest.fixture(scope="module")
