@@ -33,6 +33,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from s2f_tf.models.norm import FusedBatchNormalization
+
 CHANNEL_ORDERS = ("RGB", "BGR")
 # VGG-16 conv channels per block; each block ends in a 2x2 max pool.
 VGG16_BLOCKS: tuple[tuple[int, ...], ...] = ((64, 64), (128, 128), (256, 256, 256),
@@ -119,7 +121,7 @@ class FaceEncoder(keras.Model):
             _scaled(channels, self.width), 3, padding="same",
             activation=None if self.batchnorm else "relu", name=f"conv{b}_{i}"))
         if self.batchnorm:
-          self.norm_layers.append(keras.layers.BatchNormalization(name=f"bn{b}_{i}"))
+          self.norm_layers.append(FusedBatchNormalization(name=f"bn{b}_{i}"))
       self.pool_layers.append(keras.layers.MaxPooling2D(2, strides=2, name=f"pool{b}"))
     self.flatten = keras.layers.Flatten(name="flatten")
     self.fc6 = keras.layers.Dense(self.fc_units, activation="relu", name="fc6")

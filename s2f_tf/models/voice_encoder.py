@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from s2f_tf.models.norm import FusedBatchNormalization
+
 # Which blocks end with a 2x1 max pool over time, and which convs use stride 2 (Table 1).
 _POOL_AFTER = (2, 3, 4, 5)       # zero-based conv index: after blocks 3, 4, 5, 6
 _STRIDE2 = (7, 8)                # blocks 8 and 9
@@ -86,7 +88,7 @@ class VoiceEncoder(keras.Model):
       stride = (2, 2) if i in _STRIDE2 else (1, 1)
       self.convs.append(layers.Conv2D(c, self.kernel_size, strides=stride, padding=padding,
                                       name=f"conv{i + 1}"))
-      self.norms.append(layers.BatchNormalization(name=f"bn{i + 1}", **bn))
+      self.norms.append(FusedBatchNormalization(name=f"bn{i + 1}", **bn))
     self.pool = layers.MaxPooling2D(pool_size=(2, 1), strides=(2, 1), name="pool_time")
     self.fc10 = layers.Dense(self.fc_units, activation="relu", name="fc10")
     self.fc11 = layers.Dense(self.feature_dim, name="fc11", dtype="float32")   # output stays float32
