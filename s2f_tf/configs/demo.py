@@ -42,13 +42,13 @@ so the decoder drew faint average faces from it (in one measurement, rescaling v
 judge's sex accuracy on voice-decoded faces from 79% to 84%; the rest of the gain to the bar came
 with clearer sex cues in the synthetic faces, see s2f_tf/synthetic/).
 
-  make demo            # 600 identities x 8 clips, every stage with this preset (~17 min on the 2-core Xeon)
+  make demo            # 600 identities x 8 clips, every stage with this preset (~15 min on the 2-core Xeon)
   s2f describe --config=demo
 Bars (held-out speakers): retrieval R@1 (cosine) at least 5x chance, sex agreement between the
 voice-predicted and the true face at least 90%. Measured on `make demo` (gallery 70): fresh clone
 11.4x chance and 93% (12 min 14 s with setup); a second fresh clone 10.9x and 96% (12 min 9 s);
-an earlier run 11.2x and 95%. On the 2-core Xeon with AMX-BF16 (this preset): 7.2x and 88%, and
-with the decoder's weights chosen by image-space R@1 10.1x and 91% (16 min 54 s and 16 min 56 s).
+an earlier run 11.2x and 95%. On the 2-core Xeon with AMX-BF16 (this preset): 11.2x and 95% in
+14 min 41 s; before the fused batch norm 7.2x and 88%, and 10.1x and 91% (about 17 min).
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,

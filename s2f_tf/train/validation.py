@@ -15,8 +15,9 @@ best.json: step, what was compared and its value), and the stage's output weight
 result.json says which step they are from. "Best" is the highest figure, or for a stage whose
 `keep_best_by` names a loss term (the face decoder: loss/total) the lowest held-out loss: on a few
 dozen speakers the decoder's image-space R@1 sits near 1 and moves by a clip or two, and once picked
-step 500 of 1000 although every held-out loss term was lower at 1000 (and the faces blurrier). Other workers go on to the next step and wait there for the chief (the pass is
-a few seconds: a few hundred clips in inference mode).
+step 500 of 1000 although every held-out loss term was lower at 1000 (and the faces blurrier).
+Other workers go on to the next step and wait there for the chief (the pass is a few seconds: a
+few hundred clips in inference mode).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class Validator:
     by = self.stage.keep_best_by
     compared = (entry.get("figure"), entry.get("value")) if by == "figure" else (by, entry.get(by))
     if self.keep_best and compared[1] is not None and np.isfinite(compared[1]) and (
-        self.best is None or self.best["step"] > step or _better(*compared, self.best["value"])):
+        self.best is None or self.best["step"] > step or self.best.get("figure") != compared[0]
+        or _better(*compared, self.best["value"])):                  # (a best.json of another measure)
       self.best = {"step": step, "figure": compared[0], "value": compared[1]}
       tf.io.gfile.makedirs(os.path.dirname(self.layout.best_record(self.stage.name)))
       save_weights_atomic(getattr(self.stage, self.stage.name), self.layout.best_weights(self.stage.name))
