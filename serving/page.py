@@ -24,23 +24,25 @@ HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: 
            "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
 
-def static_file(path: str) -> tuple[bytes, str] | None:
-  """The bytes and content type of a page file for a request path ("/" is index.html); None for
-  any other path. Only names in PAGE_DIR are served: no directories, no '..'."""
+def _name(path: str) -> str | None:
+  """The page file a request path names ("/" is index.html), or None for a path outside the page."""
   if path in ("/", "/index.html"):
-    name = "index.html"
-  elif path.startswith("/web/"):
-    name = path[len("/web/"):]
-  else:
-    return None
-  if name not in _files():
-    return None
-  with open(os.path.join(PAGE_DIR, name), "rb") as f:
-    return f.read(), _TYPES[os.path.splitext(name)[1]]
+    return "index.html"
+  return path[len("/web/"):] if path.startswith("/web/") else None
 
 
 def is_page_path(path: str) -> bool:
-  return path in ("/", "/index.html") or path.startswith("/web/")
+  return _name(path) is not None
+
+
+def static_file(path: str) -> tuple[bytes, str] | None:
+  """The bytes and content type of a page file for a request path; None for any other path.
+  Only names in PAGE_DIR are served: no directories, no '..'."""
+  name = _name(path)
+  if name not in _FILES:
+    return None
+  with open(os.path.join(PAGE_DIR, name), "rb") as f:
+    return f.read(), _TYPES[os.path.splitext(name)[1]]
 
 
 def config(model_name: str, version: int | None, info: dict) -> dict:
@@ -48,5 +50,4 @@ def config(model_name: str, version: int | None, info: dict) -> dict:
   return {"model": model_name, "version": version, "info": dict(info)}
 
 
-def _files() -> set[str]:
-  return {n for n in os.listdir(PAGE_DIR) if os.path.splitext(n)[1] in _TYPES}
+_FILES = frozenset(n for n in os.listdir(PAGE_DIR) if os.path.splitext(n)[1] in _TYPES)   # listed once

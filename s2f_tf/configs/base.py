@@ -261,14 +261,13 @@ def validate(config: Config) -> Config:
     raise ValueError(f"face_decoder.warp_interpolation must be bilinear or bicubic, got {fd.warp_interpolation!r}")
   if fd.upsample not in ("transposed", "resize_conv"):
     raise ValueError(f"face_decoder.upsample must be transposed or resize_conv, got {fd.upsample!r}")
-  if config.train.precision not in ("auto", "float32", "mixed_bfloat16", "mixed_float16"):
-    raise ValueError("train.precision must be auto, float32, mixed_bfloat16 or mixed_float16, got "
-                     f"{config.train.precision!r}")
-  for stage in ("face_encoder", "face_decoder", "voice_encoder"):
-    value = getattr(config.train, f"{stage}_precision")
-    if value not in ("", "auto", "float32", "mixed_bfloat16", "mixed_float16"):
-      raise ValueError(f"train.{stage}_precision must be empty (train.precision), auto, float32, "
-                       f"mixed_bfloat16 or mixed_float16, got {value!r}")
+  precisions = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+  for field, allowed in (("precision", precisions), *((f"{stage}_precision", ("",) + precisions)
+                         for stage in ("face_encoder", "face_decoder", "voice_encoder"))):
+    value = getattr(config.train, field)
+    if value not in allowed:
+      raise ValueError(f"train.{field} must be {'empty (train.precision), ' if '' in allowed else ''}"
+                       f"auto, float32, mixed_bfloat16 or mixed_float16, got {value!r}")
   if config.train.validate_every < 0 or config.train.validation_clips < 1:
     raise ValueError("train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "
                      f"{config.train.validate_every} and {config.train.validation_clips}")
