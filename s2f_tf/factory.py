@@ -80,12 +80,33 @@ def build_speech2face(config: Config, face_decoder: FaceDecoder | None = None) -
                      face_decoder or build_face_decoder(config), name="speech2face")
 
 
+def graph_flops(concrete_function) -> int:
+  """Float operations of a concrete function's graph, counted by TF's profiler (conv, matmul, ...)."""
+  import tensorflow as tf
+  opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
+  opts["output"] = "none"
+  logger, level = tf.get_logger(), tf.get_logger().level
+  logger.setLevel("ERROR")                      # the v1 profiler warns about its own deprecated internals
+  try:
+    return int(tf.compat.v1.profiler.profile(graph=concrete_function.graph, options=opts).total_float_ops)
+  finally:
+    logger.setLevel(level)
+
+
+def _forward_gflops(network, example) -> float:
+  """Forward GFLOPs of `network` on one example shaped like `example` (inference mode)."""
+  import tensorflow as tf
+  spec = tf.TensorSpec([1, *example.shape[1:]], tf.float32)
+  return round(graph_flops(tf.function(lambda x: network(x, training=False)).get_concrete_function(spec)) / 1e9, 3)
+
+
 def _shape(x) -> list:
   return [None] + [int(d) for d in x.shape[1:]]
 
 
 def describe(config: Config) -> dict:
-  """Builds every network of `config` at batch 1 and reports parameters and shapes (`s2f describe`)."""
+  """Builds every network of `config` at batch 1 and reports parameters, shapes and forward GFLOPs per
+  example (counted from the graph by TF's profiler: convolutions and matmuls) (`s2f describe`)."""
   a = config.audio
   front_end = build_front_end(config)
   spec = front_end(np.zeros((1, a.clip_samples), np.float32))
@@ -102,11 +123,14 @@ def describe(config: Config) -> dict:
                       "sample_rate": a.sample_rate, "shape": _shape(spec)[1:]},
       "networks": {
           "voice_encoder": {"params": voice.count_params(), "input": _shape(spec),
-                            "output": _shape(feature), "min_frames": voice.min_frames()},
+                            "output": _shape(feature), "min_frames": voice.min_frames(),
+                            "forward_gflops": _forward_gflops(voice, spec)},
           "face_encoder": {"params": face_encoder.count_params(), "input": _shape(image),
-                           "outputs": {k: _shape(v) for k, v in face_out.items()}},
+                           "outputs": {k: _shape(v) for k, v in face_out.items()},
+                           "forward_gflops": _forward_gflops(face_encoder, image)},
           "face_decoder": {"params": decoder.count_params(), "input": _shape(feature),
-                           "outputs": {k: _shape(v) for k, v in decoded.items()}},
+                           "outputs": {k: _shape(v) for k, v in decoded.items()},
+                           "forward_gflops": _forward_gflops(decoder, feature)},
       },
       "feature_dim": config.feature_dim,
   }

@@ -159,6 +159,17 @@ def test_describe_paper_batch_1():
   assert info["networks"]["face_encoder"]["outputs"] == {"feature": [None, 4096], "logits": [None, 2622]}
   assert info["networks"]["face_decoder"]["outputs"]["image"] == [None, 224, 224, 3]
   assert info["networks"]["voice_encoder"]["params"] > 100_000_000
+  # forward GFLOPs counted from the graph = VGG-16's by hand (3x3 convs and the three FC layers;
+  # the graph also counts bias adds and ReLUs, under 0.1 %)
+  blocks = [(64, 224, 2), (128, 112, 2), (256, 56, 3), (512, 28, 3), (512, 14, 3)]
+  flops, cin = 0, 3
+  for cout, size, n in blocks:
+    for _ in range(n):
+      flops += 2 * 9 * cin * cout * size * size
+      cin = cout
+  flops += 2 * (7 * 7 * 512 * 4096 + 4096 * 4096 + 4096 * 2622)
+  assert abs(info["networks"]["face_encoder"]["forward_gflops"] * 1e9 / flops - 1) < 0.002
+  assert info["networks"]["voice_encoder"]["forward_gflops"] > info["networks"]["face_encoder"]["forward_gflops"]
 
 
 def test_cli_errors():

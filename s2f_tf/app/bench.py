@@ -47,19 +47,6 @@ def matmul_flops_per_second(sizes=(1024, 2048), seconds: float = 1.0, dtype: str
   return best
 
 
-def graph_flops(concrete_function) -> int:
-  """Float operations of a concrete function's graph, counted by TF's profiler (conv, matmul, ...)."""
-  import tensorflow as tf
-  opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-  opts["output"] = "none"
-  logger, level = tf.get_logger(), tf.get_logger().level
-  logger.setLevel("ERROR")                      # the v1 profiler warns about its own deprecated internals
-  try:
-    return int(tf.compat.v1.profiler.profile(graph=concrete_function.graph, options=opts).total_float_ops)
-  finally:
-    logger.setLevel(level)
-
-
 def timed(step, steps: int, warmup: int) -> float:
   """Seconds for `steps` calls of `step` after `warmup` calls (shared by the TF and PyTorch sides)."""
   for _ in range(warmup):
@@ -146,12 +133,13 @@ def bench_train(config, batch_size: int, steps: int = 10, warmup: int = 3, jit_c
   """
   import importlib.util
 
+  from s2f_tf import factory
   from s2f_tf.train import runtime
   training_precision, why = runtime.resolve_precision(config.train.precision)
   if training_precision not in TF_PRECISIONS:
     training_precision = "float32"                        # mixed_float16: loss scaling is not timed here
   tf_steps = {p: _tf_train_step(config, batch_size, p, jit_compile) for p in TF_PRECISIONS}
-  flops_forward = graph_flops(tf_steps["float32"][1])
+  flops_forward = factory.graph_flops(tf_steps["float32"][1])
   peer = None
   if torch_peer and importlib.util.find_spec("torch") is not None:
     peer = _TorchPeer(config, batch_size)
