@@ -27,6 +27,8 @@ def test_paper_numbers():
   assert c.train.batch_size == 8
   assert (c.face_decoder.upsample, c.face_decoder.warp_interpolation) == ("transposed", "bilinear")   # Cole et al.
   assert c.loss.decoder_perceptual == 0.0
+  # measured at paper size (BUILD.md): stage 1 from scratch at 1e-4, warm-up, direction-only decoder input
+  assert (c.train.face_encoder_learning_rate, c.optimizer.warmup_steps, c.face_decoder.normalize_input) == (1e-4, 50, True)
 
 
 def test_overrides_by_type():

@@ -269,3 +269,20 @@ def test_multi_worker_sigterm_saves_and_resumes(tiny_corpus, tiny_faces_workdir,
     results.append(json.loads(out.strip().splitlines()[-1]))
   assert all(r["steps"] == 400 for r in results)
   assert results[0]["replica_digests"] == results[1]["replica_digests"]
+
+
+def test_warm_up_ramps_the_learning_rate_then_follows_the_decay():
+  import numpy as np
+  from s2f_tf.configs import get_config
+  from s2f_tf.train.loop import make_optimizer
+  config = get_config("paper", ["optimizer.warmup_steps=4", "optimizer.decay_steps=10"])
+  lr = make_optimizer(config, 1e-3, "float32").learning_rate
+  schedule = make_optimizer(config, 1e-3, "float32")._learning_rate
+  values = [float(schedule(step)) for step in (0, 1, 3, 4, 9, 10, 25)]
+  np.testing.assert_allclose(values, [2.5e-4, 5e-4, 1e-3, 1e-3, 1e-3, 0.95e-3, 0.95 ** 2 * 1e-3], rtol=1e-6)
+  assert float(lr) == pytest.approx(2.5e-4)                 # at iteration 0, what the first step uses
+  plain = make_optimizer(get_config("paper", ["optimizer.warmup_steps=0"]), 1e-3, "float32")._learning_rate
+  assert float(plain(0)) == pytest.approx(1e-3)
+  with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+    from s2f_tf.configs import validate
+    validate(get_config("paper", ["optimizer.warmup_steps=-1"]))

@@ -115,6 +115,7 @@ class OptimizerConfig:
   decay_rate: float = 0.95
   decay_steps: int = 10000
   staircase: bool = True                   # unsure in the paper
+  warmup_steps: int = 0                    # linear learning-rate ramp over the first N steps (0: none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +269,8 @@ def validate(config: Config) -> Config:
     if value not in allowed:
       raise ValueError(f"train.{field} must be {'empty (train.precision), ' if '' in allowed else ''}"
                        f"auto, float32, mixed_bfloat16 or mixed_float16, got {value!r}")
+  if config.optimizer.warmup_steps < 0:
+    raise ValueError(f"optimizer.warmup_steps must be >= 0 (0: no warm-up), got {config.optimizer.warmup_steps}")
   if config.train.validate_every < 0 or config.train.validation_clips < 1:
     raise ValueError("train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "
                      f"{config.train.validate_every} and {config.train.validation_clips}")

@@ -77,6 +77,10 @@ class Stage:
   def summaries(self, batch: dict, step: int) -> None:
     """Writes image/audio summaries for a preview batch (chief only, default strategy scope)."""
 
+  def start_report(self, batch: dict) -> dict | None:
+    """Figures about the loss at the start of a run (logged, and kept in result.json), or None."""
+    return None
+
   def validation_outputs(self, batch: dict) -> dict[str, tf.Tensor]:
     """Features for the stage's held-out figure (train/validation.py), inference mode."""
     raise NotImplementedError
@@ -222,6 +226,35 @@ class VoiceEncoderStage(Stage):
     return losses.speech2face_loss(dec.bottleneck_features(v_f), dec.bottleneck_features(v_s), v_f, v_s,
                                    logits_f, self.face_encoder.logits_from_feature(v_s),
                                    c.lambda_feature, c.lambda_distill, c.temperature)
+
+  def start_report(self, batch):
+    """The paper's three terms on a preview batch before the first step, each as weighted in the
+    total and as the norm of its gradient with respect to v_s (what pushes the voice encoder: the
+    distillation's value holds the teacher's entropy, which no gradient can lower), and how peaked
+    the teacher's softmax(fc8 / T) is (a top probability near 1 leaves the distillation nothing soft
+    to teach). The paper balances the three with lambda1 = 0.025 and lambda2 = 200 for VGG-Face."""
+    c = self.config.loss
+    v_f, logits_f = self._teacher(batch)
+    v_s = self.voice_encoder(self.front_end(batch["pcm"]), training=False)
+    dec = self.face_decoder
+    with tf.GradientTape(persistent=True) as tape:
+      tape.watch(v_s)
+      terms = losses.speech2face_loss(dec.bottleneck_features(v_f), dec.bottleneck_features(v_s), v_f, v_s,
+                                      logits_f, self.face_encoder.logits_from_feature(v_s),
+                                      c.lambda_feature, c.lambda_distill, c.temperature)
+      weighted = {"decoder_l1": tf.reduce_mean(terms["decoder_l1"]),
+                  "feature_l2": c.lambda_feature * tf.reduce_mean(terms["feature_l2"]),
+                  "distill": c.lambda_distill * tf.reduce_mean(terms["distill"])}
+    teacher = tf.nn.softmax(logits_f / c.temperature, axis=-1)
+    entropy = -tf.reduce_sum(teacher * tf.math.log(teacher + 1e-30), axis=-1)
+    report = {"weighted_terms": {k: float(v) for k, v in weighted.items()},
+              "gradient_norms": {k: float(tf.norm(tape.gradient(v, v_s))) for k, v in weighted.items()},
+              "teacher_top_probability": float(tf.reduce_mean(tf.reduce_max(teacher, axis=-1))),
+              "teacher_entropy": float(tf.reduce_mean(entropy)),
+              "feature_norm": {"true": float(tf.reduce_mean(tf.norm(v_f, axis=-1))),
+                               "predicted": float(tf.reduce_mean(tf.norm(v_s, axis=-1)))}}
+    del tape
+    return report
 
   def validation_outputs(self, batch):
     v_f, _ = self._teacher(batch)
