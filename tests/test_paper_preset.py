@@ -34,7 +34,7 @@ REDUCED = [
 
 
 @pytest.fixture(scope="module")
-def paper_small(tmp_path_factory):
+def paper_small():
   from s2f_tf import factory
   from s2f_tf.configs import get_config
   config = factory.validate(get_config("paper", REDUCED))
@@ -67,10 +67,10 @@ def test_paper_preset_trains_exports_and_serves_at_reduced_size(paper_small, tmp
               items_per_shard=8, beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
               log=lambda *_: None, texture_warp=factory.texture_warp(paper_small))
   workdir = str(tmp_path / "run")
-  results = {}
+  results, lines = {}, []
   for stage in ("face_encoder", "face_decoder", "voice_encoder"):
     results[stage] = train(paper_small, TrainOptions(stage=stage, workdir=workdir, data_dir=data,
-                                                     jit_compile=True, progress=False), log=lambda *_: None)
+                                                     jit_compile=True, progress=False), log=lines.append)
     r = results[stage]
     assert r["steps"] == 8 and r["precision"] == "mixed_bfloat16" and all(math.isfinite(v) for v in r["losses"].values()), r
   # the decoder's landmarks stay where faces are (normalised coordinates): no jump by the image size
@@ -80,6 +80,9 @@ def test_paper_preset_trains_exports_and_serves_at_reduced_size(paper_small, tmp
   assert voice["decoder_l1"] > 0 and voice["feature_l2"] > 0 and voice["distill"] > 0, voice
   # the loss balance at the start is reported: each weighted term and its pull on v_s
   start = results["voice_encoder"]["start"]
+  reported = [line for line in lines if " at the start: " in line]              # the face stages report none
+  assert len(reported) == 1 and reported[0].startswith("[voice_encoder] at the start: loss terms (weighted) "
+                                                       "decoder_l1 ") and "teacher softmax top probability" in reported[0]
   assert set(start["weighted_terms"]) == set(start["gradient_norms"]) == {"decoder_l1", "feature_l2", "distill"}
   assert all(v > 0 and math.isfinite(v) for v in start["gradient_norms"].values()), start
   with open(os.path.join(workdir, "config.json")) as f:

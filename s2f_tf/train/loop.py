@@ -262,7 +262,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   start_step = int(step.numpy())
   start_report = stage.start_report(preview) if preview is not None and start_step == 0 else None
   if start_report:
-    log(f"[{stage.name}] at the start: {_describe_start(start_report)}")
+    log(f"[{stage.name}] at the start: {stage.describe_start(start_report)}")
   if start_step >= total_steps:
     log(f"[{stage.name}] already at step {start_step} of {total_steps}")
   progress = Progress(total_steps, stage.name, enabled=chief and options.progress)
@@ -341,19 +341,6 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   if scratch:
     shutil.rmtree(scratch, ignore_errors=True)
   return result
-
-
-def _describe_start(report: dict) -> str:
-  """One log line from a stage's start_report."""
-  parts = []
-  if "weighted_terms" in report:
-    parts.append("loss terms (weighted) " + ", ".join(
-        f"{k} {v:.3g} (gradient {report['gradient_norms'][k]:.3g})" for k, v in report["weighted_terms"].items()))
-  if "teacher_top_probability" in report:
-    top = report["teacher_top_probability"]
-    parts.append(f"teacher softmax top probability {top:.3f}" + (" (saturated: the distillation has little "
-                                                                  "to teach)" if top > 0.99 else ""))
-  return "; ".join(parts)
 
 
 class InputPositions:

@@ -78,8 +78,12 @@ class Stage:
     """Writes image/audio summaries for a preview batch (chief only, default strategy scope)."""
 
   def start_report(self, batch: dict) -> dict | None:
-    """Figures about the loss at the start of a run (logged, and kept in result.json), or None."""
+    """Figures about the loss at the start of a run (kept in result.json), or None."""
     return None
+
+  def describe_start(self, report: dict) -> str:
+    """start_report's figures as one log line."""
+    return ", ".join(f"{k} {v}" for k, v in report.items())
 
   def validation_outputs(self, batch: dict) -> dict[str, tf.Tensor]:
     """Features for the stage's held-out figure (train/validation.py), inference mode."""
@@ -218,14 +222,18 @@ class VoiceEncoderStage(Stage):
     out = self.face_encoder(_images_float(batch["image"]), training=False)
     return out["feature"], out["logits"]
 
-  def compute_loss(self, batch, training):
-    v_f, logits_f = self._teacher(batch)                                       # [B, D], [B, C]
-    v_s = self.voice_encoder(self.front_end(batch["pcm"]), training=training)  # [B, D]
+  def _loss(self, v_f, logits_f, v_s):
+    """The paper's loss of a predicted feature v_s against the teacher's (v_f, fc8 logits)."""
     dec = self.face_decoder
     c = self.config.loss
     return losses.speech2face_loss(dec.bottleneck_features(v_f), dec.bottleneck_features(v_s), v_f, v_s,
                                    logits_f, self.face_encoder.logits_from_feature(v_s),
                                    c.lambda_feature, c.lambda_distill, c.temperature)
+
+  def compute_loss(self, batch, training):
+    v_f, logits_f = self._teacher(batch)                                       # [B, D], [B, C]
+    v_s = self.voice_encoder(self.front_end(batch["pcm"]), training=training)  # [B, D]
+    return self._loss(v_f, logits_f, v_s)
 
   def start_report(self, batch):
     """The paper's three terms on a preview batch before the first step, each as weighted in the
@@ -236,12 +244,9 @@ class VoiceEncoderStage(Stage):
     c = self.config.loss
     v_f, logits_f = self._teacher(batch)
     v_s = self.voice_encoder(self.front_end(batch["pcm"]), training=False)
-    dec = self.face_decoder
     with tf.GradientTape(persistent=True) as tape:
       tape.watch(v_s)
-      terms = losses.speech2face_loss(dec.bottleneck_features(v_f), dec.bottleneck_features(v_s), v_f, v_s,
-                                      logits_f, self.face_encoder.logits_from_feature(v_s),
-                                      c.lambda_feature, c.lambda_distill, c.temperature)
+      terms = self._loss(v_f, logits_f, v_s)
       weighted = {"decoder_l1": tf.reduce_mean(terms["decoder_l1"]),
                   "feature_l2": c.lambda_feature * tf.reduce_mean(terms["feature_l2"]),
                   "distill": c.lambda_distill * tf.reduce_mean(terms["distill"])}
@@ -255,6 +260,13 @@ class VoiceEncoderStage(Stage):
                                "predicted": float(tf.reduce_mean(tf.norm(v_s, axis=-1)))}}
     del tape
     return report
+
+  def describe_start(self, report):
+    terms = ", ".join(f"{k} {v:.3g} (gradient {report['gradient_norms'][k]:.3g})"
+                      for k, v in report["weighted_terms"].items())
+    top = report["teacher_top_probability"]
+    return (f"loss terms (weighted) {terms}; teacher softmax top probability {top:.3f}"
+            + (" (saturated: the distillation has little to teach)" if top > 0.99 else ""))
 
   def validation_outputs(self, batch):
     v_f, _ = self._teacher(batch)
