@@ -64,7 +64,8 @@ def build_face_decoder(config: Config) -> FaceDecoder:
                      texture_min_channels=d.texture_min_channels, kernel_size=d.kernel_size,
                      warp_border_points=d.warp_border_points,
                      warp_regularization=d.warp_regularization, normalize_input=d.normalize_input,
-                     upsample=d.upsample, warp_interpolation=d.warp_interpolation, name="face_decoder")
+                     upsample=d.upsample, warp_interpolation=d.warp_interpolation,
+                     warp_flow_grid=d.warp_flow_grid, name="face_decoder")
 
 
 def texture_warp(config: Config) -> dict:

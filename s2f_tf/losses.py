@@ -77,10 +77,24 @@ def perceptual_per_example(blocks_true, blocks_pred) -> tf.Tensor:
   return tf.add_n(terms) / float(len(terms))
 
 
+def edge_l1_per_example(images_true, images_pred) -> tf.Tensor:
+  """Mean | d_pred - d_true | over the differences d between horizontal and between vertical
+  neighbour pixels: [B, H, W, C] x2 -> [B]. Pixel L1 barely tells a sharp edge from a soft one
+  half a pixel wide; this term compares the edges themselves."""
+  t, p = _f32(images_true), _f32(images_pred)
+  batch = tf.shape(t)[0]
+
+  def mean(x):
+    return tf.reduce_mean(tf.reshape(tf.abs(x), [batch, -1]), axis=1)
+  d_rows = (p[:, 1:] - p[:, :-1]) - (t[:, 1:] - t[:, :-1])                  # [B, H-1, W, C]
+  d_cols = (p[:, :, 1:] - p[:, :, :-1]) - (t[:, :, 1:] - t[:, :, :-1])      # [B, H, W-1, C]
+  return 0.5 * (mean(d_rows) + mean(d_cols))
+
+
 def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred, feature_true,
                       feature_pred, texture_weight: float = 1.0, landmark_weight: float = 1.0,
                       feature_weight: float = 1.0, blocks_true=None, blocks_pred=None,
-                      perceptual_weight: float = 0.0) -> dict[str, tf.Tensor]:
+                      perceptual_weight: float = 0.0, edge_weight: float = 0.0) -> dict[str, tf.Tensor]:
   """Cole et al. decoder losses, per example [B].
 
   texture_*: [B, H, W, 3] in [0, 1], the true one being the true face warped to the mean landmarks
@@ -89,6 +103,7 @@ def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred
   feature_*: face-encoder features of the input face and of the decoded face -> negative cosine
   blocks_*: optional face-encoder block outputs of the target face and of the decoded face ->
     perceptual_per_example, weighted by perceptual_weight
+  edge_weight: > 0 adds edge_l1_per_example of the textures ("edges"), so weighted
   """
   texture = tf.reduce_mean(tf.reshape(tf.abs(_f32(texture_true) - _f32(texture_pred)),
                                       [tf.shape(texture_true)[0], -1]), axis=1)
@@ -100,6 +115,9 @@ def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred
   if blocks_true is not None:
     out["perceptual"] = perceptual_per_example(blocks_true, blocks_pred)
     total = total + perceptual_weight * out["perceptual"]
+  if edge_weight:
+    out["edges"] = edge_l1_per_example(texture_true, texture_pred)
+    total = total + edge_weight * out["edges"]
   out["total"] = total
   return out
 

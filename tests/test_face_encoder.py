@@ -149,6 +149,23 @@ def test_outputs_shapes_dtypes_and_logits_from_feature():
   np.testing.assert_allclose(out_u8["logits"].numpy(), out["logits"].numpy(), rtol=1e-6, atol=1e-6)
 
 
+def test_block_outputs_by_hand_and_from_the_same_pass():
+  model = tiny()
+  x = images(2)
+  pool1, pool2 = model.block_outputs(x, (2, 1))                      # returned in block order
+  h = model.conv_layers[1](model.conv_layers[0](preprocess(x, model.channel_order, model.mean)))
+  np.testing.assert_allclose(pool1.numpy(), model.pool_layers[0](h).numpy(), rtol=1e-6, atol=1e-6)
+  assert pool2.shape[1] == model.image_size // 4
+  out = model(x, training=False, blocks=(1, 2))
+  assert set(out) == {"feature", "logits", "blocks"}
+  for a, b in zip(out["blocks"], (pool1, pool2)):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(out["feature"].numpy(), model(x)["feature"].numpy(), rtol=1e-6, atol=1e-6)
+  for bad in ((), (0,), (6,)):
+    with pytest.raises(ValueError, match="blocks must be in 1..5"):
+      model.block_outputs(x, bad)
+
+
 def test_layer_names_and_channels():
   model = tiny()
   assert [layer.name for layer in model.weighted_layers] == CONV_NAMES + ["fc6", "fc7", "fc8"]

@@ -81,6 +81,27 @@ def test_perceptual_term_by_hand():
                                                       np.ones((2, 3)), np.ones((2, 3)))
 
 
+def test_edge_term_by_hand():
+  # one grey 3 x 3 image, one channel: a sharp step against a soft one
+  sharp = np.array([[0, 0, 1], [0, 0, 1], [0, 0, 1]], np.float32)[None, :, :, None]
+  soft = np.array([[0, 0.5, 1], [0, 0.5, 1], [0, 0.5, 1]], np.float32)[None, :, :, None]
+  # column differences: sharp (0, 1), soft (0.5, 0.5) per row -> |diff| 0.5, 0.5: mean 0.5;
+  # row differences are all 0: the term is (0.5 + 0) / 2
+  np.testing.assert_allclose(losses.edge_l1_per_example(sharp, soft), [0.25], rtol=1e-6)
+  # a constant offset has the same edges
+  np.testing.assert_allclose(losses.edge_l1_per_example(sharp, sharp + 0.3), [0.0], atol=1e-7)
+  rng = np.random.RandomState(5)
+  t, p = rng.rand(2, 4, 5, 3).astype(np.float32), rng.rand(2, 4, 5, 3).astype(np.float32)
+  rows = np.abs(np.diff(p, axis=1) - np.diff(t, axis=1)).reshape(2, -1).mean(1)
+  cols = np.abs(np.diff(p, axis=2) - np.diff(t, axis=2)).reshape(2, -1).mean(1)
+  np.testing.assert_allclose(losses.edge_l1_per_example(t, p), 0.5 * (rows + cols), rtol=1e-5)
+  z = np.zeros((2, 2, 2), np.float32)
+  out = losses.face_decoder_loss(t, p, z, z, np.ones((2, 3)), np.ones((2, 3)), texture_weight=0.0,
+                                 edge_weight=2.0)
+  np.testing.assert_allclose(out["total"], -1.0 + 2.0 * 0.5 * (rows + cols), rtol=1e-5)
+  assert "edges" not in losses.face_decoder_loss(t, p, z, z, np.ones((2, 3)), np.ones((2, 3)))
+
+
 def test_identity_cross_entropy_and_float32_inputs():
   logits = np.array([[2.0, 0.0], [0.0, 0.0]], np.float16)
   ce = losses.identity_cross_entropy_per_example(np.array([0, 1]), logits)

@@ -286,3 +286,64 @@ def test_warm_up_ramps_the_learning_rate_then_follows_the_decay():
   with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
     from s2f_tf.configs import validate
     validate(get_config("paper", ["optimizer.warmup_steps=-1"]))
+
+
+def test_cool_down_ramps_the_learning_rate_to_zero_over_the_last_steps():
+  import numpy as np
+  from s2f_tf.configs import get_config, validate
+  from s2f_tf.train.loop import make_optimizer
+  config = get_config("demo", ["optimizer.cooldown_steps=4", "optimizer.warmup_steps=2"])
+  schedule = make_optimizer(config, 1e-3, "float32", total_steps=10)._learning_rate
+  # warm-up over steps 0-1, flat, then (10 - step) / 4 over the last four steps (6..9)
+  values = [float(schedule(step)) for step in (0, 1, 5, 6, 7, 9, 10)]
+  np.testing.assert_allclose(values, [5e-4, 1e-3, 1e-3, 1e-3, 0.75e-3, 0.25e-3, 0.0], rtol=1e-6, atol=1e-12)
+  # without a stage length (or with cooldown_steps 0) nothing changes
+  assert float(make_optimizer(config, 1e-3, "float32")._learning_rate(9)) == pytest.approx(1e-3)
+  with pytest.raises(ValueError, match="cooldown_steps must be >= 0"):
+    validate(get_config("demo", ["optimizer.cooldown_steps=-1"]))
+
+
+def test_voice_stage_teacher_features_are_computed_once_and_equal_the_per_step_ones(
+    tiny_corpus, tiny_faces_workdir, monkeypatch):
+  """Without stored features the voice stage computes the frozen face encoder's features of each
+  split once and looks them up by clip id: the batches then carry exactly the features (and give
+  the loss) that running the face encoder on each batch's faces gives; above the memory bound it
+  reads the faces as before."""
+  import numpy as np
+
+  from s2f_tf.configs import get_config
+  from s2f_tf.data.dataset import InputOptions
+  from s2f_tf.data.schema import DatasetInfo
+  from s2f_tf.train import loop, stages
+
+  info = DatasetInfo.read(tiny_corpus)
+  config = loop.resolve_config(get_config("tiny"), info, loop.TrainOptions(
+      stage="voice_encoder", workdir=tiny_faces_workdir, data_dir=tiny_corpus))
+  lines = []
+  stage = stages.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
+  stage.build()
+  assert stage.fields == ("pcm", "feature")
+  options = InputOptions(batch_size=4, clip_samples=config.audio.clip_samples, training=False, repeat=False,
+                         drop_remainder=False, deterministic=True, fields=("pcm", "feature", "image", "clip_id"))
+  compared = 0
+  for split in ("train", "validation"):
+    for batch in stage.dataset(tiny_corpus, split, options):
+      assert set(batch) == {"pcm", "feature", "image", "clip_id"}
+      direct = stage.face_encoder(tf.cast(batch["image"], tf.float32), training=False)["feature"].numpy()
+      np.testing.assert_allclose(batch["feature"].numpy(), direct, rtol=1e-5, atol=1e-5)
+      cached = stage.compute_loss({"pcm": batch["pcm"], "feature": batch["feature"]}, training=False)
+      per_step = stage.compute_loss({"pcm": batch["pcm"], "image": batch["image"]}, training=False)
+      for name in cached:
+        np.testing.assert_allclose(cached[name].numpy(), per_step[name].numpy(), rtol=1e-4, atol=1e-4)
+      compared += len(batch["clip_id"])
+  assert compared == info.counts["train"] + info.counts["validation"]
+  assert sum("teacher: face features of the" in line for line in lines) == 2      # once per split
+  # Asking again reuses the split's table (no new pass, no new log line).
+  next(iter(stage.dataset(tiny_corpus, "train", options)))
+  assert sum("teacher: face features of the" in line for line in lines) == 2
+
+  monkeypatch.setattr(stages, "TEACHER_CACHE_BYTES", 0)
+  lines.clear()
+  bounded = stages.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
+  bounded.build()
+  assert bounded.fields == ("pcm", "image") and "the face encoder runs on every batch" in lines[0]

@@ -485,3 +485,65 @@ def test_bicubic_warp_keeps_more_detail_and_has_gradients() -> None:
   move = np.full((1, 24, 24, 2), 0.35, np.float32)
   kept = {m: mean_squared_laplacian(dense_image_warp(edge, move, m).numpy())[0] for m in ("bilinear", "bicubic")}
   assert kept["bicubic"] > 1.2 * kept["bilinear"], kept
+
+
+# ----------------------------------------------------------------------------
+# 7. The spline on a coarse grid (flow_grid)
+# ----------------------------------------------------------------------------
+
+
+def test_linear_upsampler_by_hand() -> None:
+  from s2f_tf.models.warp import _linear_upsampler
+  # 5 pixel centres from 3 grid points at pixels 0, 2, 4: pixels 1 and 3 are half-way.
+  np.testing.assert_allclose(_linear_upsampler(5, 3), [[1, 0, 0], [0.5, 0.5, 0], [0, 1, 0],
+                                                       [0, 0.5, 0.5], [0, 0, 1]], atol=1e-7)
+  # 4 pixels, 3 points at pixels 0, 1.5, 3: pixel 1 is 2/3 of the way to the middle point.
+  np.testing.assert_allclose(_linear_upsampler(4, 3), [[1, 0, 0], [1 / 3, 2 / 3, 0], [0, 2 / 3, 1 / 3],
+                                                       [0, 0, 1]], atol=1e-6)
+  # as many points as pixels: the identity
+  np.testing.assert_allclose(_linear_upsampler(6, 6), np.eye(6), atol=1e-7)
+
+
+def test_flow_grid_interpolates_the_exact_flow() -> None:
+  """Where the grid points fall on pixel centres the flow is the exact spline's; in between it is
+  their linear interpolation; a face-like layout warps almost as the exact warp does."""
+  rng = np.random.default_rng(21)
+  size, grid = 33, 9                                    # grid points on pixels 0, 4, 8, ..., 32
+  source = _random_landmarks(rng, 2, 12)
+  dest = source + rng.normal(0, 0.02, size=source.shape).astype(np.float32)
+  image = np.repeat(_smooth_image(size, size, 3), 2, axis=0)
+  exact, flow = sparse_image_warp(image, source, dest, regularization=1e-4, interpolation="bicubic")
+  coarse, coarse_flow = sparse_image_warp(image, source, dest, regularization=1e-4, interpolation="bicubic",
+                                          flow_grid=grid)
+  flow, coarse_flow = flow.numpy(), coarse_flow.numpy()
+  on_grid = np.arange(0, size, 4)
+  np.testing.assert_allclose(coarse_flow[:, on_grid][:, :, on_grid], flow[:, on_grid][:, :, on_grid], atol=1e-4)
+  # bilinear in the cell [0, 4] x [0, 4]: pixel (2, 1) = rows half-way, cols a quarter
+  cell = flow[:, [0, 4]][:, :, [0, 4]]                  # [B, 2, 2, 2] corners (r, c)
+  top = 0.75 * cell[:, 0, 0] + 0.25 * cell[:, 0, 1]
+  bottom = 0.75 * cell[:, 1, 0] + 0.25 * cell[:, 1, 1]
+  np.testing.assert_allclose(coarse_flow[:, 2, 1], 0.5 * (top + bottom), atol=1e-4)
+  assert np.abs(coarse.numpy() - exact.numpy()).mean() < 0.01 * np.abs(exact.numpy()).mean()
+
+
+def test_flow_grid_gradients_xla_and_layer_config() -> None:
+  rng = np.random.default_rng(22)
+  image = tf.Variable(_smooth_image(16, 16, 2))
+  source = tf.constant(_random_landmarks(rng, 1, 6))
+  dest = tf.Variable(source + rng.normal(0, 0.03, size=source.shape).astype(np.float32))
+  layer = SplineWarp(regularization=1e-4, interpolation="bicubic", flow_grid=5)
+
+  @tf.function(jit_compile=True)
+  def step():
+    with tf.GradientTape() as tape:
+      loss = tf.reduce_sum(tf.square(layer(image, source, dest)))
+    return tape.gradient(loss, [image, dest])
+  for grad in step():
+    assert np.all(np.isfinite(grad.numpy())) and np.abs(grad.numpy()).max() > 0
+  clone = SplineWarp.from_config(layer.get_config())
+  assert clone.flow_grid == 5
+  with pytest.raises(ValueError, match=r"flow_grid"):
+    SplineWarp(flow_grid=1)
+  with pytest.raises(ValueError, match=r"flow_grid.*static"):
+    tf.function(lambda im: sparse_image_warp(im, source, dest, flow_grid=4)[0]).get_concrete_function(
+        tf.TensorSpec([1, None, None, 2], tf.float32))

@@ -89,6 +89,7 @@ class FaceDecoderConfig:
   warp_border_points: int = 4              # zero-displacement control points per image edge
   warp_regularization: float = 1e-4        # > 0 keeps the spline solvable if landmarks collide
   warp_interpolation: str = "bilinear"     # bilinear (Cole et al.) | bicubic (keeps fine detail)
+  warp_flow_grid: int = 0                  # 0: the spline at every pixel; N: on N x N points, flow interpolated
   normalize_input: bool = False            # read only the feature's direction: v / |v| * sqrt(D)
   upsample: str = "transposed"             # transposed (Cole et al.) | resize_conv (nearest x2 + conv)
 
@@ -104,6 +105,7 @@ class LossConfig:
   decoder_feature: float = 1.0             # negative cosine of face-encoder features
   decoder_perceptual: float = 0.0          # L1 of face-encoder block outputs, decoded vs target face
   perceptual_blocks: tuple[int, ...] = (1, 2)   # which VGG blocks (pool1 .. pool5) it compares
+  decoder_edges: float = 0.0               # L1 of neighbour-pixel differences, texture vs target texture
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +118,7 @@ class OptimizerConfig:
   decay_steps: int = 10000
   staircase: bool = True                   # unsure in the paper
   warmup_steps: int = 0                    # linear learning-rate ramp over the first N steps (0: none)
+  cooldown_steps: int = 0                  # linear ramp down to 0 over each stage's last N steps (0: none)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,6 +263,9 @@ def validate(config: Config) -> Config:
     raise ValueError(f"loss.perceptual_blocks must name VGG blocks 1..5, got {config.loss.perceptual_blocks}")
   if fd.warp_interpolation not in ("bilinear", "bicubic"):
     raise ValueError(f"face_decoder.warp_interpolation must be bilinear or bicubic, got {fd.warp_interpolation!r}")
+  if fd.warp_flow_grid < 0 or fd.warp_flow_grid == 1 or fd.warp_flow_grid > fe.image_size:
+    raise ValueError(f"face_decoder.warp_flow_grid must be 0 (the spline at every pixel) or 2..image_size "
+                     f"({fe.image_size}), got {fd.warp_flow_grid}")
   if fd.upsample not in ("transposed", "resize_conv"):
     raise ValueError(f"face_decoder.upsample must be transposed or resize_conv, got {fd.upsample!r}")
   precisions = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
@@ -271,6 +277,8 @@ def validate(config: Config) -> Config:
                        f"auto, float32, mixed_bfloat16 or mixed_float16, got {value!r}")
   if config.optimizer.warmup_steps < 0:
     raise ValueError(f"optimizer.warmup_steps must be >= 0 (0: no warm-up), got {config.optimizer.warmup_steps}")
+  if config.optimizer.cooldown_steps < 0:
+    raise ValueError(f"optimizer.cooldown_steps must be >= 0 (0: no cool-down), got {config.optimizer.cooldown_steps}")
   if config.train.validate_every < 0 or config.train.validation_clips < 1:
     raise ValueError("train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "
                      f"{config.train.validate_every} and {config.train.validation_clips}")

@@ -52,7 +52,7 @@ an earlier run 11.2x and 95%. On the 2-core Xeon with AMX-BF16 (this preset): 11
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,
-                                 TrainConfig, VoiceEncoderConfig)
+                                 OptimizerConfig, TrainConfig, VoiceEncoderConfig)
 
 
 def get_config() -> Config:
@@ -66,9 +66,10 @@ def get_config() -> Config:
       face_decoder=FaceDecoderConfig(bottleneck=256, num_landmarks=68, landmark_hidden=(256,),
                                      texture_start_size=8, texture_base_channels=128,
                                      texture_min_channels=32, normalize_input=True,
-                                     warp_interpolation="bicubic"),
+                                     warp_interpolation="bicubic", warp_flow_grid=33),
       loss=LossConfig(lambda_feature=100.0, lambda_distill=10.0, decoder_texture=10.0,
-                      decoder_perceptual=3.0),
+                      decoder_perceptual=3.0, decoder_edges=10.0),
+      optimizer=OptimizerConfig(cooldown_steps=300),
       train=TrainConfig(batch_size=32, face_encoder_steps=1500, face_decoder_steps=1000,
                         voice_encoder_steps=1500, voice_encoder_precision="float32", face_encoder_learning_rate=1e-3,
                         face_decoder_learning_rate=3e-3, log_every=25, image_every=100,

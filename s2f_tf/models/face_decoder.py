@@ -10,7 +10,8 @@
        output pixel sees the same number of input pixels, Odena et al., Distill 2016)
        (the face's texture aligned to the MEAN landmarks)
     -> spline warp of the texture from the mean landmarks to the predicted ones  [B, S, S, 3]
-       (sampled bilinearly as Cole et al., or bicubically: warp_interpolation)
+       (sampled bilinearly as Cole et al., or bicubically: warp_interpolation; the spline is
+       evaluated at every pixel, or on a warp_flow_grid x warp_flow_grid grid and interpolated)
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class FaceDecoder(keras.Model):
                texture_base_channels: int = 256, texture_min_channels: int = 32,
                kernel_size: int = 5, warp_border_points: int = 4,
                warp_regularization: float = 0.0, normalize_input: bool = False,
-               upsample: str = "transposed", warp_interpolation: str = "bilinear", **kwargs):
+               upsample: str = "transposed", warp_interpolation: str = "bilinear",
+               warp_flow_grid: int = 0, **kwargs):
     super().__init__(**kwargs)
     ups = image_size // texture_start_size
     if image_size % texture_start_size or ups & (ups - 1):
@@ -75,9 +77,10 @@ class FaceDecoder(keras.Model):
                         for i in range(self.num_upsamples)]
     self.texture_rgb = layers.Conv2D(3, 1, activation="sigmoid", name="texture_rgb", dtype="float32")
     self.warp_interpolation = warp_interpolation
+    self.warp_flow_grid = int(warp_flow_grid)
     self.warp = SplineWarp(num_border_points=self.warp_border_points,
                            regularization=self.warp_regularization, interpolation=warp_interpolation,
-                           name="warp")
+                           flow_grid=self.warp_flow_grid, name="warp")
     self.mean_landmarks = self.add_weight(
         name="mean_landmarks", shape=(self.num_landmarks, 2), dtype="float32", trainable=False,
         autocast=False,                                              # layout math stays float32
@@ -137,5 +140,6 @@ class FaceDecoder(keras.Model):
                   texture_min_channels=self.texture_min_channels, kernel_size=self.kernel_size,
                   warp_border_points=self.warp_border_points,
                   warp_regularization=self.warp_regularization, normalize_input=self.normalize_input,
-                  upsample=self.upsample, warp_interpolation=self.warp_interpolation)
+                  upsample=self.upsample, warp_interpolation=self.warp_interpolation,
+                  warp_flow_grid=self.warp_flow_grid)
     return config

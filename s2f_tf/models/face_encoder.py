@@ -179,51 +179,48 @@ class FaceEncoder(keras.Model):
       raise ValueError(f"FaceEncoder expects images of shape {expected} (RGB, [0, 255]), "
                        f"received shape {shape}.")
 
-  def call(self, images: Any, training: bool = False) -> dict[str, Any]:
-    """images [B, S, S, 3] RGB in [0, 255] -> {"feature": [B, F], "logits": [B, N]}, float32."""
-    self._check_images(images)
-    x = preprocess(images, self.channel_order, self.mean)   # [B, S, S, 3] float32
-    x = ops.cast(x, self.compute_dtype)                      # [B, S, S, 3]
-    convs = iter(range(len(self.conv_layers)))
-    for block, pool in zip(VGG16_BLOCKS, self.pool_layers):
-      for _ in block:
-        k = next(convs)
-        x = self.conv_layers[k](x)  # [B, s, s, C_block]  (S=224, width=1: C = 64 .. 512)
-        if self.batchnorm:
-          x = ops.relu(self.norm_layers[k](x, training=training))
-      x = pool(x)                   # [B, s/2, s/2, C_block]  (S=224: 112, 56, 28, 14, 7)
+  def call(self, images: Any, training: bool = False, blocks: Sequence[int] = ()) -> dict[str, Any]:
+    """images [B, S, S, 3] RGB in [0, 255] -> {"feature": [B, F], "logits": [B, N]}, float32; with
+    `blocks` (VGG block numbers 1..5) also "blocks": their pooled outputs from the same pass."""
+    x, pooled = self._convolutions(images, training, blocks, stop_after=len(VGG16_BLOCKS))
     x = self.flatten(x)             # [B, (S/32)^2 * C5]      (S=224, width=1: 25088)
     x = self.fc6(x)                 # [B, F] ReLU
     x = self.drop6(x, training=training)        # [B, F]
     feature = self.fc7(x)           # [B, F] ReLU: the face feature
     x = self.drop7(feature, training=training)  # [B, F]
     logits = self.fc8(x)            # [B, N]
-    return {"feature": ops.cast(feature, "float32"),   # [B, F]
-            "logits": ops.cast(logits, "float32")}     # [B, N]
+    out = {"feature": ops.cast(feature, "float32"),    # [B, F]
+           "logits": ops.cast(logits, "float32")}      # [B, N]
+    if blocks:
+      out["blocks"] = pooled
+    return out
 
   def block_outputs(self, images: Any, blocks: Sequence[int]) -> list[Any]:
     """images [B, S, S, 3] RGB in [0, 255] -> the pooled output of each conv block in `blocks`
     (1-based, VGG's pool1 .. pool5), float32, computed no further than the last one asked for
     (inference mode: the perceptual term of the face decoder's loss reads them)."""
+    return self._convolutions(images, False, blocks, stop_after=max(int(b) for b in blocks or (0,)))[1]
+
+  def _convolutions(self, images: Any, training: bool, blocks: Sequence[int], stop_after: int):
+    """The conv blocks 1..stop_after -> (last pooled map, [pooled output of each of `blocks`, float32])."""
     blocks = sorted({int(b) for b in blocks})
-    if not blocks or blocks[0] < 1 or blocks[-1] > len(VGG16_BLOCKS):
+    if blocks and (blocks[0] < 1 or blocks[-1] > len(VGG16_BLOCKS)) or stop_after < 1:
       raise ValueError(f"blocks must be in 1..{len(VGG16_BLOCKS)}, got {blocks}")
     self._check_images(images)
-    x = ops.cast(preprocess(images, self.channel_order, self.mean), self.compute_dtype)
+    x = preprocess(images, self.channel_order, self.mean)   # [B, S, S, 3] float32
+    x = ops.cast(x, self.compute_dtype)                      # [B, S, S, 3]
     convs = iter(range(len(self.conv_layers)))
-    out = []
-    for number, (block, pool) in enumerate(zip(VGG16_BLOCKS, self.pool_layers), start=1):
+    pooled = []
+    for number, (block, pool) in enumerate(zip(VGG16_BLOCKS[:stop_after], self.pool_layers), start=1):
       for _ in block:
         k = next(convs)
-        x = self.conv_layers[k](x)
+        x = self.conv_layers[k](x)  # [B, s, s, C_block]  (S=224, width=1: C = 64 .. 512)
         if self.batchnorm:
-          x = ops.relu(self.norm_layers[k](x, training=False))
-      x = pool(x)                                              # [B, S / 2**n, S / 2**n, C_n]
+          x = ops.relu(self.norm_layers[k](x, training=training))
+      x = pool(x)                   # [B, s/2, s/2, C_block]  (S=224: 112, 56, 28, 14, 7)
       if number in blocks:
-        out.append(ops.cast(x, "float32"))
-      if number == blocks[-1]:
-        return out
-    return out
+        pooled.append(ops.cast(x, "float32"))
+    return x, pooled
 
   def logits_from_feature(self, feature: Any) -> Any:
     """fc8 applied to any feature [B, fc_units] -> logits [B, num_identities] float32."""

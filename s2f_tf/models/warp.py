@@ -63,6 +63,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from s2f_tf.models.sampling import INTERPOLATIONS, sample
@@ -87,6 +88,18 @@ def _pixel_grid(height: int | tf.Tensor, width: int | tf.Tensor) -> tf.Tensor:
   cols = tf.range(width, dtype=tf.float32)  # [W]
   grid_r, grid_c = tf.meshgrid(rows, cols, indexing="ij")  # [H, W] each
   return tf.stack([grid_r, grid_c], axis=-1)  # [H, W, 2]
+
+
+def _linear_upsampler(size: int, points: int) -> np.ndarray:
+  """[size, points] weights: values at `points` evenly spaced positions spanning pixel centres
+  0 .. size - 1 -> linearly interpolated values at every pixel centre (rows sum to 1)."""
+  position = np.arange(size, dtype=np.float64) * (points - 1) / max(size - 1, 1)   # [size]
+  low = np.minimum(np.floor(position).astype(np.int64), points - 2)
+  frac = position - low
+  weights = np.zeros((size, points), np.float64)
+  weights[np.arange(size), low] = 1.0 - frac
+  weights[np.arange(size), low + 1] += frac
+  return weights.astype(np.float32)
 
 
 def dense_image_warp(image: Any, flow: Any, interpolation: str = "bilinear") -> tf.Tensor:
@@ -195,9 +208,12 @@ def _validate_warp_inputs(
 
 
 def _validate_warp_params(
-  num_border_points: int, regularization: float | tf.Tensor, interpolation: str = "bilinear"
+  num_border_points: int, regularization: float | tf.Tensor, interpolation: str = "bilinear",
+  flow_grid: int = 0,
 ) -> None:
-  """Checks num_border_points / regularization / interpolation values."""
+  """Checks num_border_points / regularization / interpolation / flow_grid values."""
+  if isinstance(flow_grid, bool) or not isinstance(flow_grid, int) or flow_grid < 0 or flow_grid == 1:
+    raise ValueError(f"`flow_grid` must be 0 (the spline at every pixel) or an int >= 2, got {flow_grid!r}.")
   if interpolation not in INTERPOLATIONS:
     raise ValueError(f"`interpolation` must be one of {INTERPOLATIONS}, got {interpolation!r}.")
   if (isinstance(num_border_points, bool)
@@ -218,6 +234,7 @@ def sparse_image_warp(
   num_border_points: int = 4,
   regularization: float | tf.Tensor = 0.0,
   interpolation: str = "bilinear",
+  flow_grid: int = 0,
 ) -> tuple[tf.Tensor, tf.Tensor]:
   """Warps `image` so content at `source_landmarks` moves to `dest_landmarks`.
 
@@ -237,6 +254,11 @@ def sparse_image_warp(
       1 / max(H, W) (tfa's pixel-unit value is lambda * max(H, W)**2).
     interpolation: how the image is sampled, "bilinear" (tfa) or "bicubic"
       (keeps more fine detail: s2f_tf/models/sampling.py).
+    flow_grid: 0 evaluates the spline at every pixel (exact). N >= 2 evaluates it on an N x N
+      grid of positions spanning the pixel centres and interpolates the flow linearly between
+      them (two small matmuls): the spline, and above all its gradient with respect to the
+      landmarks, cost N^2 / (H W) as much. The flow is smooth, so the image barely changes
+      (tests/test_warp.py measures it); needs static H and W.
 
   Returns:
     warped: [B, H, W, C] float32.
@@ -251,9 +273,11 @@ def sparse_image_warp(
   source = _as_float32(source_landmarks, "source_landmarks")  # [B, K, 2]
   dest = _as_float32(dest_landmarks, "dest_landmarks")  # [B, K, 2]
   _validate_warp_inputs(image, source, dest)
-  _validate_warp_params(num_border_points, regularization, interpolation)
+  _validate_warp_params(num_border_points, regularization, interpolation, flow_grid)
 
   height, width = _dim(image, 1), _dim(image, 2)
+  if flow_grid and not (isinstance(height, int) and isinstance(width, int)):
+    raise ValueError(f"`flow_grid` needs a static image height and width, got shape {image.shape}.")
   if isinstance(height, int) and isinstance(width, int):
     scale = 1.0 / float(max(height, width))
   else:
@@ -272,14 +296,24 @@ def sparse_image_warp(
       [control_flow, tf.zeros_like(border)], axis=1
     )  # [B, K+Nb, 2]
 
-  grid = tf.reshape(_pixel_grid(height, width), [-1, 2])  # [H*W, 2]
-  query = tf.zeros_like(dest_px[:, :1, :1]) + grid[None]  # [B, H*W, 2]
+  if flow_grid:
+    rows = tf.linspace(0.0, height - 1.0, flow_grid)  # [N]
+    cols = tf.linspace(0.0, width - 1.0, flow_grid)  # [N]
+    grid = tf.reshape(tf.stack(tf.meshgrid(rows, cols, indexing="ij"), axis=-1), [-1, 2])  # [N*N, 2]
+  else:
+    grid = tf.reshape(_pixel_grid(height, width), [-1, 2])  # [H*W, 2]
+  query = tf.zeros_like(dest_px[:, :1, :1]) + grid[None]  # [B, N*N or H*W, 2]
 
   dense_flow = interpolate_spline(
     control_points * scale, control_flow, query * scale, order=2,
     regularization=regularization,
-  )  # [B, H*W, 2]
-  flow = tf.reshape(dense_flow, [-1, height, width, 2])  # [B, H, W, 2]
+  )  # [B, N*N or H*W, 2]
+  if flow_grid:
+    coarse = tf.reshape(dense_flow, [-1, flow_grid, flow_grid, 2])  # [B, N, N, 2]
+    flow = tf.einsum("hn,bnmc,wm->bhwc", _linear_upsampler(height, flow_grid), coarse,
+                     _linear_upsampler(width, flow_grid))  # [B, H, W, 2]
+  else:
+    flow = tf.reshape(dense_flow, [-1, height, width, 2])  # [B, H, W, 2]
   flow.set_shape(image.shape[:3].concatenate([2]))
 
   warped = dense_image_warp(image, flow, interpolation)  # [B, H, W, C]
@@ -304,18 +338,20 @@ class SplineWarp(keras.layers.Layer):
     num_border_points: zero-flow control points per image edge (0 or >= 2).
     regularization: spline regularization (see `sparse_image_warp`).
     interpolation: "bilinear" or "bicubic" (see `dense_image_warp`).
+    flow_grid: 0, or the N x N grid the spline is evaluated on (see `sparse_image_warp`).
     **kwargs: standard Layer kwargs (name, dtype, trainable, ...).
   """
 
   def __init__(
     self, num_border_points: int = 4, regularization: float = 0.0,
-    interpolation: str = "bilinear", **kwargs: Any,
+    interpolation: str = "bilinear", flow_grid: int = 0, **kwargs: Any,
   ) -> None:
     super().__init__(**kwargs)
-    _validate_warp_params(num_border_points, regularization, interpolation)
+    _validate_warp_params(num_border_points, regularization, interpolation, flow_grid)
     self.num_border_points = int(num_border_points)
     self.regularization = float(regularization)
     self.interpolation = interpolation
+    self.flow_grid = int(flow_grid)
     # Keep float32 landmarks/images as float32 under mixed precision.
     self.autocast = False
 
@@ -328,6 +364,7 @@ class SplineWarp(keras.layers.Layer):
       image, source_landmarks, dest_landmarks,
       num_border_points=self.num_border_points,
       regularization=self.regularization, interpolation=self.interpolation,
+      flow_grid=self.flow_grid,
     )  # [B, H, W, C]
     return warped
 
@@ -337,5 +374,6 @@ class SplineWarp(keras.layers.Layer):
     config.update(
       num_border_points=self.num_border_points,
       regularization=self.regularization, interpolation=self.interpolation,
+      flow_grid=self.flow_grid,
     )
     return config

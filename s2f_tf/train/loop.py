@@ -35,7 +35,7 @@ import tensorflow as tf
 
 from s2f_tf.configs import Config
 from s2f_tf.contract import S2FError
-from s2f_tf.data.dataset import InputOptions, explain_read_error, make_dataset
+from s2f_tf.data.dataset import InputOptions, explain_read_error
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.progress import Progress
 from s2f_tf.train import runtime
@@ -103,12 +103,32 @@ class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
     return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "steps": self.steps}
 
 
-def make_optimizer(config: Config, learning_rate: float, precision: str):
+class CoolDown(keras.optimizers.schedules.LearningRateSchedule):
+  """`schedule` scaled by min(1, (total - step) / steps): a linear ramp down to zero over the last
+  `steps` of a stage's `total` steps, so its weights settle instead of ending on a full-size step."""
+
+  def __init__(self, schedule, steps: int, total: int):
+    self.schedule, self.steps, self.total = schedule, int(steps), int(total)
+
+  def __call__(self, step):
+    step = tf.cast(step, tf.float32)
+    return self.schedule(step) * tf.clip_by_value((float(self.total) - step) / float(self.steps), 0.0, 1.0)
+
+  def get_config(self):
+    return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "steps": self.steps,
+            "total": self.total}
+
+
+def make_optimizer(config: Config, learning_rate: float, precision: str, total_steps: int = 0):
+  """The paper's Adam with its decay; optimizer.warmup_steps ramps the start, and
+  optimizer.cooldown_steps the end of a stage of `total_steps` steps."""
   o = config.optimizer
   schedule = keras.optimizers.schedules.ExponentialDecay(
       learning_rate, decay_steps=o.decay_steps, decay_rate=o.decay_rate, staircase=o.staircase)
   if o.warmup_steps:
     schedule = WarmUp(schedule, o.warmup_steps)
+  if o.cooldown_steps and total_steps:
+    schedule = CoolDown(schedule, o.cooldown_steps, total_steps)
   optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon)
   if precision == "mixed_float16":
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
@@ -153,7 +173,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   runtime.set_precision(precision)
   log(f"[{options.stage}] precision {precision} ({why})")
   chief = runtime.is_chief(strategy)
-  stage = STAGE_CLASSES[options.stage](config, info, options.workdir, options.vgg_face_weights)
+  stage = STAGE_CLASSES[options.stage](config, info, options.workdir, options.vgg_face_weights, log=log)
   layout = Workdir(options.workdir)
   tf.io.gfile.makedirs(layout.stage_dir(stage.name))
   if chief:
@@ -167,7 +187,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   with strategy.scope():
     stage.build()
     variables = stage.trainable_variables()
-    optimizer = make_optimizer(config, stage.learning_rate, precision)
+    optimizer = make_optimizer(config, stage.learning_rate, precision, total_steps=stage.steps)
     optimizer.build(variables)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -204,8 +224,8 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   worker_context = tf.distribute.InputContext(num_input_pipelines=num_workers, input_pipeline_id=worker_index,
                                               num_replicas_in_sync=num_workers)
   with tf.device("/cpu:0"):
-    iterator = iter(make_dataset(options.data_dir, "train", input_options, input_context=worker_context,
-                                 info=info))           # per-worker batches [global / workers, ...]
+    iterator = iter(stage.dataset(options.data_dir, "train", input_options,
+                                  input_context=worker_context))   # per-worker batches [global / workers, ...]
   position = start
   preemption = None
   if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -252,7 +272,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
     preview_options = dataclasses.replace(input_options, batch_size=4, training=False, repeat=True,
                                           drop_remainder=True)
     with _naming_corrupt_shards(info.files(options.data_dir, preview_split)):
-      preview = next(iter(make_dataset(options.data_dir, preview_split, preview_options, info=info)))
+      preview = next(iter(stage.dataset(options.data_dir, preview_split, preview_options)))
 
   validator = None
   if chief:

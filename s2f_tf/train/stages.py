@@ -7,19 +7,23 @@
                    by `prepare`), landmark MSE vs target/landmarks, and negative cosine between
                    the face-encoder features of the decoded face and of the input face
   3 voice_encoder  waveform -> feature, the paper's loss against   writes voice_encoder.weights.h5
-                   the frozen face encoder (fc7, fc8) and decoder (FC bottleneck)
+                   the frozen face encoder (fc7, fc8) and decoder (FC bottleneck); the face
+                   features come from the records or are computed once when the stage starts
 Each stage's weights land in the workdir (s2f_tf/workdir.py says where); later stages load the
 earlier ones from there, or the face encoder from a VGG-Face HDF5 file (then stage 1 is not needed).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 
 import numpy as np
 import tensorflow as tf
 
 from s2f_tf import contract, factory, losses
 from s2f_tf.configs import Config
+from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.workdir import (Workdir, build_face_decoder, build_face_encoder, load_frozen_face_encoder,
                             save_weights_atomic)
@@ -35,8 +39,10 @@ class Stage:
   validation_losses = True         # its loss terms mean something on held-out speakers
   keep_best_by = "figure"          # what picks its best weights: its figure, or a loss term (lowest)
 
-  def __init__(self, config: Config, info: DatasetInfo, workdir: str, vgg_face_weights: str | None = None):
+  def __init__(self, config: Config, info: DatasetInfo, workdir: str, vgg_face_weights: str | None = None,
+               log=print):
     self.config, self.info, self.workdir, self.vgg_face_weights = config, info, workdir, vgg_face_weights
+    self.log = log
 
   @property
   def steps(self) -> int:
@@ -59,6 +65,11 @@ class Stage:
   # Interface used by loop.py -------------------------------------------------------------------
   def build(self) -> None:
     raise NotImplementedError
+
+  def dataset(self, data_dir: str, split: str, options: InputOptions,
+              input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """The batches (options.fields) this stage trains, previews and validates on."""
+    return make_dataset(data_dir, split, options, input_context=input_context, info=self.info)
 
   # The model a stage trains is the attribute named like the stage (self.face_encoder, ...).
   def trainable_variables(self) -> list:
@@ -165,17 +176,17 @@ class FaceDecoderStage(Stage):
     out = self.face_decoder(feature, training=training)
     texture_true = _images_float(batch["target_texture"]) / 255.0             # [B, S, S, 3] 0..1
     decoded = out["image"] * 255.0                                              # [B, S, S, 3] 0..255
-    decoded_feature = self.face_encoder(decoded, training=False)["feature"]
     c = self.config.loss
+    perceptual = c.perceptual_blocks if c.decoder_perceptual else ()
+    encoded = self.face_encoder(decoded, training=False, blocks=perceptual)     # one pass for both
+    decoded_feature = encoded["feature"]
     blocks = {}
-    if c.decoder_perceptual:
-      blocks = {"blocks_true": self.face_encoder.block_outputs(_images_float(batch["target_image"]),
-                                                               c.perceptual_blocks),
-                "blocks_pred": self.face_encoder.block_outputs(decoded, c.perceptual_blocks),
-                "perceptual_weight": c.decoder_perceptual}
+    if perceptual:
+      blocks = {"blocks_true": self.face_encoder.block_outputs(_images_float(batch["target_image"]), perceptual),
+                "blocks_pred": encoded["blocks"], "perceptual_weight": c.decoder_perceptual}
     return losses.face_decoder_loss(texture_true, out["texture"], batch["target_landmarks"], out["landmarks"],
                                     feature, decoded_feature, c.decoder_texture, c.decoder_landmarks,
-                                    c.decoder_feature, **blocks)
+                                    c.decoder_feature, edge_weight=c.decoder_edges, **blocks)
 
   def validation_outputs(self, batch):
     feature = self.face_encoder(_images_float(batch["image"]), training=False)["feature"]
@@ -190,7 +201,18 @@ class FaceDecoderStage(Stage):
                             out["texture"]]), step=step)
 
 
+# The teacher's features of a split are computed once and kept in memory (see VoiceEncoderStage)
+# while they take at most this much; above it (a million clips of 4096-D features) every step runs
+# the face encoder on its batch's faces.
+TEACHER_CACHE_BYTES = 1 << 30
+
+
 class VoiceEncoderStage(Stage):
+  """Trains the voice encoder against the frozen face encoder's features of each clip's face: read
+  from the records when `prepare` stored them (VGG-Face weights given), otherwise computed by the
+  stage-1 face encoder ONCE per split when the stage starts (inference mode, so they are the same
+  numbers every step would compute) and looked up by clip id in the input pipeline; a step then
+  neither decodes a face PNG nor runs VGG."""
   name = "voice_encoder"
 
   @property
@@ -203,7 +225,7 @@ class VoiceEncoderStage(Stage):
 
   @property
   def fields(self):
-    return ("pcm", "feature") if self.info.feature_dim else ("pcm", "image")
+    return ("pcm", "feature") if self.info.feature_dim or self.teacher_cache is not None else ("pcm", "image")
 
   def build(self):
     if self.info.feature_dim and self.info.feature_dim != self.config.feature_dim:
@@ -214,6 +236,54 @@ class VoiceEncoderStage(Stage):
     self.front_end = factory.build_front_end(self.config)
     self.voice_encoder = factory.build_voice_encoder(self.config)
     self.voice_encoder(self.front_end(np.zeros((1, self.config.audio.clip_samples), np.float32)))
+    clips = sum(self.info.counts.get(split, 0) for split in ("train", "validation"))
+    fits = clips * self.config.feature_dim * 4 <= TEACHER_CACHE_BYTES
+    self.teacher_cache = {} if not self.info.feature_dim and fits else None    # split -> lookup
+    if not self.info.feature_dim and not fits:
+      self.log(f"[{self.name}] the teacher's features of {clips} clips would take more than "
+               f"{TEACHER_CACHE_BYTES >> 20} MiB: the face encoder runs on every batch")
+
+  def dataset(self, data_dir, split, options, input_context=None):
+    if self.teacher_cache is None or "feature" not in options.fields or options.service_address:
+      return super().dataset(data_dir, split, options, input_context)
+    lookup = self._teacher_lookup(data_dir, split, options)
+    keep_id = "clip_id" in options.fields
+    read = dataclasses.replace(options, fields=tuple(dict.fromkeys(
+        [f for f in options.fields if f != "feature"] + ["clip_id"])))
+
+    def add_feature(batch):
+      batch = dict(batch)
+      batch["feature"] = lookup(batch["clip_id"] if keep_id else batch.pop("clip_id"))   # [B, D]
+      return batch
+    return super().dataset(data_dir, split, read, input_context).map(add_feature)
+
+  def _teacher_lookup(self, data_dir, split, options):
+    """clip ids [B] -> the frozen face encoder's features [B, D] of their faces, for `split`."""
+    if split in self.teacher_cache:
+      return self.teacher_cache[split]
+    started = time.time()
+    read = InputOptions(batch_size=256, clip_samples=options.clip_samples, training=False,
+                        fields=("image", "clip_id"), repeat=False, drop_remainder=False, deterministic=True,
+                        skip_corrupt=options.skip_corrupt)
+    encode = tf.function(lambda images: self.face_encoder(_images_float(images), training=False)["feature"])
+    ids, features = [], []
+    for batch in make_dataset(data_dir, split, read, info=self.info):
+      ids.append(batch["clip_id"].numpy())
+      features.append(encode(batch["image"]).numpy())
+    ids, features = np.concatenate(ids), np.concatenate(features)             # [N], [N, D]
+    if len(np.unique(ids)) != len(ids):
+      raise ValueError(f"the {split} split of {data_dir} has repeated clip ids: re-run `s2f prepare`")
+    with tf.init_scope(), tf.device("/cpu:0"):
+      table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)), -1)
+      matrix = tf.Variable(features, trainable=False, name=f"teacher_{split}")
+
+    def lookup(clip_id):
+      return tf.gather(matrix, table.lookup(clip_id))
+    self.teacher_cache[split] = lookup
+    self.log(f"[{self.name}] teacher: face features of the {len(ids)} {split} clips, computed once "
+             f"({time.time() - started:.1f} s)")
+    return lookup
 
   def _teacher(self, batch):
     if "feature" in batch:

@@ -31,7 +31,6 @@ import numpy as np
 import tensorflow as tf
 
 from s2f_tf import metrics
-from s2f_tf.data.dataset import make_dataset
 from s2f_tf.workdir import Workdir, save_weights_atomic, write_text_atomic
 
 GALLERY = 100
@@ -82,7 +81,7 @@ class Validator:
                                   repeat=False, drop_remainder=False, start=(0, 0), deterministic=True,
                                   fields=tuple(dict.fromkeys(stage.fields + ("speaker",))))
     count = 0
-    for batch in make_dataset(data_dir, "validation", options, info=info):
+    for batch in stage.dataset(data_dir, "validation", options):
       batch = {k: v[:config.train.validation_clips - count] for k, v in batch.items()}
       self.batches.append(batch)
       count += int(batch["speaker"].shape[0])
