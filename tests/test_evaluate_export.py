@@ -175,6 +175,11 @@ def test_export_reload_matches_and_versions(tiny_trained_workdir, tmp_path):
   shown = subprocess.run([cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def",
                           "serving_default"], capture_output=True, text=True, timeout=120)
   assert "inputs['waveform']" in shown.stdout and "outputs['face_image']" in shown.stdout
+  # nothing in it needs XLA where it is served (the decoder's training stage samples with XLA)
+  from tensorflow.core.protobuf import saved_model_pb2
+  saved = saved_model_pb2.SavedModel.FromString(open(os.path.join(path, "saved_model.pb"), "rb").read())
+  functions = saved.meta_graphs[0].graph_def.library.function
+  assert functions and not [f.signature.name for f in functions if f.attr["_XlaMustCompile"].b]
   # a second export is version 2; an existing version is never overwritten
   assert export.export_model(model, config, base, "s2f", check=False).endswith("/2")
   with pytest.raises(FileExistsError):

