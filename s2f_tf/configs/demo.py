@@ -36,14 +36,15 @@ voice stages, which run 1300 and 1400 steps. A voice encoder trained
 on this decoder (2000 steps, weights from the best validation step, 1500): retrieval R@1 12.1x
 chance, sex agreement 92%, 1:2 matching 81.6% (stage runs on the demo corpus, same EPYC).
 
-The voice stage trains in float32 (train.voice_encoder_precision), now for 1400 steps. On a 2-core
+The voice stage trains in float32 (train.voice_encoder_precision), now for 1200 steps. On a 2-core
 Xeon with AMX-BF16, where train.precision=auto picks mixed_bfloat16, the same face stages and a
 voice stage of 2000 steps, evaluated the same way: mixed_bfloat16 (seeds 0 and 1) R@1 12.3% and
 15.0%, sex agreement 86% and 87%; float32 R@1 15.7%, sex agreement 93% (the bar is 90%), at 0.23
 instead of 0.19 s per step. Its best validation step was 1500 (1000 under bfloat16), and the
 learning rate was constant over these steps, so 1500 steps ended where the float32 run's weights
-came from; with the cool-down a run of this preset improved at every validation (feature R@1 0.199,
-0.227, 0.254 at steps 500, 1000, 1500). The face stages keep train.precision (auto).
+came from. With the cool-down, runs improved at every validation but one (feature R@1 0.199, 0.227,
+0.254 at steps 500 / 1000 / 1500; 0.297, 0.281, 0.309 at 500 / 1000 / 1400; 0.164, 0.316, 0.328
+at 500 / 1000 / 1200, this preset). The face stages keep train.precision (auto).
 
 The decoder reads only the feature's direction (face_decoder.normalize_input): the voice loss
 constrains v_s's direction, and a regressed v_s came out ~25% shorter than a true face's feature,
@@ -51,13 +52,16 @@ so the decoder drew faint average faces from it (in one measurement, rescaling v
 judge's sex accuracy on voice-decoded faces from 79% to 84%; the rest of the gain to the bar came
 with clearer sex cues in the synthetic faces, see s2f_tf/synthetic/).
 
-  make demo            # 600 identities x 8 clips, every stage with this preset (~15 min on the 2-core Xeon)
+  make demo            # 600 identities x 8 clips, every stage with this preset (~12 min on the 2-core Xeon)
   s2f describe --config=demo
 Bars (held-out speakers): retrieval R@1 (cosine) at least 5x chance, sex agreement between the
 voice-predicted and the true face at least 90%. Measured on `make demo` (gallery 70): fresh clone
 11.4x chance and 93% (12 min 14 s with setup); a second fresh clone 10.9x and 96% (12 min 9 s);
-an earlier run 11.2x and 95%. On the 2-core Xeon with AMX-BF16 (this preset): 11.2x and 95% in
-14 min 41 s; before the fused batch norm 7.2x and 88%, and 10.1x and 91% (about 17 min).
+an earlier run 11.2x and 95%. On the 2-core Xeon with AMX-BF16: 11.2x and 95% in 14 min 41 s;
+before the fused batch norm 7.2x and 88%, and 10.1x and 91% (about 17 min). With this preset, a
+fresh clone: 12.5x and 97%, face to face R@1 97.0% and sharpness 0.40, in 11 min 42 s (with 1400
+voice steps 8.2x and 96%, 95.4% and 0.45, 12 min 7 s; the code before this preset's decoder and
+voice-stage changes took 12 min 28 s that day, and 9.2x and 89%).
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,

@@ -245,8 +245,11 @@ class VoiceEncoderStage(Stage):
                f"{TEACHER_CACHE_BYTES >> 20} MiB: the face encoder runs on every batch")
 
   def dataset(self, data_dir, split, options, input_context=None):
-    if self.teacher_cache is None or "feature" not in options.fields or options.service_address:
+    if self.teacher_cache is None or "feature" not in options.fields:
       return super().dataset(data_dir, split, options, input_context)
+    if options.service_address:          # remote tf.data workers cannot see an in-process table:
+      faces = tuple(dict.fromkeys("image" if f == "feature" else f for f in options.fields))
+      return super().dataset(data_dir, split, dataclasses.replace(options, fields=faces), input_context)
     lookup = self._teacher_lookup(data_dir, split, options)
     keep_id = "clip_id" in options.fields
     read = dataclasses.replace(options, fields=tuple(dict.fromkeys(
