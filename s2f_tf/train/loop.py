@@ -13,7 +13,8 @@
   observability: resolved config in the workdir, TensorBoard scalars/images/audio, profiler window,
     progress bar (step, loss, examples/s, ETA, the latest validation figure), and a stage's
     start_report before its first step (the voice stage: the loss balance) in the log and result.json
-  optimizer: Adam on the paper's decay, with an optional linear warm-up (optimizer.warmup_steps)
+  optimizer: Adam on the paper's decay, with optional linear ramps: up over a stage's first steps
+    (optimizer.warmup_steps), down to zero over its last (optimizer.cooldown_steps)
   validation: every train.validate_every steps the chief evaluates held-out clips (train/validation.py:
     TensorBoard validation/, the best weights kept and used as the stage's output)
 """
@@ -87,36 +88,29 @@ def resolve_config(config: Config, info: DatasetInfo, options: TrainOptions) -> 
   return config
 
 
-class WarmUp(keras.optimizers.schedules.LearningRateSchedule):
-  """`schedule` scaled by min(1, (step + 1) / steps): a linear ramp over the first `steps` steps.
-  Adam's first updates move every weight by about the learning rate at once (m / sqrt(v) is +-1),
-  which at paper size threw the voice stage's loss from 1.4e3 to 8e3 in its first steps."""
+class Ramps(keras.optimizers.schedules.LearningRateSchedule):
+  """`schedule` scaled by a linear ramp up over the first `warmup` steps, min(1, (step + 1) / warmup),
+  and down to zero over the last `cooldown` of a stage's `total` steps, clip((total - step) / cooldown,
+  0, 1); 0 turns either off.
+  Warm-up: Adam's first updates move every weight by about the learning rate at once (m / sqrt(v)
+  is +-1), which at paper size threw the voice stage's loss from 1.4e3 to 8e3 in its first steps.
+  Cool-down: a stage's weights settle instead of ending on a full-size step."""
 
-  def __init__(self, schedule, steps: int):
-    self.schedule, self.steps = schedule, int(steps)
-
-  def __call__(self, step):
-    step = tf.cast(step, tf.float32)
-    return self.schedule(step) * tf.minimum(1.0, (step + 1.0) / float(self.steps))
-
-  def get_config(self):
-    return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "steps": self.steps}
-
-
-class CoolDown(keras.optimizers.schedules.LearningRateSchedule):
-  """`schedule` scaled by min(1, (total - step) / steps): a linear ramp down to zero over the last
-  `steps` of a stage's `total` steps, so its weights settle instead of ending on a full-size step."""
-
-  def __init__(self, schedule, steps: int, total: int):
-    self.schedule, self.steps, self.total = schedule, int(steps), int(total)
+  def __init__(self, schedule, warmup: int = 0, cooldown: int = 0, total: int = 0):
+    self.schedule, self.warmup, self.cooldown, self.total = schedule, int(warmup), int(cooldown), int(total)
 
   def __call__(self, step):
     step = tf.cast(step, tf.float32)
-    return self.schedule(step) * tf.clip_by_value((float(self.total) - step) / float(self.steps), 0.0, 1.0)
+    rate = self.schedule(step)
+    if self.warmup:
+      rate = rate * tf.minimum(1.0, (step + 1.0) / float(self.warmup))
+    if self.cooldown:
+      rate = rate * tf.clip_by_value((float(self.total) - step) / float(self.cooldown), 0.0, 1.0)
+    return rate
 
   def get_config(self):
-    return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "steps": self.steps,
-            "total": self.total}
+    return {"schedule": keras.optimizers.schedules.serialize(self.schedule), "warmup": self.warmup,
+            "cooldown": self.cooldown, "total": self.total}
 
 
 def make_optimizer(config: Config, learning_rate: float, precision: str, total_steps: int = 0):
@@ -125,10 +119,9 @@ def make_optimizer(config: Config, learning_rate: float, precision: str, total_s
   o = config.optimizer
   schedule = keras.optimizers.schedules.ExponentialDecay(
       learning_rate, decay_steps=o.decay_steps, decay_rate=o.decay_rate, staircase=o.staircase)
-  if o.warmup_steps:
-    schedule = WarmUp(schedule, o.warmup_steps)
-  if o.cooldown_steps and total_steps:
-    schedule = CoolDown(schedule, o.cooldown_steps, total_steps)
+  cooldown = o.cooldown_steps if total_steps else 0
+  if o.warmup_steps or cooldown:
+    schedule = Ramps(schedule, o.warmup_steps, cooldown, total_steps)
   optimizer = keras.optimizers.Adam(schedule, beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon)
   if precision == "mixed_float16":
     optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
