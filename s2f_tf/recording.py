@@ -2,7 +2,8 @@
 
   analyse(pcm, predictor, info, speakers=None) -> Analysis
 
-  1. speech      WebRTC voice activity (s2f_tf/media/speech.py): the spans that hold speech
+  1. speech      WebRTC voice activity (s2f_tf/media/speech.py): the spans that hold speech (steady
+                 sounds such as a modem, whose loudness hardly moves, are not speech)
   2. pieces     the speech cut into PIECE_SECONDS pieces (a short last piece joins the one before)
   3. speakers    the pieces clustered by the Bayesian information criterion on their MFCC frames
                  (`speaker_labels`: Chen & Gopalakrishnan's agglomerative BIC clustering, full
@@ -33,7 +34,7 @@ from s2f_tf.media import speech
 
 PIECE_SECONDS = 1.0               # speaker pieces: short enough for the turns of a conversation
 BIC_PENALTY = 2.5                 # lambda of the BIC's parameter penalty (measured: BUILD.md)
-MIN_SHARE = 0.15                  # a speaker holds at least this share of the speech
+MIN_SHARE = 0.10                  # a speaker holds at least this share of the speech (BUILD.md)
 MAX_PIECES = 2000                 # longer recordings get longer pieces (the clustering is O(pieces^2))
 MAX_BATCH = 8                     # windows per predict request
 

@@ -148,6 +148,40 @@ def test_speech_spans_find_a_voice_between_silences():
   assert speech.speech_spans(noise) == []
 
 
+def test_loudness_range_by_hand():
+  frame = SR // 100
+  # 10 frames at amplitude 1000, 10 at 100: the 90th and 10th percentiles are the two levels, 20 dB apart
+  pcm = np.concatenate([np.full(10 * frame, 1000), np.full(10 * frame, 100)]).astype(np.int16)
+  assert speech.loudness_range_db(pcm) == pytest.approx(20.0, abs=1e-3)
+  assert speech.loudness_range_db(np.full(10 * frame, 500, np.int16)) == pytest.approx(0.0, abs=1e-9)
+  assert speech.loudness_range_db(np.ones(frame + 1, np.int16)) == 0.0           # under two frames
+
+
+def _modem(seconds: float, seed: int = 0) -> np.ndarray:
+  """A steady digital-radio signal: 21 carriers 1-2 kHz, each a new QPSK phase every 20 ms, and hiss."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(int(seconds * SR)) / SR
+  symbol = int(0.02 * SR)
+  phases = rng.integers(0, 4, (len(t) // symbol + 1, 21)) * np.pi / 2
+  x = sum(np.cos(2 * np.pi * (1000 + 50 * k) * t + np.repeat(phases[:, k], symbol)[:len(t)]) for k in range(21))
+  return (x / np.abs(x).max() * 8000 + rng.normal(0, 300, len(t))).astype(np.int16)
+
+
+def test_steady_sounds_that_webrtc_takes_for_speech_are_not_speech():
+  t = np.arange(4 * SR) / SR
+  hum = (3000 * np.sin(2 * np.pi * 100 * t) + 1500 * np.sin(2 * np.pi * 200 * t)).astype(np.int16)
+  for steady in (_modem(4.0), hum):
+    assert speech.voiced_frames(steady).mean() > 0.9                       # WebRTC alone: all speech
+    assert speech.speech_spans(steady, min_range_db=0.0) == [(0, 4 * SR)]
+    assert speech.speech_spans(steady) == []
+  assert recording.analyse(_modem(4.0), _Features(), INFO).speakers == []
+  # a voice after the modem: only the voice is speech
+  x = _voice(0, 0)
+  pcm = np.concatenate([_modem(3.0), np.zeros(SR, np.int16), x])
+  spans = speech.speech_spans(pcm)
+  assert spans and spans[0][0] >= 3 * SR and _overlap(spans, 4 * SR, 4 * SR + len(x)) >= 0.9 * len(x)
+
+
 def test_two_synthetic_voices_give_two_speakers_with_their_spans():
   pcm, truth = _conversation()
   found = recording.analyse(pcm, _Features(), INFO)
@@ -165,9 +199,52 @@ def test_two_synthetic_voices_give_two_speakers_with_their_spans():
   assert recording.analyse(np.zeros(4 * SR, np.int16), _Features(), INFO).speakers == []
 
 
+def test_a_speaker_with_a_small_share_is_still_a_speaker():
+  """Two voices of one sex talk at length, a third (the other sex) says one thing: 10-15% of the
+  speech, which is one speaker to a listener (a 15% floor used to merge it into another)."""
+  from s2f_tf.synthetic.identity import make_identity
+  a, b = [i for i in range(40) if make_identity(5, i).sex == 0][:2]
+  c = next(i for i in range(40) if make_identity(5, i).sex == 1)
+  gap = np.zeros(int(0.6 * SR), np.int16)
+  order = (a, b, a, c, b, a, b)
+  parts = [p for k, who in enumerate(order) for p in (_voice(who, k), gap)]
+  starts = np.cumsum([0] + [len(p) for p in parts])
+  share = len(parts[6]) / sum(len(parts[2 * k]) for k in range(len(order)))
+  assert recording.MIN_SHARE <= share < 0.15, share
+  found = recording.analyse(np.concatenate(parts), _Features(), INFO)
+  assert len(found.speakers) == 3, [s.turns for s in found.speakers]
+  third = found.speakers[2]                                        # numbered by first speech: a, b, c
+  assert _overlap(third.turns, starts[6], starts[7]) >= 0.8 * third.samples
+  assert _overlap(third.turns, starts[6], starts[7]) >= 0.8 * len(parts[6])
+
+
 def test_one_synthetic_voice_is_one_speaker():
   pcm = np.concatenate([np.concatenate([_voice(3, k), np.zeros(SR // 2, np.int16)]) for k in range(4)])
   assert len(recording.analyse(pcm, _Features(), INFO).speakers) == 1
+
+
+# -- real recordings (Debian's codec2-examples, installed by .ci/run) -------------------------------------
+
+CODEC2 = "/usr/share/codec2/wav"
+
+
+@pytest.mark.parametrize("name, speakers", [
+    ("vk2tpm_004.wav", 0),     # 35 s of a FreeDV modem signal off the air: no voice at all
+    ("david4.wav", 0),         # 30 s of another modem signal
+    ("ve9qrp.wav", 1),         # 112 s of one man over HF radio
+    ("mmt1.wav", 1),           # 4 s of one man in loud noise
+])
+def test_real_recordings(name, speakers):
+  from s2f_tf.media.audio import load_audio
+  path = os.path.join(CODEC2, name)
+  if not os.path.exists(path):
+    pytest.skip(f"{path} missing: apt-get install codec2-examples (.ci/run does)")
+  pcm = load_audio(path, SR)
+  assert len(speech.voiced_frames(pcm)) > 0
+  found = recording.analyse(pcm, _Features(), INFO)
+  assert len(found.speakers) == speakers, [s.turns for s in found.speakers]
+  if speakers:
+    assert found.speech_samples >= 0.8 * pcm.size
 
 
 # -- the command --------------------------------------------------------------------------------------
