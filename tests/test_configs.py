@@ -56,6 +56,8 @@ def test_overrides_by_type():
     ("face_decoder.warp_flow_grid=1", "warp_flow_grid must be 0"),
     ("face_decoder.warp_flow_grid=-3", "warp_flow_grid must be 0"),
     ("face_decoder.warp_flow_grid=999", "warp_flow_grid must be 0"),
+    ("optimizer.clip_global_norm=-1", "clip_global_norm must be a finite number >= 0"),
+    ("optimizer.clip_global_norm=inf", "clip_global_norm must be a finite number >= 0"),
 ])
 def test_bad_overrides(item, match):
   with pytest.raises(ValueError, match=match):

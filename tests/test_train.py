@@ -108,11 +108,18 @@ def test_keep_best_off_keeps_the_last_weights(tiny_corpus, tiny_faces_workdir, t
 
 
 def test_mirrored_two_cpu_replicas_stay_identical(tiny_corpus, tiny_faces_workdir, tmp_path):
+  """... also with the global batch's gradient clipped (a norm so small that every step is clipped:
+  the clipped gradient must be the same on both replicas), its norm in TensorBoard."""
   workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
   result = _result(run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}",
-                           f"--data={tiny_corpus}", "--cpu_devices=2", "--strategy=mirrored"))
+                           f"--data={tiny_corpus}", "--cpu_devices=2", "--strategy=mirrored",
+                           "--set=optimizer.clip_global_norm=1e-6"))
   assert result["replicas"] == 2 and len(result["replica_digests"]) == 2
   assert result["replica_digests"][0] == result["replica_digests"][1]
+  assert result["clipped_steps"] == result["steps"] > 0
+  events = glob.glob(os.path.join(workdir, "tensorboard", "voice_encoder", "events.*"))
+  tags = {v.tag for e in events for ev in tf.compat.v1.train.summary_iterator(e) for v in ev.summary.value}
+  assert {"gradient/global_norm", "gradient/clipped_steps"} <= tags
 
 
 def _free_port():
@@ -301,6 +308,52 @@ def test_cool_down_ramps_the_learning_rate_to_zero_over_the_last_steps():
   assert float(make_optimizer(config, 1e-3, "float32")._learning_rate(9)) == pytest.approx(1e-3)
   with pytest.raises(ValueError, match="cooldown_steps must be >= 0"):
     validate(get_config("demo", ["optimizer.cooldown_steps=-1"]))
+
+
+_CLIP_SCRIPT = r"""
+import json, sys
+import numpy as np, tensorflow as tf, keras
+from s2f_tf.train.runtime import configure_cpu_devices
+configure_cpu_devices(2)
+from s2f_tf.train.loop import clip_global_norm
+strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+parts = [[np.array([3.0, 0.0], np.float32), np.array([[1.0]], np.float32)],      # replica 0's gradients
+         [np.array([1.0, 2.0], np.float32), np.array([[1.0]], np.float32)]]      # replica 1's
+clip = float(sys.argv[1])
+with strategy.scope():
+  variables = [keras.Variable(np.zeros(2, np.float32)), keras.Variable(np.zeros((1, 1), np.float32))]
+  optimizer = keras.optimizers.SGD(learning_rate=1.0)
+  optimizer.build(variables)
+
+@tf.function
+def step():
+  def replica():
+    i = tf.distribute.get_replica_context().replica_id_in_sync_group
+    grads = [tf.where(tf.equal(i, 0), tf.constant(a), tf.constant(b)) for a, b in zip(*parts)]
+    clipped, norm = clip_global_norm(grads, clip)
+    optimizer.apply(clipped, variables)
+    return norm
+  return strategy.reduce(tf.distribute.ReduceOp.MEAN, strategy.run(replica), axis=None)
+
+norm = float(step())
+print(json.dumps({"norm": norm, "replicas": strategy.num_replicas_in_sync,
+                  "moved": [(-v.numpy()).ravel().tolist() for v in variables]}))
+"""
+
+
+@pytest.mark.parametrize("clip", [1.0, 100.0])
+def test_gradient_clipping_is_of_the_global_batch_across_replicas(clip):
+  """Two replicas' gradients [3, 0], [1] and [1, 2], [1] sum to [4, 2], [2]: global norm sqrt(24).
+  One SGD step (rate 1) through Keras' own cross-replica sum moves the weights by that sum clipped
+  to `clip` (Keras' global_clipnorm would clip each replica's part, norms sqrt(10) and sqrt(6))."""
+  import numpy as np
+  proc = subprocess.run([sys.executable, "-c", _CLIP_SCRIPT, str(clip)], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert out["replicas"] == 2 and out["norm"] == pytest.approx(24 ** 0.5, rel=1e-6)
+  scale = min(1.0, clip / 24 ** 0.5)
+  np.testing.assert_allclose(np.concatenate(out["moved"]), np.array([4.0, 2.0, 2.0]) * scale, rtol=1e-6)
 
 
 def test_voice_stage_teacher_features_are_computed_once_and_equal_the_per_step_ones(

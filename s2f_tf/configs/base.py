@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 from s2f_tf import contract
@@ -119,6 +120,7 @@ class OptimizerConfig:
   staircase: bool = True                   # unsure in the paper
   warmup_steps: int = 0                    # linear learning-rate ramp over the first N steps (0: none)
   cooldown_steps: int = 0                  # linear ramp down to 0 over each stage's last N steps (0: none)
+  clip_global_norm: float = 0.0            # clip the global batch's gradient to this global norm (0: off)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -279,6 +281,9 @@ def validate(config: Config) -> Config:
     raise ValueError(f"optimizer.warmup_steps must be >= 0 (0: no warm-up), got {config.optimizer.warmup_steps}")
   if config.optimizer.cooldown_steps < 0:
     raise ValueError(f"optimizer.cooldown_steps must be >= 0 (0: no cool-down), got {config.optimizer.cooldown_steps}")
+  if not (math.isfinite(config.optimizer.clip_global_norm) and config.optimizer.clip_global_norm >= 0):
+    raise ValueError("optimizer.clip_global_norm must be a finite number >= 0 (0: no clipping), got "
+                     f"{config.optimizer.clip_global_norm}")
   if config.train.validate_every < 0 or config.train.validation_clips < 1:
     raise ValueError("train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "
                      f"{config.train.validate_every} and {config.train.validation_clips}")

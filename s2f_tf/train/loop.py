@@ -128,6 +128,24 @@ def make_optimizer(config: Config, learning_rate: float, precision: str, total_s
   return optimizer
 
 
+def clip_global_norm(grads: list, clip_norm) -> tuple[list, tf.Tensor]:
+  """In a replica: this replica's gradients -> (its share of the global batch's gradient clipped to
+  global norm `clip_norm`, the global norm before clipping).
+
+  The global gradient is the sum of the replicas' gradients (each loss is averaged over the global
+  batch), and Keras' optimizer sums the replicas' gradients itself when it applies them, so each
+  replica hands it 1/R of the clipped sum. Keras' own `global_clipnorm` clips each replica's part
+  before that sum, which is not the global batch's norm under tf.distribute."""
+  ctx = tf.distribute.get_replica_context()
+  present = [i for i, g in enumerate(grads) if g is not None]
+  total = ctx.all_reduce(tf.distribute.ReduceOp.SUM, [grads[i] for i in present])
+  clipped, norm = tf.clip_by_global_norm(total, clip_norm)
+  out = list(grads)
+  for i, g in zip(present, clipped):
+    out[i] = g / float(ctx.num_replicas_in_sync)
+  return out, norm
+
+
 def _inner(optimizer):
   return getattr(optimizer, "inner_optimizer", optimizer)
 
@@ -235,11 +253,17 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
     return means, tape.gradient(scaled, variables)
 
   compiled = tf.function(loss_and_grads, jit_compile=True) if options.jit_compile else loss_and_grads
+  clip = float(config.optimizer.clip_global_norm)
 
   def replica_step(batch):
     means, grads = compiled(batch)
+    gauges = {}
+    if clip:
+      scale = optimizer.dynamic_scale if loss_scale else 1.0        # the gradients of the scaled loss
+      grads, norm = clip_global_norm(grads, clip * scale)
+      gauges["global_norm"] = norm / scale
     optimizer.apply(grads, variables)
-    return means
+    return means, gauges
 
   def split_for_replicas(batch):
     def value_fn(ctx):                             # this worker's batch -> this replica's slice
@@ -251,10 +275,11 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   def train_step(it):
     batch = next(it)
     last = batch.pop("position")[-1]                   # (epoch, index) of this worker's last record
-    per_replica = strategy.run(replica_step, args=(split_for_replicas(batch),))
+    per_replica, gauges = strategy.run(replica_step, args=(split_for_replicas(batch),))
     step.assign_add(1)
     out = {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
-    return out, last
+    same = {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in gauges.items()}
+    return out, same, last
 
   writer = (tf.summary.create_file_writer(layout.tensorboard(stage.name))
             if chief else tf.summary.create_noop_writer())
@@ -284,6 +309,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   last_time, last_step = time.time(), start_step
   rate = 0.0
   values: dict = {}
+  clipped = 0                                        # steps whose gradient norm was above clip_global_norm
   learning_rate = _inner(optimizer).learning_rate
   with writer.as_default():
     while int(step.numpy()) < total_steps:
@@ -292,10 +318,12 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
         tf.profiler.experimental.start(layout.tensorboard(stage.name))
         profiling = True
       with _naming_corrupt_shards(files):
-        out, last = preemption.run(train_step, iterator) if preemption else train_step(iterator)
+        out, gauges, last = preemption.run(train_step, iterator) if preemption else train_step(iterator)
       position = (int(last[0]), int(last[1]) + 1)
       current = int(step.numpy())
       values = {k: float(v) for k, v in out.items()}
+      norm = float(gauges["global_norm"]) if clip else 0.0
+      clipped += norm > clip
       if not math.isfinite(values["total"]):
         raise TrainingError(f"[{stage.name}] loss is {values['total']} at step {current}: stopping "
                             f"(last checkpoint: {manager.latest_checkpoint or 'none'})")
@@ -311,6 +339,9 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
         lr = learning_rate(_inner(optimizer).iterations) if callable(learning_rate) else learning_rate
         tf.summary.scalar("learning_rate", float(lr), step=current)
         tf.summary.scalar("examples_per_second", rate, step=current)
+        if clip:
+          tf.summary.scalar("gradient/global_norm", norm, step=current)
+          tf.summary.scalar("gradient/clipped_steps", clipped, step=current)
         if loss_scale:
           tf.summary.scalar("loss_scale", float(optimizer.dynamic_scale.numpy()), step=current)
           tf.summary.scalar("skipped_steps", current - int(_inner(optimizer).iterations.numpy()), step=current)
@@ -338,6 +369,8 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
             "replica_digests": replica_digests(variables), "worker": worker_index}
   if start_report:
     result["start"] = start_report
+  if clip:
+    result["clipped_steps"] = clipped                # of this run's steps (not counting a resumed run's)
   if loss_scale:
     result["skipped_steps"] = final_step - int(_inner(optimizer).iterations.numpy())
     result["loss_scale"] = float(optimizer.dynamic_scale.numpy())
