@@ -16,7 +16,7 @@ from s2f_tf.data import schema
 from s2f_tf.data.dataset import InputOptions, make_dataset
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-WARP = {"border_points": 4, "regularization": 1e-4, "interpolation": "bicubic"}    # the demo's
+WARP = {"border_points": 4, "regularization": 1e-4, "interpolation": "bspline"}    # the demo's
 
 
 def _digest(out_dir):
@@ -76,7 +76,7 @@ def test_decoder_targets_are_canonical_faces_and_textures_equal_the_in_graph_war
     assert png(clip.face_png).tobytes() != face.tobytes()                     # the clip's face is posed
     warped, _ = sparse_image_warp(face[None].astype(np.float32) / 255.0, landmarks[None],
                                   np.asarray(info.mean_landmarks, np.float32)[None], num_border_points=4,
-                                  regularization=1e-4, interpolation="bicubic")
+                                  regularization=1e-4, interpolation=WARP["interpolation"])
     diff = np.abs(png(clip.texture_png).astype(np.float32) - np.clip(warped.numpy()[0] * 255.0, 0, 255))
     assert diff.max() <= 0.5 + 1e-3, diff.max()                               # PNG holds the rounded warp
   # all clips of one identity share one target

@@ -1,6 +1,7 @@
 """Sampling an image at fractional pixel positions: the interpolation inside the decoder's warp.
 
-  sample(image [B, H, W, C], query [B, h, w, 2] (row, col) pixels, "bilinear" | "bicubic") -> [B, h, w, C]
+  sample(image [B, H, W, C], query [B, h, w, 2] (row, col) pixels, "bilinear" | "bicubic" | "bspline")
+    -> [B, h, w, C]
 
 Both clamp positions to the image (edge pixels repeat outside) and are differentiable in the image
 and in the positions; all maths is float32.
@@ -11,6 +12,13 @@ and in the positions; all maths is float32.
   on the synthetic canonical faces one warp to the mean layout kept 51% of the mean squared
   Laplacian with bilinear sampling; a warp there and back 32%, so no decoder could be sharper than
   that through a bilinear warp. Values may overshoot the input range slightly (clip afterwards).
+- "bspline": cubic B-spline interpolation (Unser, 1999; scipy.ndimage's order 3): the image is
+  first turned into B-spline coefficients (a separable prefilter, here two small constant matmuls,
+  `bspline_prefilter`) whose cubic B-spline passes through every pixel, then the coefficients are
+  sampled with the B-spline's 4 x 4 weights. Keys' kernel is a mild low-pass; this one keeps
+  nearly everything below the Nyquist rate: a warp of the synthetic canonical faces to the mean
+  layout and back kept 75% of the mean squared Laplacian (bicubic 62%, bilinear 34%). Same gathers
+  as "bicubic"; it may overshoot more near hard edges (clip afterwards).
 
 Hand-written because nothing maintained samples at arbitrary per-pixel positions with gradients in
 TF: tf.image / keras.ops.image.map_coordinates offer orders 0 and 1 only (TensorFlow Addons, which
@@ -19,11 +27,12 @@ had the bilinear one, is dead).
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from s2f_tf.models.spline import _dim
 
-INTERPOLATIONS = ("bilinear", "bicubic")
+INTERPOLATIONS = ("bilinear", "bicubic", "bspline")
 KEYS_A = -0.5
 
 
@@ -41,7 +50,7 @@ def sample(image: tf.Tensor, query: tf.Tensor, interpolation: str = "bilinear",
     raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
   if compiled:
     return _COMPILED[interpolation](image, query)
-  return _bilinear_sample(image, query) if interpolation == "bilinear" else _bicubic_sample(image, query)
+  return _SAMPLERS[interpolation](image, query)
 
 
 def _gatherer(image: tf.Tensor, out_h, out_w):
@@ -114,9 +123,51 @@ def keys_weights(t: tf.Tensor, a: float = KEYS_A) -> list[tf.Tensor]:
   return [far(t + 1.0), near(t), near(1.0 - t), far(2.0 - t)]
 
 
+def bspline_weights(t: tf.Tensor) -> list[tf.Tensor]:
+  """The cubic B-spline's weights of the taps at offsets -1, 0, 1, 2 from floor(x), for the
+  fraction t in [0, 1): four tensors shaped like t, summing to 1 (at t = 0: 1/6, 4/6, 1/6, 0)."""
+  u = 1.0 - t
+  return [u * u * u / 6.0, ((3.0 * t - 6.0) * t * t + 4.0) / 6.0,
+          (((-3.0 * t + 3.0) * t + 3.0) * t + 1.0) / 6.0, t * t * t / 6.0]
+
+
+def bspline_prefilter(size: int) -> np.ndarray:
+  """float32 [size, size] P: the cubic B-spline coefficients of a line of pixels x are c = P x, so
+  that sum_k c[k] beta3(i - k) = x[i] at every pixel, with the coefficients beyond the ends
+  repeating the end ones (as the sampler's taps do). P is the inverse of the tridiagonal
+  (1/6, 4/6, 1/6) matrix whose corners are 5/6."""
+  m = np.zeros((size, size))
+  for i in range(size):
+    for j, w in ((i - 1, 1.0), (i, 4.0), (i + 1, 1.0)):
+      m[i, min(max(j, 0), size - 1)] += w / 6.0
+  return np.linalg.inv(m).astype(np.float32)
+
+
+def _prefilter(image: tf.Tensor) -> tf.Tensor:
+  """[B, H, W, C] pixels -> [B, H, W, C] B-spline coefficients (the prefilter along rows and columns)."""
+  height, width = image.shape[1], image.shape[2]
+  if height is None or width is None:
+    raise ValueError("bspline sampling needs the image's height and width known when the graph is built")
+  rows, cols = tf.constant(bspline_prefilter(height)), tf.constant(bspline_prefilter(width))
+  x = tf.einsum("hk,bkwc->bhwc", rows, image)
+  return tf.einsum("wk,bhkc->bhwc", cols, x)
+
+
 def _bicubic_sample(image: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
   """Keys bicubic sampling at (row, col) positions [B, h, w, 2] -> [B, h, w, C]; positions are
   clamped to the image and taps beyond the edge repeat the edge pixels."""
+  return _cubic_sample(image, query, keys_weights)
+
+
+def _bspline_sample(image: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
+  """Cubic B-spline interpolation at (row, col) positions [B, h, w, 2] -> [B, h, w, C]: the
+  prefiltered coefficients sampled with the B-spline weights, clamped like the bicubic sampler."""
+  return _cubic_sample(_prefilter(image), query, bspline_weights)
+
+
+def _cubic_sample(image: tf.Tensor, query: tf.Tensor, weights) -> tf.Tensor:
+  """`image` at (row, col) positions from its 4 x 4 neighbours, each axis weighted by
+  `weights(fraction)` (four taps at offsets -1, 0, 1, 2); taps beyond the edge repeat it."""
   height, width = _dim(image, 1), _dim(image, 2)
 
   def axis(coord: tf.Tensor, size) -> tuple[list[tf.Tensor], list[tf.Tensor]]:
@@ -127,7 +178,7 @@ def _bicubic_sample(image: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
     low_i = tf.cast(low, tf.int32)
     last = tf.cast(size, tf.int32) - 1
     taps = [tf.clip_by_value(low_i + k, 0, last) for k in (-1, 0, 1, 2)]  # 4 x [B, h, w]
-    return taps, [w[..., None] for w in keys_weights(t)]  # 4 x [B, h, w, 1]
+    return taps, [w[..., None] for w in weights(t)]  # 4 x [B, h, w, 1]
 
   rows, wy = axis(query[..., 0], height)
   cols, wx = axis(query[..., 1], width)
@@ -139,5 +190,5 @@ def _bicubic_sample(image: tf.Tensor, query: tf.Tensor) -> tf.Tensor:
   return out
 
 
-_COMPILED = {"bilinear": tf.function(_bilinear_sample, jit_compile=True, reduce_retracing=True),
-             "bicubic": tf.function(_bicubic_sample, jit_compile=True, reduce_retracing=True)}
+_SAMPLERS = {"bilinear": _bilinear_sample, "bicubic": _bicubic_sample, "bspline": _bspline_sample}
+_COMPILED = {name: tf.function(f, jit_compile=True, reduce_retracing=True) for name, f in _SAMPLERS.items()}

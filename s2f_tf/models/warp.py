@@ -107,14 +107,14 @@ def dense_image_warp(image: Any, flow: Any, interpolation: str = "bilinear",
   """Warps `image` with a dense per-pixel flow (tfa convention).
 
   out[b, i, j] = image[b, i - flow[b, i, j, 0], j - flow[b, i, j, 1]], sampled
-  with `interpolation` (s2f_tf/models/sampling.py: "bilinear" as tfa, or
-  "bicubic") and clamped to the border pixels. The flow is in PIXELS and in
+  with `interpolation` (s2f_tf/models/sampling.py: "bilinear" as tfa,
+  "bicubic" or "bspline") and clamped to the border pixels. The flow is in PIXELS and in
   (dy, dx) = (row, col) order: content moves BY the flow.
 
   Args:
     image: [B, H, W, C] any float dtype.
     flow: [B, H, W, 2] any float dtype, (dy, dx) in pixels.
-    interpolation: "bilinear" or "bicubic".
+    interpolation: "bilinear", "bicubic" or "bspline" (s2f_tf/models/sampling.py).
 
   Returns:
     [B, H, W, C] float32 warped image.
@@ -254,8 +254,8 @@ def sparse_image_warp(
       They sit one pixel-centre ring outside the image.
     regularization: lambda >= 0 for the spline, in coordinates scaled by
       1 / max(H, W) (tfa's pixel-unit value is lambda * max(H, W)**2).
-    interpolation: how the image is sampled, "bilinear" (tfa) or "bicubic"
-      (keeps more fine detail: s2f_tf/models/sampling.py).
+    interpolation: how the image is sampled, "bilinear" (tfa), "bicubic" or "bspline"
+      (keep more fine detail: s2f_tf/models/sampling.py).
     flow_grid: 0 evaluates the spline at every pixel (exact). N >= 2 evaluates it on an N x N
       grid of positions spanning the pixel centres and interpolates the flow linearly between
       them (two small matmuls): the spline, and above all its gradient with respect to the
@@ -341,7 +341,7 @@ class SplineWarp(keras.layers.Layer):
   Args:
     num_border_points: zero-flow control points per image edge (0 or >= 2).
     regularization: spline regularization (see `sparse_image_warp`).
-    interpolation: "bilinear" or "bicubic" (see `dense_image_warp`).
+    interpolation: "bilinear", "bicubic" or "bspline" (see `dense_image_warp`).
     flow_grid: 0, or the N x N grid the spline is evaluated on (see `sparse_image_warp`).
     **kwargs: standard Layer kwargs (name, dtype, trainable, ...).
   """
