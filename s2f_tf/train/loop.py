@@ -14,7 +14,9 @@
     progress bar (step, loss, examples/s, ETA, the latest validation figure), and a stage's
     start_report before its first step (the voice stage: the loss balance) in the log and result.json
   optimizer: Adam on the paper's decay, with optional linear ramps: up over a stage's first steps
-    (optimizer.warmup_steps), down to zero over its last (optimizer.cooldown_steps)
+    (optimizer.warmup_steps), down to zero over its last (optimizer.cooldown_steps); optionally the
+    global batch's gradient clipped to a norm (optimizer.clip_global_norm, `clip_global_norm`), its
+    norm then in TensorBoard gradient/
   validation: every train.validate_every steps the chief evaluates held-out clips (train/validation.py:
     TensorBoard validation/, the best weights kept and used as the stage's output)
 """
