@@ -67,8 +67,9 @@ before the fused batch norm 7.2x and 88%, and 10.1x and 91% (about 17 min). With
 fresh clone: 12.5x and 97%, face to face R@1 97.0% and sharpness 0.40, in 11 min 42 s (with 1400
 voice steps 8.2x and 96%, 95.4% and 0.45, 12 min 7 s; the code before this preset's decoder and
 voice-stage changes took 12 min 28 s that day, and 9.2x and 89%). With the bicubic warp, that is;
-with this preset's B-spline warp, a fresh clone on a day the machine ran 24-30% slower (stages
-the warp does not touch too): 12.0x and 92%, face to face 97.3% and 0.45, in 14 min 54 s.
+with this preset's B-spline warp, fresh clones: 9.4x and 96%, face to face 94.5% and 0.47, in
+11 min 52 s, right after the bicubic preset's 9.0x and 86%, 92.5% and 0.38, in 11 min 49 s; and,
+while the machine ran 24-30% slower in every stage, 12.0x and 92%, 97.3% and 0.45, in 14 min 54 s.
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,
