@@ -3,7 +3,7 @@
   sample(image [B, H, W, C], query [B, h, w, 2] (row, col) pixels, "bilinear" | "bicubic" | "bspline")
     -> [B, h, w, C]
 
-Both clamp positions to the image (edge pixels repeat outside) and are differentiable in the image
+All three clamp positions to the image (edge pixels repeat outside) and are differentiable in the image
 and in the positions; all maths is float32.
 
 - "bilinear": the 2 x 2 neighbours (tfa's dense_image_warp, the paper's decoder).
