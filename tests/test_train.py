@@ -46,7 +46,7 @@ def _tags(logdir):
 def test_stages_write_weights_summaries_and_profile(tiny_corpus, tiny_faces_workdir, tmp_path):
   for stage in ("face_encoder", "face_decoder"):
     assert os.path.exists(os.path.join(tiny_faces_workdir, stage, f"{stage}.weights.h5"))
-  assert "faces/input|decoded|target_texture|texture" in _tags(os.path.join(tiny_faces_workdir, "tensorboard", "face_decoder"))
+  assert "faces/input|target|decoded|target_texture|texture" in _tags(os.path.join(tiny_faces_workdir, "tensorboard", "face_decoder"))
   config = json.load(open(os.path.join(tiny_faces_workdir, "config.json")))
   assert config["face_encoder"]["num_identities"] == 8          # resolved from the data
   workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
@@ -390,13 +390,44 @@ def test_voice_stage_teacher_features_are_computed_once_and_equal_the_per_step_o
         np.testing.assert_allclose(cached[name].numpy(), per_step[name].numpy(), rtol=1e-4, atol=1e-4)
       compared += len(batch["clip_id"])
   assert compared == info.counts["train"] + info.counts["validation"]
-  assert sum("teacher: face features of the" in line for line in lines) == 2      # once per split
+  assert sum("face features of the" in line for line in lines) == 2      # once per split
   # Asking again reuses the split's table (no new pass, no new log line).
   next(iter(stage.dataset(tiny_corpus, "train", options)))
-  assert sum("teacher: face features of the" in line for line in lines) == 2
+  assert sum("face features of the" in line for line in lines) == 2
 
   monkeypatch.setattr(stages, "TEACHER_CACHE_BYTES", 0)
   lines.clear()
   bounded = stages.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
   bounded.build()
   assert bounded.fields == ("pcm", "image") and "the face encoder runs on every batch" in lines[0]
+
+
+
+def test_decoder_stage_reads_the_cached_face_features(tiny_corpus, tiny_faces_workdir):
+  """The decoder stage also trains from the frozen face encoder's features computed once per split:
+  its batches carry no input face, and its loss equals the one computed from the faces."""
+  import numpy as np
+
+  from s2f_tf.configs import get_config
+  from s2f_tf.data.dataset import InputOptions
+  from s2f_tf.data.schema import DatasetInfo
+  from s2f_tf.train import loop, stages
+
+  info = DatasetInfo.read(tiny_corpus)
+  config = loop.resolve_config(get_config("tiny"), info, loop.TrainOptions(
+      stage="face_decoder", workdir=tiny_faces_workdir, data_dir=tiny_corpus))
+  lines = []
+  stage = stages.FaceDecoderStage(config, info, tiny_faces_workdir, log=lines.append)
+  stage.build()
+  assert stage.fields[0] == "feature" and "image" not in stage.fields
+  fields = stage.fields + ("image", "target_image")
+  options = InputOptions(batch_size=4, clip_samples=config.audio.clip_samples, training=False, repeat=False,
+                         drop_remainder=False, deterministic=True, fields=fields)
+  batch = next(iter(stage.dataset(tiny_corpus, "validation", options)))
+  direct = stage.face_encoder(tf.cast(batch["image"], tf.float32), training=False)["feature"].numpy()
+  np.testing.assert_allclose(batch["feature"].numpy(), direct, rtol=1e-5, atol=1e-5)
+  cached = stage.compute_loss({k: v for k, v in batch.items() if k != "image"}, training=False)
+  per_step = stage.compute_loss({k: v for k, v in batch.items() if k != "feature"}, training=False)
+  for name in cached:
+    np.testing.assert_allclose(cached[name].numpy(), per_step[name].numpy(), rtol=1e-4, atol=1e-4)
+  assert sum("face features of the" in line for line in lines) == 1

@@ -493,36 +493,48 @@ def _detail_kept_by_a_subpixel_move(interpolations) -> dict:
 
 
 def test_bspline_prefilter_and_weights_by_hand() -> None:
-  from s2f_tf.models.sampling import bspline_prefilter, bspline_weights
+  from s2f_tf.models.sampling import bspline5_weights, bspline_prefilter, bspline_weights
   # 3 pixels: the B-spline at pixel i is (c[i-1] + 4 c[i] + c[i+1]) / 6, end coefficients repeated
   m = np.array([[5, 1, 0], [1, 4, 1], [0, 1, 5]]) / 6.0
   np.testing.assert_allclose(bspline_prefilter(3), np.linalg.inv(m), rtol=1e-6)
   np.testing.assert_allclose(bspline_prefilter(1), [[1.0]])
+  # the quintic: (c[i-2] + 26 c[i-1] + 66 c[i] + 26 c[i+1] + c[i+2]) / 120, the taps beyond the
+  # ends folded onto the end coefficients
+  m5 = np.array([[93, 26, 1], [27, 66, 27], [1, 26, 93]]) / 120.0
+  np.testing.assert_allclose(bspline_prefilter(3, degree=5), np.linalg.inv(m5), rtol=1e-5)
   w = [x.numpy() for x in bspline_weights(tf.constant([0.0, 0.5, 0.25]))]
   np.testing.assert_allclose(np.stack(w, 1)[:2], [[1 / 6, 4 / 6, 1 / 6, 0], [1 / 48, 23 / 48, 23 / 48, 1 / 48]],
                              atol=1e-7)
   np.testing.assert_allclose(np.sum(w, 0), 1.0, atol=1e-6)
+  # quintic B-spline values at the integers and half-integers (x 120 and x 3840)
+  w5 = np.stack([x.numpy() for x in bspline5_weights(tf.constant([0.0, 0.5, 0.3]))], 1)
+  np.testing.assert_allclose(w5[0], np.array([1, 26, 66, 26, 1, 0]) / 120.0, atol=1e-7)
+  np.testing.assert_allclose(w5[1], np.array([1, 237, 1682, 1682, 237, 1]) / 3840.0, atol=1e-7)
+  np.testing.assert_allclose(w5.sum(1), 1.0, atol=1e-6)
 
 
-def test_bspline_sampling_interpolates_the_pixels_and_matches_scipy() -> None:
-  """Exact at every pixel (edges too); between pixels scipy.ndimage's order-3 spline, away from
-  the border where the two boundary rules differ; and a sub-pixel move of sharp edges keeps more
-  fine detail than bicubic."""
+@pytest.mark.parametrize("interpolation, order", [("bspline", 3), ("bspline5", 5)])
+def test_bspline_sampling_interpolates_the_pixels_and_matches_scipy(interpolation: str, order: int) -> None:
+  """Exact at every pixel (edges too); between pixels scipy.ndimage's spline of the same order,
+  away from the border where the two boundary rules differ; and a sub-pixel move of sharp edges
+  keeps more fine detail than the interpolation one step below."""
   import scipy.ndimage
   from s2f_tf.models.sampling import sample
   rng = np.random.default_rng(6)
-  image = rng.uniform(0, 1, (1, 20, 24, 2)).astype(np.float32)
-  grid = np.stack(np.meshgrid(np.arange(20), np.arange(24), indexing="ij"), -1)[None].astype(np.float32)
-  np.testing.assert_allclose(sample(image, grid, "bspline").numpy(), image, atol=1e-5)
-  query = np.stack([rng.uniform(7, 12, 30), rng.uniform(7, 16, 30)], -1).reshape(1, 5, 6, 2).astype(np.float32)
-  got = sample(image, query, "bspline").numpy()[0]
+  image = rng.uniform(0, 1, (1, 32, 36, 2)).astype(np.float32)
+  grid = np.stack(np.meshgrid(np.arange(32), np.arange(36), indexing="ij"), -1)[None].astype(np.float32)
+  np.testing.assert_allclose(sample(image, grid, interpolation).numpy(), image, atol=1e-5)
+  # 13+ pixels from the border: the quintic's boundary rule fades as 0.43 ** distance
+  query = np.stack([rng.uniform(13, 18, 30), rng.uniform(13, 22, 30)], -1).reshape(1, 5, 6, 2).astype(np.float32)
+  got = sample(image, query, interpolation).numpy()[0]
   for c in range(2):
     want = scipy.ndimage.map_coordinates(image[0, :, :, c].astype(np.float64), query[0].reshape(-1, 2).T,
-                                         order=3, mode="nearest").reshape(5, 6)
+                                         order=order, mode="nearest").reshape(5, 6)
     np.testing.assert_allclose(got[..., c], want, atol=1e-4)
-  kept = _detail_kept_by_a_subpixel_move(("bicubic", "bspline"))
-  assert kept["bspline"] > 1.1 * kept["bicubic"], kept
-  unknown = tf.function(lambda x: sample(x, query, "bspline"),
+  below = {"bspline": "bicubic", "bspline5": "bspline"}[interpolation]
+  kept = _detail_kept_by_a_subpixel_move((below, interpolation))
+  assert kept[interpolation] > 1.02 * kept[below], kept
+  unknown = tf.function(lambda x: sample(x, query, interpolation),
                         input_signature=[tf.TensorSpec([1, None, None, 2], tf.float32)])
   with pytest.raises(ValueError, match="height and width known"):
     unknown.get_concrete_function()
@@ -590,7 +602,44 @@ def test_flow_grid_gradients_xla_and_layer_config() -> None:
         tf.TensorSpec([1, None, None, 2], tf.float32))
 
 
-@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "bspline"])
+@pytest.mark.parametrize("interpolation", ["bicubic", "bspline", "bspline5"])
+def test_written_out_sampling_gradient_equals_autodiff(interpolation: str) -> None:
+  """The cubic and quintic samplers' hand-written gradients (image and positions, some positions
+  outside the image) equal TensorFlow's autodiff of the plain formula: every tap gathered,
+  weighted and summed (after the B-splines' prefilter)."""
+  from s2f_tf.models import sampling
+  weights, offsets, degree = {"bicubic": (sampling.keys_weights, (-1, 0, 1, 2), 0),
+                              "bspline": (sampling.bspline_weights, (-1, 0, 1, 2), 3),
+                              "bspline5": (sampling.bspline5_weights, (-2, -1, 0, 1, 2, 3), 5)}[interpolation]
+  rng = np.random.default_rng(24)
+  image = tf.constant(rng.uniform(size=(2, 9, 7, 3)).astype(np.float32))
+  query = tf.constant(rng.uniform(-2, 10, size=(2, 5, 6, 2)).astype(np.float32))
+  upstream = tf.constant(rng.normal(size=(2, 5, 6, 3)).astype(np.float32))
+
+  def plain(image, query):
+    if degree:
+      image = sampling._prefilter(image, degree)           # pixels -> B-spline coefficients
+
+    def axis(coord, size):
+      coord = tf.clip_by_value(coord, 0.0, size - 1.0)
+      low = tf.floor(coord)
+      return [tf.clip_by_value(tf.cast(low, tf.int32) + k, 0, size - 1) for k in offsets], weights(coord - low)
+    rows, wy = axis(query[..., 0], 9)
+    cols, wx = axis(query[..., 1], 7)
+    return tf.add_n([(w_r * w_c)[..., None] * tf.gather_nd(image, tf.stack([r, c], -1), batch_dims=1)
+                     for r, w_r in zip(rows, wy) for c, w_c in zip(cols, wx)])
+
+  def grads(f):
+    with tf.GradientTape() as tape:
+      tape.watch([image, query])
+      out = f(image, query)
+      loss = tf.reduce_sum(out * upstream)
+    return [out] + tape.gradient(loss, [image, query])
+  for got, want in zip(grads(sampling._SAMPLERS[interpolation]), grads(plain)):
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "bspline", "bspline5"])
 def test_compiled_sampling_equals_the_graph_one_with_its_gradients(interpolation: str) -> None:
   from s2f_tf.models.sampling import sample
   rng = np.random.default_rng(23)

@@ -89,7 +89,7 @@ class FaceDecoderConfig:
   kernel_size: int = 5
   warp_border_points: int = 4              # zero-displacement control points per image edge
   warp_regularization: float = 1e-4        # > 0 keeps the spline solvable if landmarks collide
-  warp_interpolation: str = "bilinear"     # bilinear (Cole et al.) | bicubic | bspline (keep fine detail)
+  warp_interpolation: str = "bilinear"     # bilinear (Cole et al.) | bicubic | bspline | bspline5 (keep fine detail)
   warp_flow_grid: int = 0                  # 0: the spline at every pixel; N: on N x N points, flow interpolated
   normalize_input: bool = False            # read only the feature's direction: v / |v| * sqrt(D)
   upsample: str = "transposed"             # transposed (Cole et al.) | resize_conv (nearest x2 + conv)
@@ -263,8 +263,8 @@ def validate(config: Config) -> Config:
                      f"face_encoder.image_size ({fe.image_size})")
   if config.loss.decoder_perceptual and not all(1 <= b <= 5 for b in config.loss.perceptual_blocks or (0,)):
     raise ValueError(f"loss.perceptual_blocks must name VGG blocks 1..5, got {config.loss.perceptual_blocks}")
-  if fd.warp_interpolation not in ("bilinear", "bicubic", "bspline"):
-    raise ValueError("face_decoder.warp_interpolation must be bilinear, bicubic or bspline, got "
+  if fd.warp_interpolation not in ("bilinear", "bicubic", "bspline", "bspline5"):
+    raise ValueError("face_decoder.warp_interpolation must be bilinear, bicubic, bspline or bspline5, got "
                      f"{fd.warp_interpolation!r}")
   if fd.warp_flow_grid < 0 or fd.warp_flow_grid == 1 or fd.warp_flow_grid > fe.image_size:
     raise ValueError(f"face_decoder.warp_flow_grid must be 0 (the spline at every pixel) or 2..image_size "

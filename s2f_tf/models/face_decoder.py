@@ -10,7 +10,7 @@
        output pixel sees the same number of input pixels, Odena et al., Distill 2016)
        (the face's texture aligned to the MEAN landmarks)
     -> spline warp of the texture from the mean landmarks to the predicted ones  [B, S, S, 3]
-       (sampled bilinearly as Cole et al., or bicubically: warp_interpolation; the spline is
+       (sampled bilinearly as Cole et al., or with a cubic or quintic kernel: warp_interpolation; the spline is
        evaluated at every pixel, or on a warp_flow_grid x warp_flow_grid grid and interpolated)
 """
 

@@ -108,13 +108,13 @@ def dense_image_warp(image: Any, flow: Any, interpolation: str = "bilinear",
 
   out[b, i, j] = image[b, i - flow[b, i, j, 0], j - flow[b, i, j, 1]], sampled
   with `interpolation` (s2f_tf/models/sampling.py: "bilinear" as tfa,
-  "bicubic" or "bspline") and clamped to the border pixels. The flow is in PIXELS and in
+  "bicubic", "bspline" or "bspline5") and clamped to the border pixels. The flow is in PIXELS and in
   (dy, dx) = (row, col) order: content moves BY the flow.
 
   Args:
     image: [B, H, W, C] any float dtype.
     flow: [B, H, W, 2] any float dtype, (dy, dx) in pixels.
-    interpolation: "bilinear", "bicubic" or "bspline" (s2f_tf/models/sampling.py).
+    interpolation: "bilinear", "bicubic", "bspline" or "bspline5" (s2f_tf/models/sampling.py).
 
   Returns:
     [B, H, W, C] float32 warped image.
@@ -254,7 +254,7 @@ def sparse_image_warp(
       They sit one pixel-centre ring outside the image.
     regularization: lambda >= 0 for the spline, in coordinates scaled by
       1 / max(H, W) (tfa's pixel-unit value is lambda * max(H, W)**2).
-    interpolation: how the image is sampled, "bilinear" (tfa), "bicubic" or "bspline"
+    interpolation: how the image is sampled, "bilinear" (tfa), "bicubic", "bspline" or "bspline5"
       (keep more fine detail: s2f_tf/models/sampling.py).
     flow_grid: 0 evaluates the spline at every pixel (exact). N >= 2 evaluates it on an N x N
       grid of positions spanning the pixel centres and interpolates the flow linearly between
@@ -341,7 +341,7 @@ class SplineWarp(keras.layers.Layer):
   Args:
     num_border_points: zero-flow control points per image edge (0 or >= 2).
     regularization: spline regularization (see `sparse_image_warp`).
-    interpolation: "bilinear", "bicubic" or "bspline" (see `dense_image_warp`).
+    interpolation: "bilinear", "bicubic", "bspline" or "bspline5" (see `dense_image_warp`).
     flow_grid: 0, or the N x N grid the spline is evaluated on (see `sparse_image_warp`).
     **kwargs: standard Layer kwargs (name, dtype, trainable, ...).
   """

@@ -290,7 +290,8 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   if chief and stage.summaries is not None:
     preview_split = "validation" if info.shards.get("validation") else "train"
     preview_options = dataclasses.replace(input_options, batch_size=4, training=False, repeat=True,
-                                          drop_remainder=True)
+                                          drop_remainder=True,
+                                          fields=tuple(dict.fromkeys(input_options.fields + stage.preview_fields)))
     with _naming_corrupt_shards(info.files(options.data_dir, preview_split)):
       preview = next(iter(stage.dataset(options.data_dir, preview_split, preview_options)))
 

@@ -2,6 +2,7 @@
 
   1 face_encoder   images -> identities (softmax CE)             writes face_encoder.weights.h5
   2 face_decoder   frozen face encoder feature of the clip's face  writes face_decoder.weights.h5
+                   (from the records or computed once, as in stage 3)
                    -> the decoder's target face (synthetic: the identity's canonical face):
                    texture L1 vs target/texture (the target warped to the mean landmarks, made
                    by `prepare`), landmark MSE vs target/landmarks, and negative cosine between
@@ -31,6 +32,12 @@ from s2f_tf.workdir import (Workdir, build_face_decoder, build_face_encoder, loa
 
 def _images_float(images: tf.Tensor) -> tf.Tensor:
   return tf.cast(images, tf.float32)                                         # [B, S, S, 3] in [0, 255]
+
+
+# The frozen face encoder's features of a split are computed once and kept in memory (Stage.dataset)
+# while they take at most this much; above it (a million clips of 4096-D features) every step runs
+# the face encoder on its batch's faces.
+TEACHER_CACHE_BYTES = 1 << 30
 
 
 class Stage:
@@ -68,8 +75,24 @@ class Stage:
 
   def dataset(self, data_dir: str, split: str, options: InputOptions,
               input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """The batches (options.fields) this stage trains, previews and validates on."""
-    return make_dataset(data_dir, split, options, input_context=input_context, info=self.info)
+    """The batches (options.fields) this stage trains, previews and validates on; a 'feature' field
+    the records lack comes from the cache of frozen face features (below)."""
+    if self.teacher_cache is None or "feature" not in options.fields:
+      return make_dataset(data_dir, split, options, input_context=input_context, info=self.info)
+    if options.service_address:          # remote tf.data workers cannot see an in-process table:
+      faces = tuple(dict.fromkeys("image" if f == "feature" else f for f in options.fields))
+      return make_dataset(data_dir, split, dataclasses.replace(options, fields=faces),
+                          input_context=input_context, info=self.info)
+    lookup = self._teacher_lookup(data_dir, split, options)
+    keep_id = "clip_id" in options.fields
+    read = dataclasses.replace(options, fields=tuple(dict.fromkeys(
+        [f for f in options.fields if f != "feature"] + ["clip_id"])))
+
+    def add_feature(batch):
+      batch = dict(batch)
+      batch["feature"] = lookup(batch["clip_id"] if keep_id else batch.pop("clip_id"))   # [B, D]
+      return batch
+    return make_dataset(data_dir, split, read, input_context=input_context, info=self.info).map(add_feature)
 
   # The model a stage trains is the attribute named like the stage (self.face_encoder, ...).
   def trainable_variables(self) -> list:
@@ -84,6 +107,11 @@ class Stage:
   def compute_loss(self, batch: dict, training: bool) -> dict[str, tf.Tensor]:
     """Per-example loss terms [per-replica batch], including 'total'."""
     raise NotImplementedError
+
+  @property
+  def preview_fields(self) -> tuple[str, ...]:
+    """Fields the preview batch (summaries, start_report) reads besides `fields`."""
+    return ()
 
   def summaries(self, batch: dict, step: int) -> None:
     """Writes image/audio summaries for a preview batch (chief only, default strategy scope)."""
@@ -104,6 +132,61 @@ class Stage:
     path = Workdir(self.workdir).weights(self.name)
     save_weights_atomic(getattr(self, self.name), path)
     return [path]
+
+  # Frozen face features (stages 2 and 3) ---------------------------------------------------------
+  # The frozen face encoder's feature of each clip's face: read from the records when `prepare`
+  # stored them (VGG-Face weights given), otherwise computed ONCE per split when the stage starts
+  # (inference mode, so they are the numbers every step would compute) and looked up by clip id in
+  # the input pipeline; a step then neither decodes the face PNG nor runs the face encoder on it.
+  teacher_cache: dict | None = None      # split -> lookup, while the features fit TEACHER_CACHE_BYTES
+
+  def _cache_face_features(self) -> None:
+    """Called by build() once self.face_encoder is the frozen one."""
+    clips = sum(self.info.counts.get(split, 0) for split in ("train", "validation"))
+    fits = clips * self.config.feature_dim * 4 <= TEACHER_CACHE_BYTES
+    self.teacher_cache = {} if not self.info.feature_dim and fits else None
+    if not self.info.feature_dim and not fits:
+      self.log(f"[{self.name}] the face features of {clips} clips would take more than "
+               f"{TEACHER_CACHE_BYTES >> 20} MiB: the face encoder runs on every batch")
+
+  @property
+  def face_feature_field(self) -> str:
+    """'feature' (stored or cached) or 'image' (the face encoder runs on every batch)."""
+    return "feature" if self.info.feature_dim or self.teacher_cache is not None else "image"
+
+  def _face_features(self, batch) -> tf.Tensor:
+    """The frozen face encoder's features [B, D] float32 of a batch's faces."""
+    if "feature" in batch:
+      return tf.cast(batch["feature"], tf.float32)
+    return self.face_encoder(_images_float(batch["image"]), training=False)["feature"]
+
+  def _teacher_lookup(self, data_dir, split, options):
+    """clip ids [B] -> the frozen face encoder's features [B, D] of their faces, for `split`."""
+    if split in self.teacher_cache:
+      return self.teacher_cache[split]
+    started = time.time()
+    read = InputOptions(batch_size=256, clip_samples=options.clip_samples, training=False,
+                        fields=("image", "clip_id"), repeat=False, drop_remainder=False, deterministic=True,
+                        skip_corrupt=options.skip_corrupt)
+    encode = tf.function(lambda images: self.face_encoder(_images_float(images), training=False)["feature"])
+    ids, features = [], []
+    for batch in make_dataset(data_dir, split, read, info=self.info):
+      ids.append(batch["clip_id"].numpy())
+      features.append(encode(batch["image"]).numpy())
+    ids, features = np.concatenate(ids), np.concatenate(features)             # [N], [N, D]
+    if len(np.unique(ids)) != len(ids):
+      raise ValueError(f"the {split} split of {data_dir} has repeated clip ids: re-run `s2f prepare`")
+    with tf.init_scope(), tf.device("/cpu:0"):
+      table = tf.lookup.StaticHashTable(
+          tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)), -1)
+      matrix = tf.Variable(features, trainable=False, name=f"teacher_{split}")
+
+    def lookup(clip_id):
+      return tf.gather(matrix, table.lookup(clip_id))
+    self.teacher_cache[split] = lookup
+    self.log(f"[{self.name}] face features of the {len(ids)} {split} clips, computed once "
+             f"({time.time() - started:.1f} s)")
+    return lookup
 
 
 def _grid(columns: list[tf.Tensor], rows: int = 4) -> tf.Tensor:
@@ -166,14 +249,15 @@ class FaceDecoderStage(Stage):
     self.face_encoder = self._face_encoder(trainable=False)
     self.face_decoder = self._face_decoder(trainable=True)
     self.face_decoder.warp.compiled_sampling = True          # training only (models/sampling.py)
+    self._cache_face_features()
 
   @property
   def fields(self):
-    return ("image", "target_texture", "target_landmarks") + (
+    return (self.face_feature_field, "target_texture", "target_landmarks") + (
         ("target_image",) if self.config.loss.decoder_perceptual else ())
 
   def compute_loss(self, batch, training):
-    feature = self.face_encoder(_images_float(batch["image"]), training=False)["feature"]   # [B, D]
+    feature = self._face_features(batch)                                       # [B, D]
     out = self.face_decoder(feature, training=training)
     texture_true = _images_float(batch["target_texture"]) / 255.0             # [B, S, S, 3] 0..1
     decoded = out["image"] * 255.0                                              # [B, S, S, 3] 0..255
@@ -189,23 +273,21 @@ class FaceDecoderStage(Stage):
                                     feature, decoded_feature, c.decoder_texture, c.decoder_landmarks,
                                     c.decoder_feature, edge_weight=c.decoder_edges, **blocks)
 
+  @property
+  def preview_fields(self):
+    return ("image", "target_image")          # the faces beside the decoded ones in TensorBoard
+
   def validation_outputs(self, batch):
-    feature = self.face_encoder(_images_float(batch["image"]), training=False)["feature"]
+    feature = self._face_features(batch)
     decoded = self.face_decoder(feature, training=False)["image"] * 255.0
     return {"feature": feature, "reencoded": self.face_encoder(decoded, training=False)["feature"]}
 
   def summaries(self, batch, step):
-    images = _images_float(batch["image"])
-    out = self.face_decoder(self.face_encoder(images, training=False)["feature"], training=False)
-    tf.summary.image("faces/input|decoded|target_texture|texture",
-                     _grid([images / 255.0, out["image"], _images_float(batch["target_texture"]) / 255.0,
-                            out["texture"]]), step=step)
-
-
-# The teacher's features of a split are computed once and kept in memory (see VoiceEncoderStage)
-# while they take at most this much; above it (a million clips of 4096-D features) every step runs
-# the face encoder on its batch's faces.
-TEACHER_CACHE_BYTES = 1 << 30
+    out = self.face_decoder(self._face_features(batch), training=False)
+    tf.summary.image("faces/input|target|decoded|target_texture|texture",
+                     _grid([_images_float(batch["image"]) / 255.0, _images_float(batch["target_image"]) / 255.0,
+                            out["image"], _images_float(batch["target_texture"]) / 255.0, out["texture"]]),
+                     step=step)
 
 
 class VoiceEncoderStage(Stage):
@@ -226,7 +308,7 @@ class VoiceEncoderStage(Stage):
 
   @property
   def fields(self):
-    return ("pcm", "feature") if self.info.feature_dim or self.teacher_cache is not None else ("pcm", "image")
+    return ("pcm", self.face_feature_field)
 
   def build(self):
     if self.info.feature_dim and self.info.feature_dim != self.config.feature_dim:
@@ -237,64 +319,11 @@ class VoiceEncoderStage(Stage):
     self.front_end = factory.build_front_end(self.config)
     self.voice_encoder = factory.build_voice_encoder(self.config)
     self.voice_encoder(self.front_end(np.zeros((1, self.config.audio.clip_samples), np.float32)))
-    clips = sum(self.info.counts.get(split, 0) for split in ("train", "validation"))
-    fits = clips * self.config.feature_dim * 4 <= TEACHER_CACHE_BYTES
-    self.teacher_cache = {} if not self.info.feature_dim and fits else None    # split -> lookup
-    if not self.info.feature_dim and not fits:
-      self.log(f"[{self.name}] the teacher's features of {clips} clips would take more than "
-               f"{TEACHER_CACHE_BYTES >> 20} MiB: the face encoder runs on every batch")
-
-  def dataset(self, data_dir, split, options, input_context=None):
-    if self.teacher_cache is None or "feature" not in options.fields:
-      return super().dataset(data_dir, split, options, input_context)
-    if options.service_address:          # remote tf.data workers cannot see an in-process table:
-      faces = tuple(dict.fromkeys("image" if f == "feature" else f for f in options.fields))
-      return super().dataset(data_dir, split, dataclasses.replace(options, fields=faces), input_context)
-    lookup = self._teacher_lookup(data_dir, split, options)
-    keep_id = "clip_id" in options.fields
-    read = dataclasses.replace(options, fields=tuple(dict.fromkeys(
-        [f for f in options.fields if f != "feature"] + ["clip_id"])))
-
-    def add_feature(batch):
-      batch = dict(batch)
-      batch["feature"] = lookup(batch["clip_id"] if keep_id else batch.pop("clip_id"))   # [B, D]
-      return batch
-    return super().dataset(data_dir, split, read, input_context).map(add_feature)
-
-  def _teacher_lookup(self, data_dir, split, options):
-    """clip ids [B] -> the frozen face encoder's features [B, D] of their faces, for `split`."""
-    if split in self.teacher_cache:
-      return self.teacher_cache[split]
-    started = time.time()
-    read = InputOptions(batch_size=256, clip_samples=options.clip_samples, training=False,
-                        fields=("image", "clip_id"), repeat=False, drop_remainder=False, deterministic=True,
-                        skip_corrupt=options.skip_corrupt)
-    encode = tf.function(lambda images: self.face_encoder(_images_float(images), training=False)["feature"])
-    ids, features = [], []
-    for batch in make_dataset(data_dir, split, read, info=self.info):
-      ids.append(batch["clip_id"].numpy())
-      features.append(encode(batch["image"]).numpy())
-    ids, features = np.concatenate(ids), np.concatenate(features)             # [N], [N, D]
-    if len(np.unique(ids)) != len(ids):
-      raise ValueError(f"the {split} split of {data_dir} has repeated clip ids: re-run `s2f prepare`")
-    with tf.init_scope(), tf.device("/cpu:0"):
-      table = tf.lookup.StaticHashTable(
-          tf.lookup.KeyValueTensorInitializer(tf.constant(ids), tf.range(len(ids), dtype=tf.int64)), -1)
-      matrix = tf.Variable(features, trainable=False, name=f"teacher_{split}")
-
-    def lookup(clip_id):
-      return tf.gather(matrix, table.lookup(clip_id))
-    self.teacher_cache[split] = lookup
-    self.log(f"[{self.name}] teacher: face features of the {len(ids)} {split} clips, computed once "
-             f"({time.time() - started:.1f} s)")
-    return lookup
+    self._cache_face_features()
 
   def _teacher(self, batch):
-    if "feature" in batch:
-      v_f = tf.cast(batch["feature"], tf.float32)
-      return v_f, self.face_encoder.logits_from_feature(v_f)
-    out = self.face_encoder(_images_float(batch["image"]), training=False)
-    return out["feature"], out["logits"]
+    v_f = self._face_features(batch)
+    return v_f, self.face_encoder.logits_from_feature(v_f)
 
   def _loss(self, v_f, logits_f, v_s):
     """The paper's loss of a predicted feature v_s against the teacher's (v_f, fc8 logits)."""
