@@ -4,8 +4,10 @@
                     identity's canonical face; real data: the clip's own aligned crop)
   target/landmarks  its landmarks
   target/texture    target/image warped from target/landmarks to the dataset's mean landmarks, with
-                    the decoder's own spline warp (s2f_tf.models.warp.sparse_image_warp) and the
-                    settings of config.face_decoder (recorded in dataset.json as texture_warp)
+                    the decoder's own spline warp (s2f_tf.models.warp.sparse_image_warp, the border
+                    points and regularization of config.face_decoder) sampled with the quintic
+                    B-spline (s2f_tf.factory.TEXTURE_INTERPOLATION); dataset.json's texture_warp
+                    records the three
 
 The decoder's texture loss compares its texture with target/texture, so training decodes a PNG
 where it used to solve a spline and warp every image of every batch.

@@ -16,7 +16,7 @@ from s2f_tf.data import schema
 from s2f_tf.data.dataset import InputOptions, make_dataset
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
-WARP = {"border_points": 4, "regularization": 1e-4, "interpolation": "bspline"}    # the demo's
+WARP = {"border_points": 4, "regularization": 1e-4, "interpolation": "bspline5"}   # the demo's
 
 
 def _digest(out_dir):

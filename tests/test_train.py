@@ -431,3 +431,22 @@ def test_decoder_stage_reads_the_cached_face_features(tiny_corpus, tiny_faces_wo
   for name in cached:
     np.testing.assert_allclose(cached[name].numpy(), per_step[name].numpy(), rtol=1e-4, atol=1e-4)
   assert sum("face features of the" in line for line in lines) == 1
+
+
+def test_decoder_stage_needs_textures_of_its_own_spline_from_any_sampler(tiny_corpus, tiny_faces_workdir):
+  import dataclasses
+
+  from s2f_tf.configs import get_config
+  from s2f_tf.data.schema import DatasetInfo
+  from s2f_tf.train import loop, stages
+
+  info = DatasetInfo.read(tiny_corpus)
+  assert info.texture_warp["interpolation"] == "bspline5"         # prepare's sampler, whatever the config's
+  config = loop.resolve_config(get_config("tiny"), info, loop.TrainOptions(
+      stage="face_decoder", workdir=tiny_faces_workdir, data_dir=tiny_corpus))
+  assert config.face_decoder.warp_interpolation == "bicubic"
+  other_sampler = dataclasses.replace(info, texture_warp={**info.texture_warp, "interpolation": "bilinear"})
+  stages.FaceDecoderStage(config, other_sampler, tiny_faces_workdir, log=lambda *_: None).build()
+  other_spline = dataclasses.replace(info, texture_warp={**info.texture_warp, "border_points": 8})
+  with pytest.raises(ValueError, match="warp spline .*border_points.: 8"):
+    stages.FaceDecoderStage(config, other_spline, tiny_faces_workdir, log=lambda *_: None).build()

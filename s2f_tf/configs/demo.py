@@ -91,7 +91,7 @@ def get_config() -> Config:
       loss=LossConfig(lambda_feature=100.0, lambda_distill=10.0, decoder_texture=10.0,
                       decoder_perceptual=3.0, decoder_edges=10.0),
       optimizer=OptimizerConfig(cooldown_steps=300),
-      train=TrainConfig(batch_size=32, face_encoder_steps=1300, face_decoder_steps=1000,
+      train=TrainConfig(batch_size=32, face_encoder_steps=1300, face_decoder_steps=1100,
                         voice_encoder_steps=1200, voice_encoder_precision="float32", face_encoder_learning_rate=1e-3,
                         face_decoder_learning_rate=3e-3, log_every=25, image_every=100,
                         checkpoint_every=200, shuffle_buffer=512, validate_every=500, validation_clips=256),

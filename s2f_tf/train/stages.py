@@ -241,11 +241,13 @@ class FaceDecoderStage(Stage):
     return self.config.train.face_decoder_learning_rate
 
   def build(self):
-    warp = factory.texture_warp(self.config)
-    if self.info.texture_warp != warp:
-      raise ValueError(f"the dataset's decoder textures were made with warp {self.info.texture_warp}, this "
-                       f"config's face decoder warps with {warp} (face_decoder.warp_*): prepare the data "
-                       "with this config, or set those fields to match")
+    # the textures must come from the same spline (any sampler: prepare's is the most faithful)
+    spline = {k: v for k, v in factory.texture_warp(self.config).items() if k != "interpolation"}
+    made_with = {k: v for k, v in self.info.texture_warp.items() if k != "interpolation"}
+    if made_with != spline:
+      raise ValueError(f"the dataset's decoder textures were made with the warp spline {made_with}, this "
+                       f"config's face decoder warps with {spline} (face_decoder.warp_border_points, "
+                       "warp_regularization): prepare the data with this config, or set those fields to match")
     self.face_encoder = self._face_encoder(trainable=False)
     self.face_decoder = self._face_decoder(trainable=True)
     self.face_decoder.warp.compiled_sampling = True          # training only (models/sampling.py)
