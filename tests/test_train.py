@@ -356,6 +356,17 @@ def test_gradient_clipping_is_of_the_global_batch_across_replicas(clip):
   np.testing.assert_allclose(np.concatenate(out["moved"]), np.array([4.0, 2.0, 2.0]) * scale, rtol=1e-6)
 
 
+def _stage_config(tiny_corpus, workdir, stage):
+  """(DatasetInfo, the tiny preset resolved for `stage` on the tiny corpus), as `s2f train` does."""
+  from s2f_tf.configs import get_config
+  from s2f_tf.data.schema import DatasetInfo
+  from s2f_tf.train import loop
+
+  info = DatasetInfo.read(tiny_corpus)
+  return info, loop.resolve_config(get_config("tiny"), info, loop.TrainOptions(
+      stage=stage, workdir=workdir, data_dir=tiny_corpus))
+
+
 def test_voice_stage_teacher_features_are_computed_once_and_equal_the_per_step_ones(
     tiny_corpus, tiny_faces_workdir, monkeypatch):
   """Without stored features the voice stage computes the frozen face encoder's features of each
@@ -364,14 +375,10 @@ def test_voice_stage_teacher_features_are_computed_once_and_equal_the_per_step_o
   reads the faces as before."""
   import numpy as np
 
-  from s2f_tf.configs import get_config
   from s2f_tf.data.dataset import InputOptions
-  from s2f_tf.data.schema import DatasetInfo
-  from s2f_tf.train import loop, stages
+  from s2f_tf.train import stages
 
-  info = DatasetInfo.read(tiny_corpus)
-  config = loop.resolve_config(get_config("tiny"), info, loop.TrainOptions(
-      stage="voice_encoder", workdir=tiny_faces_workdir, data_dir=tiny_corpus))
+  info, config = _stage_config(tiny_corpus, tiny_faces_workdir, "voice_encoder")
   lines = []
   stage = stages.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
   stage.build()
@@ -408,14 +415,10 @@ def test_decoder_stage_reads_the_cached_face_features(tiny_corpus, tiny_faces_wo
   its batches carry no input face, and its loss equals the one computed from the faces."""
   import numpy as np
 
-  from s2f_tf.configs import get_config
   from s2f_tf.data.dataset import InputOptions
-  from s2f_tf.data.schema import DatasetInfo
-  from s2f_tf.train import loop, stages
+  from s2f_tf.train import stages
 
-  info = DatasetInfo.read(tiny_corpus)
-  config = loop.resolve_config(get_config("tiny"), info, loop.TrainOptions(
-      stage="face_decoder", workdir=tiny_faces_workdir, data_dir=tiny_corpus))
+  info, config = _stage_config(tiny_corpus, tiny_faces_workdir, "face_decoder")
   lines = []
   stage = stages.FaceDecoderStage(config, info, tiny_faces_workdir, log=lines.append)
   stage.build()
@@ -436,14 +439,10 @@ def test_decoder_stage_reads_the_cached_face_features(tiny_corpus, tiny_faces_wo
 def test_decoder_stage_needs_textures_of_its_own_spline_from_any_sampler(tiny_corpus, tiny_faces_workdir):
   import dataclasses
 
-  from s2f_tf.configs import get_config
-  from s2f_tf.data.schema import DatasetInfo
-  from s2f_tf.train import loop, stages
+  from s2f_tf.train import stages
 
-  info = DatasetInfo.read(tiny_corpus)
+  info, config = _stage_config(tiny_corpus, tiny_faces_workdir, "face_decoder")
   assert info.texture_warp["interpolation"] == "bspline5"         # prepare's sampler, whatever the config's
-  config = loop.resolve_config(get_config("tiny"), info, loop.TrainOptions(
-      stage="face_decoder", workdir=tiny_faces_workdir, data_dir=tiny_corpus))
   assert config.face_decoder.warp_interpolation == "bicubic"
   other_sampler = dataclasses.replace(info, texture_warp={**info.texture_warp, "interpolation": "bilinear"})
   stages.FaceDecoderStage(config, other_sampler, tiny_faces_workdir, log=lambda *_: None).build()
