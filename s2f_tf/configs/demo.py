@@ -62,7 +62,7 @@ so the decoder drew faint average faces from it (in one measurement, rescaling v
 judge's sex accuracy on voice-decoded faces from 79% to 84%; the rest of the gain to the bar came
 with clearer sex cues in the synthetic faces, see s2f_tf/synthetic/).
 
-  make demo            # 600 identities x 8 clips, every stage with this preset (~12 min on the 2-core Xeon)
+  make demo            # 600 identities x 8 clips, every stage with this preset (~12 min on 2 cores)
   s2f describe --config=demo
 Bars (held-out speakers): retrieval R@1 (cosine) at least 5x chance, sex agreement between the
 voice-predicted and the true face at least 90%. Measured on `make demo` (gallery 70): fresh clone
@@ -75,6 +75,10 @@ voice-stage changes took 12 min 28 s that day, and 9.2x and 89%). With the bicub
 with this preset's B-spline warp, fresh clones: 9.4x and 96%, face to face 94.5% and 0.47, in
 11 min 52 s, right after the bicubic preset's 9.0x and 86%, 92.5% and 0.38, in 11 min 49 s; and,
 while the machine ran 24-30% slower in every stage, 12.0x and 92%, 97.3% and 0.45, in 14 min 54 s.
+With this preset (quintic textures, 1100 decoder steps), fresh clones: on the AMX Xeon 9.8x and
+90%, 95.9% and 0.51, in 12 min 5 s; on a 2-core AVX-512-BF16 EPYC without AMX 9.9x and 92%,
+96.1% and 0.45, in 11 min 33 s, right after the code before it: 10.4x and 88%, 92.7% and 0.47,
+in 12 min 54 s. Sharpness moves by about 0.03 between runs; its 0.5 bar is not met reliably.
 """
 
 from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,
