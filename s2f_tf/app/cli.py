@@ -27,7 +27,7 @@ import os
 import sys
 
 from s2f_tf import __version__
-from s2f_tf.app import quiet
+from s2f_tf.app import allocator, quiet
 from s2f_tf.contract import SPLITS, S2FError
 
 PRESETS = ("paper", "demo", "tiny")                       # s2f_tf.configs.PRESETS (kept light here)
@@ -360,6 +360,7 @@ def bench(args) -> None:
     config = _config(args)
     result = bench_train(config, batch_size=args.batch_size or config.train.batch_size, steps=args.steps,
                          jit_compile=_jit(args))
+  result["allocator"] = allocator.loaded()
   print(json.dumps(result) if args.json else "\n".join(f"{k:>24}: {v}" for k, v in result.items()))
 
 
@@ -416,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
   """Console-script entry point."""
+  allocator.reexec_with_tcmalloc(sys.argv[1:])
   quiet.install(_verbosity(sys.argv[1:]))
   sys.exit(main())
 
