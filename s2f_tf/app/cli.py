@@ -16,6 +16,8 @@ arguments. Expected failures print one line `s2f COMMAND: message` and no traceb
 config values, paths or ports exit with 2; corrupt data, a NaN loss, unreadable audio, a server's
 answer or a waveform the model cannot take (S2FErrors) exit with 1. `--verbosity=1` shows the
 traceback instead.
+The command first re-executes itself under TCMalloc when the machine has it (allocator.py;
+S2F_ALLOCATOR=system keeps glibc's malloc), then quiets TensorFlow's start-up (quiet.py).
 This module is light to import: TensorFlow loads only once a command runs, after `quiet.install`.
 """
 
