@@ -40,6 +40,11 @@ Then, same machine, the face encoder of the make demo below (its own decoder: R@
     (the quintic warp itself, warp_interpolation=bspline5: 96.1% and 97.0%, 0.49 both, at 1.35x
     the step time, not taken; 900 steps of it 0.47). The 100 steps cost no time: the stage now
     reads the face features computed once, and its steps ran 8-15% faster.
+  Later, on a 2-core AVX-512-BF16 EPYC, decoder stages from a fresh-clone make demo's face encoder
+  (its own decoder: R@1 91.1%, sharpness 0.46 in 193 s):
+  + face_decoder.upsample=resize_conv                      R@1 89.6%, sharpness 0.40 (226 s), not taken
+  + batch 16 for 2200 steps (same examples, twice the updates)  R@1 88.8%, sharpness 0.49 (202 s):
+    sharper, but under the 90% bar, and within the spread; not taken
 The grid made the decoder step 1.36x faster and sampling the warp with XLA 1.15x more (BUILD.md,
 "Where the demo's decoder and voice steps went"); the cool-down also ends the face encoder and
 voice stages, which run 1300 and 1400 steps. A voice encoder trained
