@@ -3,6 +3,7 @@
   validate(config)          the config's own checks plus what only the networks know (e.g. the
                             fewest frames the voice encoder takes), before anything is built
   build_front_end / build_voice_encoder / build_face_encoder / build_face_decoder / build_speech2face
+  build_critic              the face decoder's patch critic (loss.decoder_adversarial; training only)
   describe(config)          every network's parameter count and shapes (`s2f describe`)
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 from s2f_tf import configs
 from s2f_tf.audio import SpectrogramFrontEnd
 from s2f_tf.configs import Config
+from s2f_tf.models.discriminator import PatchDiscriminator
 from s2f_tf.models.face_decoder import FaceDecoder
 from s2f_tf.models.face_encoder import FaceEncoder
 from s2f_tf.models.speech2face import Speech2Face
@@ -81,6 +83,14 @@ def texture_warp(config: Config) -> dict:
   d = config.face_decoder
   return {"border_points": int(d.warp_border_points), "regularization": float(d.warp_regularization),
           "interpolation": TEXTURE_INTERPOLATION}
+
+
+def build_critic(config: Config) -> PatchDiscriminator:
+  """The patch critic of the decoder's adversarial term, built on the config's face size."""
+  size = config.face_encoder.image_size
+  critic = PatchDiscriminator(channels=config.loss.critic_channels, name="critic")
+  critic(np.zeros((1, size, size, 3), np.float32))
+  return critic
 
 
 def build_speech2face(config: Config, face_decoder: FaceDecoder | None = None) -> Speech2Face:

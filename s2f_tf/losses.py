@@ -122,6 +122,23 @@ def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred
   return out
 
 
+def hinge_critic_per_example(scores_real, scores_fake) -> tf.Tensor:
+  """The critic's hinge loss (Lim & Ye 2017; Miyato et al. 2018), per example [B]: the mean over
+  patches of relu(1 - real) + relu(1 + fake), scores [B, ...] each. The critic is done with a
+  patch once it scores real faces above 1 and decoded ones below -1."""
+  batch = tf.shape(scores_real)[0]
+
+  def mean(x):
+    return tf.reduce_mean(tf.reshape(x, [batch, -1]), axis=1)
+  return mean(tf.nn.relu(1.0 - _f32(scores_real))) + mean(tf.nn.relu(1.0 + _f32(scores_fake)))
+
+
+def hinge_generator_per_example(scores_fake) -> tf.Tensor:
+  """The decoder's side of the hinge game, per example [B]: minus the critic's mean patch score of
+  its decoded face."""
+  return -tf.reduce_mean(tf.reshape(_f32(scores_fake), [tf.shape(scores_fake)[0], -1]), axis=1)
+
+
 def identity_cross_entropy_per_example(labels, logits) -> tf.Tensor:
   """Face-encoder training (stage 1): softmax cross-entropy over identities, [B] int x [B, C] -> [B]."""
   return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.cast(labels, tf.int32),

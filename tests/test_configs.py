@@ -26,7 +26,7 @@ def test_paper_numbers():
   assert (c.optimizer.beta_1, c.optimizer.epsilon, c.optimizer.decay_rate) == (0.5, 1e-4, 0.95)
   assert c.train.batch_size == 8
   assert (c.face_decoder.upsample, c.face_decoder.warp_interpolation) == ("transposed", "bilinear")   # Cole et al.
-  assert c.loss.decoder_perceptual == 0.0 and c.loss.decoder_edges == 0.0
+  assert c.loss.decoder_perceptual == c.loss.decoder_edges == c.loss.decoder_adversarial == 0.0   # no critic
   assert c.face_decoder.warp_flow_grid == 0                              # the spline at every pixel
   # measured at paper size (BUILD.md): stage 1 from scratch at 1e-4, warm-up, direction-only decoder input
   assert (c.train.face_encoder_learning_rate, c.optimizer.warmup_steps, c.face_decoder.normalize_input) == (1e-4, 50, True)

@@ -102,6 +102,16 @@ def test_edge_term_by_hand():
   assert "edges" not in losses.face_decoder_loss(t, p, z, z, np.ones((2, 3)), np.ones((2, 3)))
 
 
+def test_hinge_terms_by_hand():
+  # two examples of 2 x 2 patch scores; the critic is done with a patch beyond +1 (real), -1 (decoded)
+  real = np.array([[[2.0, 0.5], [1.0, -1.0]], [[3.0, 3.0], [3.0, 3.0]]], np.float32)
+  fake = np.array([[[-2.0, 0.0], [-0.5, 1.0]], [[-1.0, -4.0], [-1.0, -1.0]]], np.float32)
+  # example 0: real relu(1 - s) = 0, 0.5, 0, 2 -> 0.625; decoded relu(1 + s) = 0, 1, 0.5, 2 -> 0.875
+  np.testing.assert_allclose(losses.hinge_critic_per_example(real, fake), [1.5, 0.0], rtol=1e-6)
+  # the decoder's side: minus the mean score of its faces
+  np.testing.assert_allclose(losses.hinge_generator_per_example(fake), [0.375, 1.75], rtol=1e-6)
+
+
 def test_identity_cross_entropy_and_float32_inputs():
   logits = np.array([[2.0, 0.0], [0.0, 0.0]], np.float16)
   ce = losses.identity_cross_entropy_per_example(np.array([0, 1]), logits)

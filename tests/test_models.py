@@ -1,5 +1,6 @@
 """Face decoder, the Speech2Face composition, the factory, every preset, and `s2f describe`."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -80,6 +81,34 @@ def test_decoder_config_round_trip_and_training_step(kw):
     opt.apply_gradients(zip(grads, d.trainable_variables))
     first = float(loss) if first is None else first
   assert float(loss) < first
+
+
+def test_critic_shapes_and_the_adversarial_terms_reach_one_player_each():
+  """The decoder stage trains both players with one optimizer on one loss: the critic's term must
+  reach only the critic, the decoder's only the decoded faces (FaceDecoderStage._adversarial)."""
+  from s2f_tf.train.stages import FaceDecoderStage
+  config = get_config("tiny")
+  critic = factory.build_critic(config)
+  size = config.face_encoder.image_size
+  rng = np.random.RandomState(6)
+  scores = critic(rng.rand(2, size, size, 3).astype(np.float32))
+  assert scores.shape == (2, size // 8, size // 8) and scores.dtype == tf.float32
+  clone = type(critic).from_config(critic.get_config())
+  assert clone.get_config() == critic.get_config()
+  holder = type("Holder", (), {"critic": critic})()
+  real = tf.constant(rng.rand(3, size, size, 3).astype(np.float32))
+  decoded = tf.Variable(rng.rand(3, size, size, 3).astype(np.float32))
+  with tf.GradientTape(persistent=True) as tape:
+    terms = FaceDecoderStage._adversarial(holder, real, decoded)
+  assert terms["critic"].shape == terms["adversarial"].shape == (3,)
+  np.testing.assert_allclose(terms["adversarial"], -tf.reduce_mean(critic(decoded), axis=[1, 2]), rtol=1e-5)
+  to_critic = tape.gradient(terms["adversarial"], critic.trainable_variables)
+  assert all(g is None for g in to_critic)
+  assert tape.gradient(terms["critic"], decoded) is None
+  assert tape.gradient(terms["adversarial"], decoded) is not None
+  assert all(g is not None for g in tape.gradient(terms["critic"], critic.trainable_variables))
+  with pytest.raises(ValueError, match="channels"):
+    factory.build_critic(dataclasses.replace(config, loss=dataclasses.replace(config.loss, critic_channels=0)))
 
 
 @pytest.mark.parametrize("name", ["mixed_float16", "mixed_bfloat16"])

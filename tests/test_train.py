@@ -93,7 +93,7 @@ def _check_validation(result, workdir, stage, figure, tags, best_by=None):
 
 
 def test_validation_while_training_for_the_face_stages(tiny_faces_workdir):
-  for stage, figure, best_by in (("face_encoder", "clip_R@1", None), ("face_decoder", "image_space_R@1", "loss/total")):
+  for stage, figure, best_by in (("face_encoder", "clip_R@1", None), ("face_decoder", "image_space_R@1", "loss/fidelity")):
     result = json.load(open(os.path.join(tiny_faces_workdir, stage, "result.json")))
     _check_validation(result, tiny_faces_workdir, stage, figure,
                       _tags(os.path.join(tiny_faces_workdir, "tensorboard", stage)), best_by)
@@ -449,3 +449,28 @@ def test_decoder_stage_needs_textures_of_its_own_spline_from_any_sampler(tiny_co
   other_spline = dataclasses.replace(info, texture_warp={**info.texture_warp, "border_points": 8})
   with pytest.raises(ValueError, match="warp spline .*border_points.: 8"):
     stages.FaceDecoderStage(config, other_spline, tiny_faces_workdir, log=lambda *_: None).build()
+
+
+def test_decoder_stage_with_a_critic_trains_checkpoints_and_resumes_both_players(tiny_corpus, tiny_faces_workdir,
+                                                                                  tmp_path):
+  """loss.decoder_adversarial > 0: the critic trains beside the decoder, its variables are in the
+  stage's checkpoints (a longer run resumes both players), never in the decoder's weights, and the
+  best weights are picked by the held-out fidelity terms alone."""
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  args = ("train", "--config=tiny", "--stage=face_decoder", f"--workdir={workdir}", f"--data={tiny_corpus}",
+          "--set=loss.decoder_adversarial=0.5")
+  r = run_s2f(*args)                  # the workdir's decoder checkpoints are of a run without a critic
+  assert r.returncode != 0 and "trained other variables" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+  shutil.rmtree(os.path.join(workdir, "face_decoder"))
+  result = _result(run_s2f(*args))
+  assert {"critic", "adversarial", "fidelity", "texture_l1", "total"} <= set(result["losses"])
+  assert result["validation"]["best"]["figure"] == "loss/fidelity"
+  checkpoint = tf.train.latest_checkpoint(os.path.join(workdir, "face_decoder", "checkpoints"))
+  names = [name for name, _ in tf.train.list_variables(checkpoint)]
+  assert any(name.startswith("critic/") for name in names), names
+  decoder = _weights(os.path.join(workdir, "face_decoder", "face_decoder.weights.h5"))
+  assert decoder and not any("critic" in name or "down1" in name for name, _ in decoder)
+  longer = _result(run_s2f(*args, "--set=train.face_decoder_steps=9"))
+  assert longer["steps"] == 9
+  r = run_s2f(*args[:-1], "--set=loss.decoder_adversarial=-1")
+  assert r.returncode != 0 and "loss.decoder_adversarial must be" in r.stderr and "Traceback" not in r.stderr

@@ -107,6 +107,8 @@ class LossConfig:
   decoder_perceptual: float = 0.0          # L1 of face-encoder block outputs, decoded vs target face
   perceptual_blocks: tuple[int, ...] = (1, 2)   # which VGG blocks (pool1 .. pool5) it compares
   decoder_edges: float = 0.0               # L1 of neighbour-pixel differences, texture vs target texture
+  decoder_adversarial: float = 0.0         # hinge term of a patch critic on the decoded face (0: no critic)
+  critic_channels: int = 32                # the critic's first conv width (models/discriminator.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,6 +265,11 @@ def validate(config: Config) -> Config:
                      f"face_encoder.image_size ({fe.image_size})")
   if config.loss.decoder_perceptual and not all(1 <= b <= 5 for b in config.loss.perceptual_blocks or (0,)):
     raise ValueError(f"loss.perceptual_blocks must name VGG blocks 1..5, got {config.loss.perceptual_blocks}")
+  if not (math.isfinite(config.loss.decoder_adversarial) and config.loss.decoder_adversarial >= 0):
+    raise ValueError(f"loss.decoder_adversarial must be a finite number >= 0 (0: no critic), got "
+                     f"{config.loss.decoder_adversarial}")
+  if config.loss.decoder_adversarial and config.loss.critic_channels < 1:
+    raise ValueError(f"loss.critic_channels must be >= 1, got {config.loss.critic_channels}")
   if fd.warp_interpolation not in ("bilinear", "bicubic", "bspline", "bspline5"):
     raise ValueError("face_decoder.warp_interpolation must be bilinear, bicubic, bspline or bspline5, got "
                      f"{fd.warp_interpolation!r}")

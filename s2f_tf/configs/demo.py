@@ -103,7 +103,7 @@ def get_config() -> Config:
                                      texture_min_channels=32, normalize_input=True,
                                      warp_interpolation="bspline", warp_flow_grid=33),
       loss=LossConfig(lambda_feature=100.0, lambda_distill=10.0, decoder_texture=10.0,
-                      decoder_perceptual=3.0, decoder_edges=10.0),
+                      decoder_perceptual=3.0, decoder_edges=10.0, decoder_adversarial=0.03),
       optimizer=OptimizerConfig(cooldown_steps=300),
       train=TrainConfig(batch_size=32, face_encoder_steps=1300, face_decoder_steps=1100,
                         voice_encoder_steps=1200, voice_encoder_precision="float32", face_encoder_learning_rate=1e-3,

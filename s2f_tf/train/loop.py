@@ -219,7 +219,12 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   start = (0, 0)
   latest = tf.train.latest_checkpoint(layout.checkpoints(stage.name))   # the chief's, for all
   if latest:
-    checkpoint.restore(latest).assert_existing_objects_matched()
+    try:
+      checkpoint.restore(latest).assert_existing_objects_matched()
+    except AssertionError as e:                  # the run's model or optimizer is not the checkpoint's
+      raise ValueError(f"{latest} was written by a run whose {stage.name} stage trained other variables "
+                       f"than this config's ({str(e).splitlines()[0][:160]}): train in a new --workdir, "
+                       f"or remove {layout.checkpoints(stage.name)} to start the stage over") from None
     restored = int(step.numpy())
     log(f"[{stage.name}] resumed from {latest} at step {restored}")
     saved_at, position = positions.latest(at_most=restored)

@@ -230,7 +230,7 @@ class FaceEncoderStage(Stage):
 
 class FaceDecoderStage(Stage):
   name = "face_decoder"
-  keep_best_by = "loss/total"      # held-out fidelity to the targets (train/validation.py says why)
+  keep_best_by = "loss/fidelity"   # held-out fidelity to the targets (train/validation.py says why)
 
   @property
   def steps(self):
@@ -251,12 +251,26 @@ class FaceDecoderStage(Stage):
     self.face_encoder = self._face_encoder(trainable=False)
     self.face_decoder = self._face_decoder(trainable=True)
     self.face_decoder.warp.compiled_sampling = True          # training only (models/sampling.py)
+    self.critic = None
+    if self.config.loss.decoder_adversarial:                 # trained here, saved in checkpoints only
+      self.critic = factory.build_critic(self.config)
     self._cache_face_features()
+
+  def trainable_variables(self):
+    # one optimizer for both players: the decoder's terms reach the critic only through its frozen
+    # copy (compute_loss), the critic's through the decoded faces with their gradient stopped
+    return self.face_decoder.trainable_variables + (self.critic.trainable_variables if self.critic else [])
+
+  def checkpoint_items(self):
+    items = super().checkpoint_items()
+    if self.critic is not None:
+      items["critic"] = {v.path: v for v in self.critic.variables}
+    return items
 
   @property
   def fields(self):
     return (self.face_feature_field, "target_texture", "target_landmarks") + (
-        ("target_image",) if self.config.loss.decoder_perceptual else ())
+        ("target_image",) if self.config.loss.decoder_perceptual or self.config.loss.decoder_adversarial else ())
 
   def compute_loss(self, batch, training):
     feature = self._face_features(batch)                                       # [B, D]
@@ -271,9 +285,25 @@ class FaceDecoderStage(Stage):
     if perceptual:
       blocks = {"blocks_true": self.face_encoder.block_outputs(_images_float(batch["target_image"]), perceptual),
                 "blocks_pred": encoded["blocks"], "perceptual_weight": c.decoder_perceptual}
-    return losses.face_decoder_loss(texture_true, out["texture"], batch["target_landmarks"], out["landmarks"],
-                                    feature, decoded_feature, c.decoder_texture, c.decoder_landmarks,
-                                    c.decoder_feature, edge_weight=c.decoder_edges, **blocks)
+    terms = losses.face_decoder_loss(texture_true, out["texture"], batch["target_landmarks"], out["landmarks"],
+                                     feature, decoded_feature, c.decoder_texture, c.decoder_landmarks,
+                                     c.decoder_feature, edge_weight=c.decoder_edges, **blocks)
+    terms["fidelity"] = terms["total"]                         # what keeps the best weights
+    if self.critic is not None:
+      terms.update(self._adversarial(_images_float(batch["target_image"]) / 255.0, out["image"]))
+      terms["total"] = terms["fidelity"] + c.decoder_adversarial * terms["adversarial"] + terms["critic"]
+    return terms
+
+  def _adversarial(self, real, decoded) -> dict[str, tf.Tensor]:
+    """The hinge game, per example: 'critic' trains the critic on target faces against decoded
+    ones (their gradient stopped, so it does not reach the decoder); 'adversarial' trains the
+    decoder against a copy of the critic whose variables are constants in this step."""
+    scores = self.critic(tf.concat([real, tf.stop_gradient(decoded)], axis=0))          # [2B, P, P]
+    real_scores, fake_scores = tf.split(scores, 2, axis=0)
+    frozen = [tf.stop_gradient(v) for v in self.critic.trainable_variables]
+    fooled, _ = self.critic.stateless_call(frozen, [v.value for v in self.critic.non_trainable_variables], decoded)
+    return {"critic": losses.hinge_critic_per_example(real_scores, fake_scores),
+            "adversarial": losses.hinge_generator_per_example(fooled)}
 
   @property
   def preview_fields(self):
