@@ -6,7 +6,9 @@
                    -> the decoder's target face (synthetic: the identity's canonical face):
                    texture L1 vs target/texture (the target warped to the mean landmarks, made
                    by `prepare`), landmark MSE vs target/landmarks, and negative cosine between
-                   the face-encoder features of the decoded face and of the input face
+                   the face-encoder features of the decoded face and of the input face;
+                   optionally (loss.decoder_adversarial) a patch critic's hinge term, the critic
+                   training beside the decoder and kept in the stage's checkpoints only
   3 voice_encoder  waveform -> feature, the paper's loss against   writes voice_encoder.weights.h5
                    the frozen face encoder (fc7, fc8) and decoder (FC bottleneck); the face
                    features come from the records or are computed once when the stage starts
