@@ -21,6 +21,11 @@ def _f32(x) -> tf.Tensor:
   return tf.cast(x, tf.float32)
 
 
+def _mean_per_example(x) -> tf.Tensor:
+  """Mean over all non-batch axes: [B, ...] -> [B]."""
+  return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
 def l1_per_example(a, b) -> tf.Tensor:
   """|| a - b ||_1 over all non-batch axes: [B, ...] x2 -> [B]."""
   d = tf.abs(_f32(a) - _f32(b))
@@ -73,7 +78,7 @@ def perceptual_per_example(blocks_true, blocks_pred) -> tf.Tensor:
   for t, p in zip(blocks_true, blocks_pred):
     t, p = _f32(t), _f32(p)
     scale = tf.reduce_mean(tf.abs(t)) + 1e-6                      # one number per block
-    terms.append(tf.reduce_mean(tf.reshape(tf.abs(p - t), [tf.shape(t)[0], -1]), axis=1) / tf.stop_gradient(scale))
+    terms.append(_mean_per_example(tf.abs(p - t)) / tf.stop_gradient(scale))
   return tf.add_n(terms) / float(len(terms))
 
 
@@ -82,13 +87,9 @@ def edge_l1_per_example(images_true, images_pred) -> tf.Tensor:
   neighbour pixels: [B, H, W, C] x2 -> [B]. Pixel L1 barely tells a sharp edge from a soft one
   half a pixel wide; this term compares the edges themselves."""
   t, p = _f32(images_true), _f32(images_pred)
-  batch = tf.shape(t)[0]
-
-  def mean(x):
-    return tf.reduce_mean(tf.reshape(tf.abs(x), [batch, -1]), axis=1)
   d_rows = (p[:, 1:] - p[:, :-1]) - (t[:, 1:] - t[:, :-1])                  # [B, H-1, W, C]
   d_cols = (p[:, :, 1:] - p[:, :, :-1]) - (t[:, :, 1:] - t[:, :, :-1])      # [B, H, W-1, C]
-  return 0.5 * (mean(d_rows) + mean(d_cols))
+  return 0.5 * (_mean_per_example(tf.abs(d_rows)) + _mean_per_example(tf.abs(d_cols)))
 
 
 def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred, feature_true,
@@ -105,10 +106,8 @@ def face_decoder_loss(texture_true, texture_pred, landmarks_true, landmarks_pred
     perceptual_per_example, weighted by perceptual_weight
   edge_weight: > 0 adds edge_l1_per_example of the textures ("edges"), so weighted
   """
-  texture = tf.reduce_mean(tf.reshape(tf.abs(_f32(texture_true) - _f32(texture_pred)),
-                                      [tf.shape(texture_true)[0], -1]), axis=1)
-  landmarks = tf.reduce_mean(tf.reshape(tf.square(_f32(landmarks_true) - _f32(landmarks_pred)),
-                                        [tf.shape(landmarks_true)[0], -1]), axis=1)
+  texture = _mean_per_example(tf.abs(_f32(texture_true) - _f32(texture_pred)))
+  landmarks = _mean_per_example(tf.square(_f32(landmarks_true) - _f32(landmarks_pred)))
   feature = negative_cosine_per_example(feature_true, feature_pred)
   total = texture_weight * texture + landmark_weight * landmarks + feature_weight * feature
   out = {"texture_l1": texture, "landmark_mse": landmarks, "feature_cos": feature}
@@ -126,17 +125,14 @@ def hinge_critic_per_example(scores_real, scores_fake) -> tf.Tensor:
   """The critic's hinge loss (Lim & Ye 2017; Miyato et al. 2018), per example [B]: the mean over
   patches of relu(1 - real) + relu(1 + fake), scores [B, ...] each. The critic is done with a
   patch once it scores real faces above 1 and decoded ones below -1."""
-  batch = tf.shape(scores_real)[0]
-
-  def mean(x):
-    return tf.reduce_mean(tf.reshape(x, [batch, -1]), axis=1)
-  return mean(tf.nn.relu(1.0 - _f32(scores_real))) + mean(tf.nn.relu(1.0 + _f32(scores_fake)))
+  return (_mean_per_example(tf.nn.relu(1.0 - _f32(scores_real)))
+          + _mean_per_example(tf.nn.relu(1.0 + _f32(scores_fake))))
 
 
 def hinge_generator_per_example(scores_fake) -> tf.Tensor:
   """The decoder's side of the hinge game, per example [B]: minus the critic's mean patch score of
   its decoded face."""
-  return -tf.reduce_mean(tf.reshape(_f32(scores_fake), [tf.shape(scores_fake)[0], -1]), axis=1)
+  return -_mean_per_example(_f32(scores_fake))
 
 
 def identity_cross_entropy_per_example(labels, logits) -> tf.Tensor:
