@@ -96,15 +96,20 @@ class Stage:
       return batch
     return make_dataset(data_dir, split, read, input_context=input_context, info=self.info).map(add_feature)
 
-  # The model a stage trains is the attribute named like the stage (self.face_encoder, ...).
+  # The model a stage trains and saves is the attribute named like the stage (self.face_encoder,
+  # ...); a stage may train others beside it that only its checkpoints keep (the decoder's critic).
+  def trained_models(self) -> dict:
+    """Checkpoint key -> every model this stage trains, its output model first."""
+    return {self.name: getattr(self, self.name)}
+
   def trainable_variables(self) -> list:
-    return getattr(self, self.name).trainable_variables
+    return [v for model in self.trained_models().values() for v in model.trainable_variables]
 
   def checkpoint_items(self) -> dict:
     # Every variable by its path, BatchNorm's moving statistics included: Keras 3 models keep layers
     # in plain lists, which tf.train.Checkpoint does not follow (it saved only the trainable
     # variables, through the optimizer, so a resumed run lost the moving statistics).
-    return {self.name: {v.path: v for v in getattr(self, self.name).variables}}
+    return {key: {v.path: v for v in model.variables} for key, model in self.trained_models().items()}
 
   def compute_loss(self, batch: dict, training: bool) -> dict[str, tf.Tensor]:
     """Per-example loss terms [per-replica batch], including 'total'."""
@@ -258,16 +263,10 @@ class FaceDecoderStage(Stage):
       self.critic = factory.build_critic(self.config)
     self._cache_face_features()
 
-  def trainable_variables(self):
+  def trained_models(self):
     # one optimizer for both players: the decoder's terms reach the critic only through its frozen
-    # copy (compute_loss), the critic's through the decoded faces with their gradient stopped
-    return self.face_decoder.trainable_variables + (self.critic.trainable_variables if self.critic else [])
-
-  def checkpoint_items(self):
-    items = super().checkpoint_items()
-    if self.critic is not None:
-      items["critic"] = {v.path: v for v in self.critic.variables}
-    return items
+    # copy (_adversarial), the critic's reach the decoded faces with their gradient stopped
+    return {**super().trained_models(), **({"critic": self.critic} if self.critic is not None else {})}
 
   @property
   def fields(self):

@@ -14,8 +14,9 @@ With `train.keep_best` the weights at the best validation so far are kept in <st
 best.json: step, what was compared and its value), and the stage's output weights come from there;
 result.json says which step they are from. "Best" is the highest figure, or for a stage whose
 `keep_best_by` names a loss term the lowest held-out loss. The face decoder's is loss/fidelity (its
-total without the critic's terms, which measure a game, not the faces): on a few dozen speakers the decoder's image-space R@1 sits near 1 and moves by a clip or two, and once picked
-step 500 of 1000 although every held-out loss term was lower at 1000 (and the faces blurrier).
+total without the critic's terms, which measure a game, not the faces): on a few dozen speakers
+the decoder's image-space R@1 sits near 1 and moves by a clip or two, and once picked step 500 of
+1000 although every held-out loss term was lower at 1000 (and the faces blurrier).
 Other workers go on to the next step and wait there for the chief (the pass is a few seconds: a
 few hundred clips in inference mode).
 """
