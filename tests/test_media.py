@@ -130,7 +130,10 @@ def test_ffmpeg_path_matches_soundfile_path(tmp_path):
 def test_audio_errors_are_typed(tmp_path):
   with pytest.raises(media_errors.MediaError) as e:
     media_audio.load_audio(str(tmp_path / "nope.wav"))
-  assert e.value.reason == "missing_file"
+  assert e.value.reason == "missing_file" and "no such file" in str(e.value)
+  with pytest.raises(media_errors.MediaError) as e:
+    media_audio.load_audio(str(tmp_path))
+  assert e.value.reason == "missing_file" and "a directory, not a file" in str(e.value)
   bad = tmp_path / "bad.wav"
   bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEgarbage" + bytes(range(256)) * 8)
   with pytest.raises(media_errors.MediaError) as e:

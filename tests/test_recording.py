@@ -290,3 +290,5 @@ def test_predict_on_silence_says_no_speech_and_writes_nothing(tiny_export, tmp_p
   assert os.listdir(tmp_path) == ["quiet.wav"]
   r = run_s2f("predict", audio, f"--model_dir={tiny_export}", f"--face_out={tmp_path}/f.png", "--speakers=0")
   assert r.returncode == 2 and "--speakers" in r.stderr
+  r = run_s2f("predict", str(tmp_path), f"--model_dir={tiny_export}", f"--face_out={tmp_path}/f.png")
+  assert r.returncode == 2 and "is a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -327,8 +327,8 @@ def serve(args) -> None:
 def predict(args) -> None:
   if bool(args.server) == bool(args.model_dir):
     raise UsageError("give exactly one of --server HOST:PORT or --model_dir DIR")
-  if not os.path.exists(args.audio):
-    raise FileNotFoundError(f"audio file {args.audio!r} does not exist")
+  if not os.path.isfile(args.audio):
+    raise FileNotFoundError(f"audio file {args.audio!r} " + ("is a directory" if os.path.isdir(args.audio) else "does not exist"))
   if args.speakers is not None and args.speakers < 1:
     raise UsageError(f"--speakers must be at least 1, got {args.speakers}")
   if args.window_seconds is not None and not args.window_seconds > 0:

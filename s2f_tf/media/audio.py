@@ -14,7 +14,6 @@ is not a plain average: it mixes stereo at 0.707 per channel.) Paths are local f
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 from typing import Sequence
 
@@ -24,7 +23,7 @@ import soundfile as sf
 import soxr
 
 from s2f_tf.contract import SAMPLE_RATE, float_to_pcm
-from s2f_tf.media.errors import MISSING_FILE, TOO_SHORT, UNDECODABLE, MediaError
+from s2f_tf.media.errors import TOO_SHORT, UNDECODABLE, MediaError, require_file
 
 FFMPEG_TIMEOUT_SECONDS = 300.0
 
@@ -93,9 +92,7 @@ def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
   Raises MediaError: MISSING_FILE (no such file), UNDECODABLE (neither decoder reads it),
   TOO_SHORT (it decodes to no samples).
   """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MediaError(MISSING_FILE, f"{path}: no such file")
+  path = require_file(path)
   try:
     samples, rate = sf.read(path, dtype="float32", always_2d=True)           # [n, channels]
   except Exception:  # noqa: BLE001  (libsndfile refuses many valid files: fall back to ffmpeg)

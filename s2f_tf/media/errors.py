@@ -7,6 +7,8 @@ without a traceback.
 
 from __future__ import annotations
 
+import os
+
 from s2f_tf.contract import S2FError
 
 MISSING_FILE = "missing_file"
@@ -28,3 +30,11 @@ class MediaError(S2FError):
     super().__init__(f"{reason}: {detail}")
     self.reason = reason
     self.detail = detail
+
+
+def require_file(path) -> str:
+  """path -> path as a str; MediaError(MISSING_FILE) unless it names a file (a directory is not one)."""
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise MediaError(MISSING_FILE, f"{path}: {'a directory, not a file' if os.path.isdir(path) else 'no such file'}")
+  return path

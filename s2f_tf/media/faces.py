@@ -39,14 +39,13 @@ from __future__ import annotations
 import dataclasses
 import importlib.resources
 import math
-import os
 import threading
 from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from s2f_tf.media.errors import MISSING_FILE, NO_FACE, NO_FACE_NEAR_CENTER, SEVERAL_FACES, UNDECODABLE, MediaError
+from s2f_tf.media.errors import NO_FACE, NO_FACE_NEAR_CENTER, SEVERAL_FACES, UNDECODABLE, MediaError, require_file
 
 LANDMARK_NAMES = ("left_eye", "right_eye", "nose", "mouth_left", "mouth_right")
 NUM_LANDMARKS = len(LANDMARK_NAMES)
@@ -70,9 +69,7 @@ MAX_SUPERSAMPLE = 4                 # render at most 4 S before box-reducing to 
 def load_image(path: str) -> np.ndarray:
   """An image file -> uint8 [H, W, 3] RGB, rotated upright by its EXIF orientation.
   Raises MediaError: MISSING_FILE, UNDECODABLE."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MediaError(MISSING_FILE, f"{path}: no such file")
+  path = require_file(path)
   try:
     with Image.open(path) as im:
       im = ImageOps.exif_transpose(im)

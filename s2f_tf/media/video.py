@@ -11,14 +11,13 @@ size; ffmpeg applies the rotation metadata of phone videos) at `start + frame_po
 from __future__ import annotations
 
 import io
-import os
 
 import numpy as np
 from PIL import Image
 
 from s2f_tf.contract import SAMPLE_RATE
 from s2f_tf.media.audio import _ffmpeg_audio, _run_ffmpeg, to_mono_int16
-from s2f_tf.media.errors import MISSING_FILE, TOO_SHORT, UNDECODABLE, MediaError
+from s2f_tf.media.errors import TOO_SHORT, UNDECODABLE, MediaError, require_file
 
 
 def read_frame(path: str, time_seconds: float) -> np.ndarray:
@@ -48,9 +47,7 @@ def read_video_segment(path: str, start: float, end: float, sample_rate: int = S
   min_seconds of audio decoded, e.g. the file ends early); UNDECODABLE (ffmpeg fails, no audio
   stream, no video stream, no frame at that time).
   """
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MediaError(MISSING_FILE, f"{path}: no such file")
+  path = require_file(path)
   duration = end - start
   if not duration >= min_seconds:
     raise MediaError(TOO_SHORT, f"{path}: segment [{start:.3f}, {end:.3f}] is {duration:.3f} s "
