@@ -37,6 +37,7 @@ import tensorflow as tf
 from pipelines.targets import TextureSpec, fill_targets
 from s2f_tf import contract
 from s2f_tf.data import schema
+from s2f_tf.files import write_atomic
 
 PREPARE_FILE = "prepare.json"
 
@@ -124,13 +125,6 @@ def make_plan(items: list[dict[str, Any]], items_per_shard: int = 512) -> Plan:
   return Plan(shards=shards, speakers=speakers)
 
 
-def _write_json_atomic(path: str, data: Any) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(json.dumps(data, sort_keys=True))
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def _read_json(path: str) -> Any:
   with tf.io.gfile.GFile(path) as f:
     return json.load(f)
@@ -211,7 +205,7 @@ def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items
   schema.write_shard(_join(out_dir, name), records)
   summary = {"shard": name, "split": split, "items": statuses, "clips": len(records),
              "speakers": sorted(speakers_seen), "max_samples": max_samples}
-  _write_json_atomic(done_path, summary)
+  write_atomic(done_path, json.dumps(summary, sort_keys=True))
   return summary
 
 
@@ -242,11 +236,8 @@ def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: 
   logging.getLogger("apache_beam").setLevel(logging.ERROR)
   # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
   plan_path = _join(out_dir, "plan.jsonl")
-  tmp = f"{plan_path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    for key, items in sorted(plan.shards.items()):
-      f.write(json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n")
-  tf.io.gfile.rename(tmp, plan_path, overwrite=True)
+  write_atomic(plan_path, (json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n"
+                           for key, items in sorted(plan.shards.items())))
   fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
   with beam.Pipeline(options=PipelineOptions(args)) as p:
     _ = (p | "plan" >> beam.io.ReadFromText(plan_path)
@@ -283,7 +274,7 @@ def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner
       raise ValueError(f"{out_dir} holds a different preparation ({prep_path}: {previous}); "
                        "use a new --data directory or delete it")
   else:
-    _write_json_atomic(prep_path, fingerprint)
+    write_atomic(prep_path, json.dumps(fingerprint, sort_keys=True))
   items = source.list_items()
   if not items:
     raise ValueError(f"{source.name}: nothing to prepare (no items found)")
@@ -319,11 +310,7 @@ def _finalize(plan: Plan, source: Source, out_dir: str, textures: TextureSpec,
       raise RuntimeError(f"shard {shard_name(*key)} was not completed by the pipeline (no {path})")
     summaries.append(_read_json(path))
   rows = sorted((row for s in summaries for row in s["items"]), key=lambda r: r["item_id"])
-  tmp = _join(out_dir, schema.MANIFEST_FILE + ".tmp")
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    for row in rows:
-      f.write(json.dumps(row, sort_keys=True) + "\n")
-  tf.io.gfile.rename(tmp, _join(out_dir, schema.MANIFEST_FILE), overwrite=True)
+  write_atomic(_join(out_dir, schema.MANIFEST_FILE), (json.dumps(row, sort_keys=True) + "\n" for row in rows))
   shards: dict[str, list[str]] = {}
   counts: dict[str, int] = {}
   speakers: dict[str, set] = {}

@@ -42,6 +42,7 @@ from s2f_tf import metrics
 from s2f_tf.report import render_report
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
+from s2f_tf.files import write_atomic
 from s2f_tf.workdir import Workdir, float32_policy, load_frozen_face_encoder, load_trained_model
 
 JUDGE_IMAGES = 4000                  # true training faces the attribute judge learns from, at most ...
@@ -363,11 +364,7 @@ def _evaluate(workdir: str, data_dir: str, out_dir: str | None, split: str, gall
              "report.html": render_report(report, png).encode()}
   tf.io.gfile.makedirs(out_dir)
   for name, content in outputs.items():                      # each file whole or not at all
-    path = os.path.join(out_dir, name)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-      f.write(content)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    write_atomic(os.path.join(out_dir, name), content)
   report["outputs"] = {k: os.path.join(out_dir, k) for k in outputs}
   return report
 

@@ -15,12 +15,14 @@ A predictor is anything with `predict(waveform float32 [B, N]) -> {output name: 
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 import tensorflow as tf
 
 from s2f_tf import contract
+from s2f_tf.files import write_atomic
 from s2f_tf.media.audio import load_audio
 
 
@@ -74,9 +76,9 @@ def save_face(image: np.ndarray, path: str, scale: int = 1) -> None:
   picture = Image.fromarray(np.asarray(image, np.uint8))
   if scale > 1:
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
-  tmp = f"{path}.tmp-{os.getpid()}.png"
-  picture.save(tmp)
-  os.replace(tmp, path)
+  png = io.BytesIO()
+  picture.save(png, format="PNG")
+  write_atomic(path, png.getvalue())
 
 
 def numbered(path: str, index: int, count: int) -> str:
@@ -89,10 +91,9 @@ def numbered(path: str, index: int, count: int) -> str:
 
 def save_feature(feature: np.ndarray, path: str) -> str:
   path = path if path.endswith(".npy") else path + ".npy"                        # as np.save
-  tmp = f"{path}.tmp-{os.getpid()}.npy"
-  np.save(tmp, np.asarray(feature, np.float32))
-  os.replace(tmp, path)
-  return path
+  npy = io.BytesIO()
+  np.save(npy, np.asarray(feature, np.float32))
+  return write_atomic(path, npy.getvalue())
 
 
 def _span_json(spans, sample_rate: int) -> list[list[float]]:

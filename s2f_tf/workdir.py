@@ -27,6 +27,7 @@ import tensorflow as tf
 
 from s2f_tf import factory
 from s2f_tf.configs import Config, from_dict
+from s2f_tf.files import write_atomic
 from s2f_tf.models.face_encoder import load_vggface_weights
 
 STAGES = ("face_encoder", "face_decoder", "voice_encoder")
@@ -77,16 +78,8 @@ class Workdir:
     return os.path.join(self.path, "eval")
 
 
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes `path` under a temporary name and renames it when complete."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with tf.io.gfile.GFile(tmp, "w") as f:
-    f.write(text)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
-
-
 def write_config(config: Config, workdir: str) -> None:
-  write_text_atomic(Workdir(workdir).config_path, config.to_json())
+  write_atomic(Workdir(workdir).config_path, config.to_json())
 
 
 def stored_config(workdir: str) -> Config | None:

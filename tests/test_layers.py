@@ -11,10 +11,11 @@ PACKAGES = ("s2f_tf", "pipelines", "serving")
 
 # module (prefix) -> what it may import of the project's own packages (prefixes). First match wins,
 # so the more specific prefixes come first. Third-party imports are not restricted here.
-CORE = ("s2f_tf.contract",)
+CORE = ("s2f_tf.contract", "s2f_tf.files")
 ALLOWED = (
     ("s2f_tf.app", PACKAGES),                                       # the applications: anything
     ("s2f_tf.contract", ()),
+    ("s2f_tf.files", ()),                                            # write_atomic: whole files only
     ("s2f_tf.progress", ()),
     ("s2f_tf.configs", CORE + ("s2f_tf.configs",)),
     ("s2f_tf.audio", CORE),

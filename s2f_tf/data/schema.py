@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from s2f_tf.contract import SAMPLE_RATE, SPLITS
+from s2f_tf.files import write_atomic
 
 SCHEMA_VERSION = 2                  # 2: target/image, target/landmarks, target/texture
 INFO_FILE = "dataset.json"
@@ -219,11 +220,7 @@ class DatasetInfo:
   extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
   def write(self, data_dir: str) -> None:
-    path = os.path.join(data_dir, INFO_FILE)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with tf.io.gfile.GFile(tmp, "w") as f:
-      f.write(json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    write_atomic(os.path.join(data_dir, INFO_FILE), json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
 
   @classmethod
   def read(cls, data_dir: str) -> "DatasetInfo":

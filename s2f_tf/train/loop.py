@@ -40,11 +40,12 @@ from s2f_tf.configs import Config
 from s2f_tf.contract import S2FError
 from s2f_tf.data.dataset import InputOptions, explain_read_error
 from s2f_tf.data.schema import DatasetInfo
+from s2f_tf.files import write_atomic
 from s2f_tf.progress import Progress
 from s2f_tf.train import runtime
 from s2f_tf.train.stages import STAGE_CLASSES
 from s2f_tf.train.validation import Validator
-from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config, write_text_atomic
+from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config
 
 # Config sections that define the networks: a workdir's stages must agree on them.
 MODEL_SECTIONS = ("audio", "voice_encoder", "face_encoder", "face_decoder")
@@ -391,7 +392,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
         log(f"[{stage.name}] weights from step {validation['weights_from_step']}: best validation "
             f"{best['figure']} {best['value']:.3f} (step {best['step']})")
     result["outputs"] = stage.save_outputs()
-    write_text_atomic(layout.result(stage.name), json.dumps(result, indent=2))
+    write_atomic(layout.result(stage.name), json.dumps(result, indent=2))
   if scratch:
     shutil.rmtree(scratch, ignore_errors=True)
   return result
@@ -405,9 +406,7 @@ class InputPositions:
     self.directory, self.keep = directory, max(1, keep)
 
   def _steps(self) -> list[int]:
-    if not tf.io.gfile.isdir(self.directory):
-      return []
-    names = tf.io.gfile.listdir(self.directory)
+    names = tf.io.gfile.listdir(self.directory) if tf.io.gfile.isdir(self.directory) else []
     return sorted(int(n[len("position-"):-len(".json")]) for n in names
                   if n.startswith("position-") and n.endswith(".json") and n[9:-5].isdigit())
 
@@ -416,7 +415,7 @@ class InputPositions:
 
   def save(self, step: int, position: tuple[int, int]) -> None:
     tf.io.gfile.makedirs(self.directory)
-    write_text_atomic(self._path(step), json.dumps({"step": step, "epoch": position[0], "offset": position[1]}))
+    write_atomic(self._path(step), json.dumps({"step": step, "epoch": position[0], "offset": position[1]}))
     for old in self._steps()[:-self.keep]:
       tf.io.gfile.remove(self._path(old))
 

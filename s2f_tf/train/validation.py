@@ -32,7 +32,8 @@ import numpy as np
 import tensorflow as tf
 
 from s2f_tf import metrics
-from s2f_tf.workdir import Workdir, save_weights_atomic, write_text_atomic
+from s2f_tf.files import write_atomic
+from s2f_tf.workdir import Workdir, save_weights_atomic
 
 GALLERY = 100
 
@@ -137,7 +138,7 @@ class Validator:
       self.best = {"step": step, "figure": compared[0], "value": compared[1]}
       tf.io.gfile.makedirs(os.path.dirname(self.layout.best_record(self.stage.name)))
       save_weights_atomic(getattr(self.stage, self.stage.name), self.layout.best_weights(self.stage.name))
-      write_text_atomic(self.layout.best_record(self.stage.name), json.dumps(self.best))
+      write_atomic(self.layout.best_record(self.stage.name), json.dumps(self.best))
     return entry
 
   def finish(self, final_step: int) -> dict | None:
