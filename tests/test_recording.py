@@ -292,3 +292,6 @@ def test_predict_on_silence_says_no_speech_and_writes_nothing(tiny_export, tmp_p
   assert r.returncode == 2 and "--speakers" in r.stderr
   r = run_s2f("predict", str(tmp_path), f"--model_dir={tiny_export}", f"--face_out={tmp_path}/f.png")
   assert r.returncode == 2 and "is a directory" in r.stderr and "Traceback" not in r.stderr, r.stderr
+  r = run_s2f("predict", audio, f"--model_dir={tiny_export}", f"--face_out={tmp_path}/no/f.png")
+  assert r.returncode == 2 and "--face_out" in r.stderr and "does not exist" in r.stderr, r.stderr
+  assert os.listdir(tmp_path) == ["quiet.wav"]
