@@ -30,16 +30,24 @@ from s2f_tf import contract
 MFCC_HOP_SAMPLES = 160                 # 10 ms at 16 kHz
 
 
-def mfcc_frames(pcm: np.ndarray, coefficients: int = 12, sample_rate: int = contract.SAMPLE_RATE) -> np.ndarray:
+def mfcc_frames(pcm: np.ndarray, coefficients: int = 12, sample_rate: int = contract.SAMPLE_RATE,
+                chunk_frames: int = 6000) -> np.ndarray:
   """int16 [N] -> float64 [frames, coefficients]: MFCCs 1..coefficients (c0, the loudness, left
-  out) of 25 ms Hann frames every MFCC_HOP_SAMPLES, 40 mel bands from 60 Hz to 7.6 kHz."""
-  x = tf.constant(contract.pcm_to_float(pcm))
-  if x.shape[0] < 400:
-    return np.zeros([0, coefficients])
-  power = tf.abs(tf.signal.stft(x, 400, MFCC_HOP_SAMPLES, 512)) ** 2                # [frames, 257]
+  out) of 25 ms Hann frames every MFCC_HOP_SAMPLES, 40 mel bands from 60 Hz to 7.6 kHz. Computed
+  `chunk_frames` frames at a time (the same frames as at once), so an hour of audio needs the
+  memory of a minute."""
+  window = 400
   mel = tf.signal.linear_to_mel_weight_matrix(40, 257, sample_rate, 60.0, min(7600.0, sample_rate / 2))
-  log_mel = tf.math.log(tf.matmul(power, mel) + 1e-6)
-  return tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[:, 1:coefficients + 1].numpy().astype(np.float64)
+  total = 1 + (len(pcm) - window) // MFCC_HOP_SAMPLES if len(pcm) >= window else 0
+  out = [np.zeros([0, coefficients])]
+  for first in range(0, total, chunk_frames):
+    count = min(chunk_frames, total - first)
+    start = first * MFCC_HOP_SAMPLES
+    x = tf.constant(contract.pcm_to_float(pcm[start:start + (count - 1) * MFCC_HOP_SAMPLES + window]))
+    power = tf.abs(tf.signal.stft(x, window, MFCC_HOP_SAMPLES, 512)) ** 2           # [count, 257]
+    log_mel = tf.math.log(tf.matmul(power, mel) + 1e-6)                              # [count, 40]
+    out.append(tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[:, 1:coefficients + 1].numpy().astype(np.float64))
+  return np.concatenate(out)
 
 
 def num_frames(samples: int, window_samples: int, hop_samples: int) -> int:

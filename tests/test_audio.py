@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from s2f_tf.audio import SpectrogramFrontEnd, num_frames, spectrogram_numpy, tile_to_length
+from s2f_tf.audio import MFCC_HOP_SAMPLES, SpectrogramFrontEnd, mfcc_frames, num_frames, spectrogram_numpy, tile_to_length
 
 TOL = dict(atol=2e-3, rtol=2e-3)   # float32 FFT vs float64 numpy, after the 0.3 power law
 
@@ -138,3 +138,13 @@ def test_band_limit_keeps_lowest_bins():
   assert SpectrogramFrontEnd.from_config(fe.get_config()).max_bins == 129
   with pytest.raises(ValueError, match="max_bins"):
     _small(max_bins=300)
+
+
+def test_mfcc_frames_in_chunks_are_the_frames_at_once():
+  rng = np.random.default_rng(0)
+  pcm = (rng.normal(0, 3000, 16000 * 3 + 123)).astype(np.int16)
+  whole = mfcc_frames(pcm, chunk_frames=10**6)
+  assert whole.shape == (num_frames(len(pcm), 400, MFCC_HOP_SAMPLES), 12)
+  for chunk in (1, 7, 100, len(whole) - 1):
+    np.testing.assert_allclose(mfcc_frames(pcm, chunk_frames=chunk), whole, rtol=1e-5, atol=1e-4)
+  assert mfcc_frames(pcm[:399]).shape == (0, 12) and mfcc_frames(pcm[:400]).shape == (1, 12)
