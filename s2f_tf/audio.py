@@ -38,7 +38,7 @@ def mfcc_frames(pcm: np.ndarray, coefficients: int = 12, sample_rate: int = cont
   memory of a minute."""
   window = 400
   mel = tf.signal.linear_to_mel_weight_matrix(40, 257, sample_rate, 60.0, min(7600.0, sample_rate / 2))
-  total = 1 + (len(pcm) - window) // MFCC_HOP_SAMPLES if len(pcm) >= window else 0
+  total = num_frames(len(pcm), window, MFCC_HOP_SAMPLES) if len(pcm) >= window else 0
   out = [np.zeros([0, coefficients])]
   for first in range(0, total, chunk_frames):
     count = min(chunk_frames, total - first)

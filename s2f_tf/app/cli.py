@@ -335,10 +335,12 @@ def predict(args) -> None:
     raise UsageError(f"--window_seconds must be positive, got {args.window_seconds}")
   import tensorflow as tf
   for flag, path in (("--face_out", args.face_out), ("--feature_out", args.feature_out)):
-    folder = os.path.dirname(path or "") or "."
-    if path and tf.io.gfile.isdir(path):
+    if not path:
+      continue
+    if tf.io.gfile.isdir(path):
       raise UsageError(f"{flag} {path!r} is a directory: give a file name, e.g. {os.path.join(path, 'face.png')}")
-    if path and not tf.io.gfile.isdir(folder):
+    folder = os.path.dirname(path) or "."
+    if not tf.io.gfile.isdir(folder):
       raise FileNotFoundError(f"{flag} {path!r}: directory {folder!r} does not exist")
   from s2f_tf import contract
   from s2f_tf.predict import LocalModel, predict_recording
