@@ -3,8 +3,10 @@
   <workdir>/config.json                        the resolved config every stage trains with
   <workdir>/<stage>/<stage>.weights.h5         a finished stage's weights (written atomically)
   <workdir>/<stage>/checkpoints/ckpt-N         model + optimizer + step (the chief's, last K kept)
-  <workdir>/<stage>/input/worker-W/position-N.json  worker W's input position at step N
+  <workdir>/<stage>/input/worker-W/position-N.json  worker W's record of step N: its input position,
+                                               the step's losses, precision and weights' digest
   <workdir>/<stage>/best/                      the weights at the best validation figure + best.json
+  <workdir>/<stage>/validation.json            every validation pass so far (survives a restart)
   <workdir>/<stage>/result.json                the stage's final figures
   <workdir>/tensorboard/<stage>/               TensorBoard logs (and profiles)
   <workdir>/eval/                              `s2f evaluate`'s default output
@@ -65,6 +67,9 @@ class Workdir:
 
   def best_record(self, stage: str) -> str:
     return os.path.join(self.stage_dir(stage), "best", "best.json")
+
+  def validation_history(self, stage: str) -> str:
+    return os.path.join(self.stage_dir(stage), "validation.json")
 
   def result(self, stage: str) -> str:
     return os.path.join(self.stage_dir(stage), RESULT_FILE)

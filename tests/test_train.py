@@ -6,6 +6,7 @@ exactly where an uninterrupted one does; summaries, a profile trace, mixed preci
 bad data.
 """
 
+import functools
 import glob
 import json
 import os
@@ -155,41 +156,126 @@ KILL_ARGS = ["--config=tiny", "--stage=voice_encoder", "--deterministic",
              "--set=train.voice_encoder_steps=12", "--set=train.checkpoint_every=2"]
 
 
-@pytest.mark.slow
-def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(tiny_corpus, tiny_faces_workdir, tmp_path):
-  reference = _voice_workdir(tiny_faces_workdir, tmp_path, "reference")
-  expected = _result(run_s2f("train", *KILL_ARGS, f"--workdir={reference}", f"--data={tiny_corpus}"))
-  workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "killed")
-  rng = random.Random(7)
-  kills = 0
-  for _ in range(2):                              # two kills at random moments after a checkpoint
-    p = subprocess.Popen([sys.executable, "-m", "s2f_tf.app.cli", "train", *KILL_ARGS, f"--workdir={workdir}",
-                          f"--data={tiny_corpus}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    ckpts = os.path.join(workdir, "voice_encoder", "checkpoints")
-    start = len(glob.glob(os.path.join(ckpts, "ckpt-*.index")))
-    while time.time() < deadline and p.poll() is None:
-      if len(glob.glob(os.path.join(ckpts, "ckpt-*.index"))) > start:
-        time.sleep(rng.uniform(0.0, 0.5))
-        break
-      time.sleep(0.05)
-    if p.poll() is None:
-      p.send_signal(signal.SIGKILL)
-      kills += 1
-    p.wait(timeout=60)
-  assert kills >= 1
-  final = _result(run_s2f("train", *KILL_ARGS, f"--workdir={workdir}", f"--data={tiny_corpus}"))
+@functools.lru_cache(maxsize=1)
+def _kill_args():
+  """KILL_ARGS in the policy `auto` picks on this machine, named: the uninterrupted and the killed
+  run start apart, and each would probe for itself (runs of one stage keep theirs: the test below)."""
+  from s2f_tf.train import runtime
+  return KILL_ARGS + [f"--precision={runtime.resolve_precision('auto')[0]}"]
+
+
+def _checkpoint_steps(workdir):
+  names = glob.glob(os.path.join(workdir, "voice_encoder", "checkpoints", "ckpt-*.index"))
+  return sorted(int(os.path.basename(n)[5:-6]) for n in names)
+
+
+def _logged_losses(workdir):
+  """{step: loss/total} from the stage's TensorBoard events (all of a workdir's runs)."""
+  out = {}
+  for path in glob.glob(os.path.join(workdir, "tensorboard", "voice_encoder", "events.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == "loss/total":
+          out[event.step] = float(tf.make_ndarray(value.tensor))
+  return out
+
+
+def _untimed(validation):
+  drop = lambda entry: {k: v for k, v in entry.items() if k != "seconds"}
+  return {"final": drop(validation["final"]), "history": [drop(e) for e in validation["history"]],
+          "best": validation.get("best"), "weights_from_step": validation["weights_from_step"]}
+
+
+def _assert_same_run(final, expected, workdir, reference, logs=""):
+  """The killed-and-restarted (or restarted-at-the-end) run's result and weights are the
+  uninterrupted run's; on a difference, says at which logged step the two first part and what
+  the interrupted runs printed."""
+  where = ""
+  if final["replica_digests"] != expected["replica_digests"] or final["losses"] != expected["losses"]:
+    a, b = _logged_losses(workdir), _logged_losses(reference)
+    parted = [s for s in sorted(b) if a.get(s) != b[s]]
+    where = (f"\nlogged loss/total, restarted vs uninterrupted: {a} vs {b}; first differs at step "
+             f"{parted[0] if parted else None}\n{logs}")
   assert final["steps"] == expected["steps"] == 12
-  assert final["replica_digests"] == expected["replica_digests"]
-  assert final["losses"] == expected["losses"]
-  assert final["validation"]["best"] == expected["validation"]["best"]       # the best step survives a kill
-  untimed = [{k: v for k, v in entry.items() if k != "seconds"} for entry in (final["validation"]["final"],
-                                                                             expected["validation"]["final"])]
-  assert untimed[0] == untimed[1]
+  assert final["precision"] == expected["precision"], where
+  assert final["replica_digests"] == expected["replica_digests"], where
+  assert final["losses"] == expected["losses"], where
+  assert _untimed(final["validation"]) == _untimed(expected["validation"])   # the best step survives a kill
   for name in ("voice_encoder.weights.h5", "best/voice_encoder.weights.h5"):  # BatchNorm statistics included
     killed, uninterrupted = (_weights(os.path.join(w, "voice_encoder", name)) for w in (workdir, reference))
     assert [n for n, _ in killed] == [n for n, _ in uninterrupted]
     assert all((a == b).all() for (_, a), (_, b) in zip(killed, uninterrupted)), name
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tiny_corpus, tiny_faces_workdir, tmp_path_factory):
+  reference = _voice_workdir(tiny_faces_workdir, tmp_path_factory.mktemp("uninterrupted"), "reference")
+  return reference, _result(run_s2f("train", *_kill_args(), f"--workdir={reference}", f"--data={tiny_corpus}"))
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(tiny_corpus, tiny_faces_workdir, tmp_path,
+                                                                    uninterrupted_run):
+  reference, expected = uninterrupted_run
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "killed")
+  rng = random.Random(7)
+  kills, logs = 0, []
+  for attempt in range(2):                        # two kills at random moments after a new checkpoint
+    log_path = tmp_path / f"killed-{attempt}.log"
+    with open(log_path, "w") as log:
+      p = subprocess.Popen([sys.executable, "-m", "s2f_tf.app.cli", "train", *_kill_args(), f"--workdir={workdir}",
+                            f"--data={tiny_corpus}"], stdout=log, stderr=subprocess.STDOUT)
+      deadline = time.time() + 120
+      done = max(_checkpoint_steps(workdir), default=0)
+      while time.time() < deadline and p.poll() is None:
+        if max(_checkpoint_steps(workdir), default=0) > done:
+          time.sleep(rng.uniform(0.0, 0.5))
+          break
+        time.sleep(0.05)
+      if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+        kills += 1
+      p.wait(timeout=60)
+    told = [line for line in log_path.read_text().splitlines() if "precision" in line or "resumed" in line]
+    logs.append(f"run {attempt} ({'killed' if p.returncode == -signal.SIGKILL else p.returncode}): {told}")
+  assert kills >= 1
+  final = run_s2f("train", *_kill_args(), f"--workdir={workdir}", f"--data={tiny_corpus}")
+  logs.append("last run: " + str([line for line in final.stdout.splitlines() if "precision" in line
+                                  or "resumed" in line or "already" in line]))
+  _assert_same_run(_result(final), expected, workdir, reference, "\n".join(logs))
+
+
+def test_a_run_restarted_after_its_last_checkpoint_writes_the_uninterrupted_result(
+    tiny_corpus, tiny_faces_workdir, tmp_path, uninterrupted_run):
+  """Killed after the last step's checkpoint, before result.json and the stage's weights: the
+  restart trains nothing and writes what the uninterrupted run wrote (the last step's losses from
+  its step record, the whole validation history from validation.json)."""
+  reference, expected = uninterrupted_run
+  workdir = str(tmp_path / "ended")
+  shutil.copytree(reference, workdir)
+  for name in ("result.json", "voice_encoder.weights.h5"):
+    os.remove(os.path.join(workdir, "voice_encoder", name))
+  final = run_s2f("train", *_kill_args(), f"--workdir={workdir}", f"--data={tiny_corpus}")
+  assert "already at step 12 of 12" in final.stdout
+  _assert_same_run(_result(final), expected, workdir, reference)
+
+
+def test_a_resumed_run_keeps_the_precision_it_started_in(tiny_corpus, tiny_faces_workdir, tmp_path):
+  """--precision=auto on a resumed stage takes the policy of the checkpoint's step record, not a
+  new probe of this machine (which sits near its threshold on some CPUs, and differs on another)."""
+  from s2f_tf.train import runtime
+  probe_says = runtime.resolve_precision("auto")[0]
+  started_in = "mixed_bfloat16" if probe_says == "float32" else "float32"
+  workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
+  args = ["train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}", f"--data={tiny_corpus}"]
+  first = _result(run_s2f(*args, f"--precision={started_in}", "--set=train.voice_encoder_steps=2"))
+  assert first["precision"] == started_in
+  resumed = run_s2f(*args, "--precision=auto", "--set=train.voice_encoder_steps=4")
+  assert _result(resumed)["precision"] == started_in and _result(resumed)["steps"] == 4
+  assert f"precision {started_in} (auto: the policy the checkpoint at step 2 trained in)" in resumed.stdout
+  told = run_s2f(*args, f"--precision={probe_says}", "--set=train.voice_encoder_steps=5")   # set: obeyed, and said
+  assert _result(told)["precision"] == probe_says
+  assert f"the checkpoint at step 4 trained in {started_in}" in told.stdout
 
 
 @pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])

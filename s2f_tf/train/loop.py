@@ -5,9 +5,11 @@
   input: each worker reads its own shards with a plain tf.data iterator and splits its batch over
     its local replicas (experimental_distribute_values_from_function)
   checkpoints: model + optimizer + step every N steps (the chief's copy is kept, the last K), and
-    next to it each worker's input position under the same step number: two numbers, (epoch,
-    records of the epoch read), in a small JSON file (s2f_tf/data/dataset.py says how the pipeline
-    resumes from it); a restarted run continues from the latest, exactly (with --deterministic);
+    next to it each worker's record of that step (`StepRecords`): its input position, two numbers,
+    (epoch, records of the epoch read) (s2f_tf/data/dataset.py says how the pipeline resumes from
+    it), the step's losses, the precision policy and the weights' digest; a restarted run continues
+    from the latest, exactly (with --deterministic), in the policy it started in, and one restarted
+    after its last checkpoint writes the result an uninterrupted run would have;
     under MultiWorkerMirroredStrategy a SIGTERM saves the model through TF's
     PreemptionCheckpointHandler (the input then resumes from the last periodic position)
   observability: resolved config in the workdir, TensorBoard scalars/images/audio, profiler window,
@@ -182,13 +184,16 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   config = resolve_config(config, info, options)
   runtime.set_determinism(config.train.seed, options.deterministic)
   strategy = runtime.make_strategy(options.strategy)      # first: MultiWorker needs a fresh context
+  num_workers, worker_index = runtime.worker_info(strategy)
+  layout = Workdir(options.workdir)
+  records = StepRecords(layout.input_positions(options.stage, worker_index), config.train.keep_checkpoints)
+  latest = tf.train.latest_checkpoint(layout.checkpoints(options.stage))   # the chief's, for all
   setting = getattr(config.train, f"{options.stage}_precision") or config.train.precision
-  precision, why = runtime.resolve_precision(setting)                  # (the CPU probe runs ops)
+  precision, why = _precision(setting, records.latest(at_most=_checkpoint_number(latest)) if latest else None)
   runtime.set_precision(precision)
   log(f"[{options.stage}] precision {precision} ({why})")
   chief = runtime.is_chief(strategy)
   stage = STAGE_CLASSES[options.stage](config, info, options.workdir, options.vgg_face_weights, log=log)
-  layout = Workdir(options.workdir)
   tf.io.gfile.makedirs(layout.stage_dir(stage.name))
   if chief:
     write_config(config, options.workdir)
@@ -206,7 +211,6 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step",
                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
 
-  num_workers, worker_index = runtime.worker_info(strategy)
   local_replicas = strategy.num_replicas_in_sync // num_workers
   per_replica = global_batch // strategy.num_replicas_in_sync
   checkpoint = tf.train.Checkpoint(step=step, optimizer=optimizer, **stage.checkpoint_items())
@@ -216,9 +220,8 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
     scratch = tempfile.mkdtemp(prefix="s2f-worker-ckpt-")
     checkpoint_dir = scratch
   manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.train.keep_checkpoints)
-  positions = InputPositions(layout.input_positions(stage.name, worker_index), config.train.keep_checkpoints)
   start = (0, 0)
-  latest = tf.train.latest_checkpoint(layout.checkpoints(stage.name))   # the chief's, for all
+  resumed: dict = {}                               # the step record of the checkpoint resumed from
   if latest:
     try:
       checkpoint.restore(latest).assert_existing_objects_matched()
@@ -228,11 +231,13 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
                        f"or remove {layout.checkpoints(stage.name)} to start the stage over") from None
     restored = int(step.numpy())
     log(f"[{stage.name}] resumed from {latest} at step {restored}")
-    saved_at, position = positions.latest(at_most=restored)
-    if position is not None:
-      start = position
-      if saved_at != restored:
-        log(f"[{stage.name}] input position from step {saved_at} (saved model is at {restored})")
+    record = records.latest(at_most=restored)
+    if record is not None:
+      start = (int(record["epoch"]), int(record["offset"]))
+      if record["step"] != restored:
+        log(f"[{stage.name}] input position from step {record['step']} (saved model is at {restored})")
+      else:
+        resumed = record
     else:
       log(f"[{stage.name}] no saved input position: the input pipeline starts over")
   input_options = InputOptions(
@@ -304,7 +309,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   validator = None
   if chief:
     with _naming_corrupt_shards(info.files(options.data_dir, "validation") if info.shards.get("validation") else []):
-      validator = Validator(stage, config, info, options.data_dir, input_options, log)
+      validator = Validator(stage, config, info, options.data_dir, input_options, log, resumed_at=int(step.numpy()))
   validated: dict = {}
   start_step = int(step.numpy())
   start_report = stage.start_report(preview) if preview is not None and start_step == 0 else None
@@ -317,7 +322,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   profiling = False
   last_time, last_step = time.time(), start_step
   rate = 0.0
-  values: dict = {}
+  values: dict = dict(resumed.get("losses", {}))     # the last step's (a run resumed at its end has no other)
   clipped = 0                                        # steps whose gradient norm was above clip_global_norm
   learning_rate = _inner(optimizer).learning_rate
   with writer.as_default():
@@ -361,7 +366,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
         if "figure" in entry:
           validated = {f"val {entry['figure']}": entry["value"]}
       if current % config.train.checkpoint_every == 0:
-        positions.save(current, position)
+        records.save(current, position, values, precision, variables)
         manager.save(checkpoint_number=current)
       progress.update(current, {"loss": values["total"], "examples/s": rate, **validated})
     if profiling:
@@ -371,8 +376,8 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
 
   final_step = int(step.numpy())
   if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{final_step}"):
+    records.save(final_step, position, values, precision, variables)
     manager.save(checkpoint_number=final_step)
-    positions.save(final_step, position)
   result = {"stage": stage.name, "steps": final_step, "losses": values, "examples_per_second": round(rate, 1),
             "replicas": strategy.num_replicas_in_sync, "precision": precision,
             "replica_digests": replica_digests(variables), "worker": worker_index}
@@ -398,9 +403,33 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   return result
 
 
-class InputPositions:
-  """A worker's input positions, one small JSON file per checkpointed step (the last `keep`):
-  <dir>/position-<step>.json = {"step": N, "epoch": E, "offset": R}."""
+def _checkpoint_number(path: str) -> int:
+  """.../ckpt-N -> N (the step it was saved at)."""
+  tail = path.rsplit("-", 1)[-1]
+  return int(tail) if tail.isdigit() else 2 ** 62
+
+
+def _precision(setting: str, record: dict | None) -> tuple[str, str]:
+  """The policy a stage trains with: `setting`, resolved (runtime.resolve_precision); "auto" on a
+  resumed stage keeps the one its checkpoint trained in, whatever this machine's probe says now (a
+  probe near its threshold, or another machine, would otherwise change the numbers mid-run)."""
+  trained_in = (record or {}).get("precision")
+  if setting == "auto" and trained_in in runtime.POLICIES:
+    return trained_in, f"auto: the policy the checkpoint at step {record['step']} trained in"
+  precision, why = runtime.resolve_precision(setting)               # (the CPU probe runs ops)
+  if trained_in and trained_in != precision:
+    why += f"; the checkpoint at step {record['step']} trained in {trained_in}"
+  return precision, why
+
+
+class StepRecords:
+  """What each checkpointed step leaves beside the checkpoint, one small JSON file per step (the
+  last `keep`), one directory per worker: <dir>/position-<step>.json =
+    {"step": N, "epoch": E, "offset": R,    the worker's input position (dataset.py resumes there)
+     "losses": {...},                       that step's loss terms (a run resumed at its end reports them)
+     "precision": "...",                    the policy it trained in (a resumed "auto" keeps it)
+     "replica_digests": [...]}              its trained variables' hash (compare runs step by step)
+  Written before the checkpoint, so every checkpoint has its record."""
 
   def __init__(self, directory: str, keep: int):
     self.directory, self.keep = directory, max(1, keep)
@@ -413,20 +442,21 @@ class InputPositions:
   def _path(self, step: int) -> str:
     return os.path.join(self.directory, f"position-{step}.json")
 
-  def save(self, step: int, position: tuple[int, int]) -> None:
+  def save(self, step: int, position: tuple[int, int], losses: dict, precision: str, variables) -> None:
     tf.io.gfile.makedirs(self.directory)
-    write_atomic(self._path(step), json.dumps({"step": step, "epoch": position[0], "offset": position[1]}))
+    write_atomic(self._path(step), json.dumps({
+        "step": step, "epoch": position[0], "offset": position[1], "losses": losses, "precision": precision,
+        "replica_digests": replica_digests(variables)}))
     for old in self._steps()[:-self.keep]:
       tf.io.gfile.remove(self._path(old))
 
-  def latest(self, at_most: int) -> tuple[int | None, tuple[int, int] | None]:
-    """(step, (epoch, offset)) saved at the largest step <= `at_most`, or (None, None)."""
+  def latest(self, at_most: int) -> dict | None:
+    """The record of the largest step <= `at_most`, or None."""
     usable = [n for n in self._steps() if n <= at_most]
     if not usable:
-      return None, None
+      return None
     with tf.io.gfile.GFile(self._path(max(usable))) as f:
-      data = json.load(f)
-    return max(usable), (int(data["epoch"]), int(data["offset"]))
+      return json.load(f)
 
 
 def replica_digests(variables) -> list[str]:

@@ -10,6 +10,7 @@ centre-cropped, so every pass and every run sees the same clips) and writes to T
     face_decoder   image_space_R@1   the face decoded from the true feature, re-encoded by the
                                      frozen face encoder, finds its own face (gallery of up to 100)
     voice_encoder  feature_R@1       v_s finds its own face's feature (gallery of up to 100)
+Every pass goes into <stage>/validation.json, so a restarted run's result.json has the whole history.
 With `train.keep_best` the weights at the best validation so far are kept in <stage>/best/ (with
 best.json: step, what was compared and its value), and the stage's output weights come from there;
 result.json says which step they are from. "Best" is the highest figure, or for a stage whose
@@ -66,7 +67,7 @@ def _better(name: str, value: float, than: float) -> bool:
 class Validator:
   """Chief-only: run(step) at the steps due(step) says; finish() loads the best weights back."""
 
-  def __init__(self, stage, config, info, data_dir: str, input_options, log=print):
+  def __init__(self, stage, config, info, data_dir: str, input_options, log=print, resumed_at: int = 0):
     self.stage, self.log = stage, log
     self.every = config.train.validate_every
     self.keep_best = config.train.keep_best
@@ -98,13 +99,19 @@ class Validator:
     self._outputs = tf.function(stage.validation_outputs)
     self.log(f"[{stage.name}] validating every {self.every} steps on {count} clips of "
              f"{len(np.unique(self.speakers))} validation speakers")
-    self._resume()
+    self._resume(resumed_at)
 
-  def _resume(self) -> None:
+  def _resume(self, step: int) -> None:
+    """A restarted run's best so far and its history up to the checkpoint it resumed at `step`
+    (later passes are run again, on the same weights)."""
     path = self.layout.best_record(self.stage.name)
     if self.keep_best and tf.io.gfile.exists(path):
       with tf.io.gfile.GFile(path) as f:
         self.best = json.load(f)
+    path = self.layout.validation_history(self.stage.name)
+    if step and tf.io.gfile.exists(path):
+      with tf.io.gfile.GFile(path) as f:
+        self.history = [e for e in json.load(f) if e["step"] <= step]
 
   def due(self, step: int, total_steps: int) -> bool:
     return self.every > 0 and (step % self.every == 0 or step == total_steps)
@@ -129,7 +136,8 @@ class Validator:
     for k, v in sums.items():
       tf.summary.scalar(f"validation/loss/{k}", v / n, step=step)
     entry["seconds"] = round(time.time() - started, 2)
-    self.history.append(entry)
+    self.history = [e for e in self.history if e["step"] < step] + [entry]
+    write_atomic(self.layout.validation_history(self.stage.name), json.dumps(self.history))
     by = self.stage.keep_best_by
     compared = (entry.get("figure"), entry.get("value")) if by == "figure" else (by, entry.get(by))
     if self.keep_best and compared[1] is not None and np.isfinite(compared[1]) and (
