@@ -29,13 +29,11 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from s2f_tf.configs import Config
@@ -45,6 +43,7 @@ from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.files import write_atomic
 from s2f_tf.progress import Progress
 from s2f_tf.train import runtime
+from s2f_tf.train.records import StepRecords, checkpoint_number, replica_digests
 from s2f_tf.train.stages import STAGE_CLASSES
 from s2f_tf.train.validation import Validator
 from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config
@@ -189,7 +188,7 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   records = StepRecords(layout.input_positions(options.stage, worker_index), config.train.keep_checkpoints)
   latest = tf.train.latest_checkpoint(layout.checkpoints(options.stage))   # the chief's, for all
   setting = getattr(config.train, f"{options.stage}_precision") or config.train.precision
-  precision, why = _precision(setting, records.latest(at_most=_checkpoint_number(latest)) if latest else None)
+  precision, why = _precision(setting, records.latest(at_most=checkpoint_number(latest)) if latest else None)
   runtime.set_precision(precision)
   log(f"[{options.stage}] precision {precision} ({why})")
   chief = runtime.is_chief(strategy)
@@ -403,12 +402,6 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   return result
 
 
-def _checkpoint_number(path: str) -> int:
-  """.../ckpt-N -> N (the step it was saved at)."""
-  tail = path.rsplit("-", 1)[-1]
-  return int(tail) if tail.isdigit() else 2 ** 62
-
-
 def _precision(setting: str, record: dict | None) -> tuple[str, str]:
   """The policy a stage trains with: `setting`, resolved (runtime.resolve_precision); "auto" on a
   resumed stage keeps the one its checkpoint trained in, whatever this machine's probe says now (a
@@ -420,60 +413,3 @@ def _precision(setting: str, record: dict | None) -> tuple[str, str]:
   if trained_in and trained_in != precision:
     why += f"; the checkpoint at step {record['step']} trained in {trained_in}"
   return precision, why
-
-
-class StepRecords:
-  """What each checkpointed step leaves beside the checkpoint, one small JSON file per step (the
-  last `keep`), one directory per worker: <dir>/position-<step>.json =
-    {"step": N, "epoch": E, "offset": R,    the worker's input position (dataset.py resumes there)
-     "losses": {...},                       that step's loss terms (a run resumed at its end reports them)
-     "precision": "...",                    the policy it trained in (a resumed "auto" keeps it)
-     "replica_digests": [...]}              its trained variables' hash (compare runs step by step)
-  Written before the checkpoint, so every checkpoint has its record."""
-
-  def __init__(self, directory: str, keep: int):
-    self.directory, self.keep = directory, max(1, keep)
-
-  def _steps(self) -> list[int]:
-    names = tf.io.gfile.listdir(self.directory) if tf.io.gfile.isdir(self.directory) else []
-    return sorted(int(n[len("position-"):-len(".json")]) for n in names
-                  if n.startswith("position-") and n.endswith(".json") and n[9:-5].isdigit())
-
-  def _path(self, step: int) -> str:
-    return os.path.join(self.directory, f"position-{step}.json")
-
-  def save(self, step: int, position: tuple[int, int], losses: dict, precision: str, variables) -> None:
-    tf.io.gfile.makedirs(self.directory)
-    write_atomic(self._path(step), json.dumps({
-        "step": step, "epoch": position[0], "offset": position[1], "losses": losses, "precision": precision,
-        "replica_digests": replica_digests(variables)}))
-    for old in self._steps()[:-self.keep]:
-      tf.io.gfile.remove(self._path(old))
-
-  def latest(self, at_most: int) -> dict | None:
-    """The record of the largest step <= `at_most`, or None."""
-    usable = [n for n in self._steps() if n <= at_most]
-    if not usable:
-      return None
-    with tf.io.gfile.GFile(self._path(max(usable))) as f:
-      return json.load(f)
-
-
-def replica_digests(variables) -> list[str]:
-  """A hash of the trained variables' values on each local replica (identical when in sync)."""
-  import hashlib
-  copies: list[list] = []
-  for v in variables:
-    value = getattr(v, "value", v)
-    parts = getattr(value, "values", None) or (value,)      # MirroredVariable -> per-device copies
-    for i, part in enumerate(parts):
-      if len(copies) <= i:
-        copies.append([])
-      copies[i].append(np.asarray(part.numpy()))
-  digests = []
-  for arrays in copies:
-    h = hashlib.sha256()
-    for a in arrays:
-      h.update(a.tobytes())
-    digests.append(h.hexdigest()[:16])
-  return digests
