@@ -43,11 +43,13 @@ from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.files import write_atomic
 from s2f_tf.progress import Progress
 from s2f_tf.train import runtime
-from s2f_tf.train.records import StepRecords, checkpoint_number, replica_digests
+from s2f_tf.train.records import StepRecords, replica_digests
 from s2f_tf.train.stages import STAGE_CLASSES
 from s2f_tf.train.validation import Validator
 from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config
 
+# The step variable's key in a checkpoint (tf.train.Checkpoint(step=...)).
+STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
 # Config sections that define the networks: a workdir's stages must agree on them.
 MODEL_SECTIONS = ("audio", "voice_encoder", "face_encoder", "face_decoder")
 
@@ -187,8 +189,11 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
   layout = Workdir(options.workdir)
   records = StepRecords(layout.input_positions(options.stage, worker_index), config.train.keep_checkpoints)
   latest = tf.train.latest_checkpoint(layout.checkpoints(options.stage))   # the chief's, for all
+  # The record of the step the checkpoint holds (read from the checkpoint itself): its policy is
+  # needed before the optimizer is built, its input position after the restore.
+  record = records.latest(at_most=int(tf.train.load_variable(latest, STEP_KEY))) if latest else None
   setting = getattr(config.train, f"{options.stage}_precision") or config.train.precision
-  precision, why = _precision(setting, records.latest(at_most=checkpoint_number(latest)) if latest else None)
+  precision, why = _precision(setting, record)
   runtime.set_precision(precision)
   log(f"[{options.stage}] precision {precision} ({why})")
   chief = runtime.is_chief(strategy)
@@ -230,7 +235,6 @@ def _train(config: Config, options: TrainOptions, log) -> dict:
                        f"or remove {layout.checkpoints(stage.name)} to start the stage over") from None
     restored = int(step.numpy())
     log(f"[{stage.name}] resumed from {latest} at step {restored}")
-    record = records.latest(at_most=restored)
     if record is not None:
       start = (int(record["epoch"]), int(record["offset"]))
       if record["step"] != restored:

@@ -2,7 +2,6 @@
 
   StepRecords        each worker's record of each checkpointed step (input position, losses,
                      precision policy, weights' digest), the last K, as small JSON files
-  checkpoint_number  .../ckpt-N -> N
   replica_digests    a hash of the trained variables on each local replica
 """
 
@@ -16,12 +15,6 @@ import numpy as np
 import tensorflow as tf
 
 from s2f_tf.files import write_atomic
-
-
-def checkpoint_number(path: str) -> int:
-  """.../ckpt-N -> N (the step it was saved at)."""
-  tail = path.rsplit("-", 1)[-1]
-  return int(tail) if tail.isdigit() else 2 ** 62
 
 
 class StepRecords:

@@ -136,7 +136,7 @@ class Validator:
     for k, v in sums.items():
       tf.summary.scalar(f"validation/loss/{k}", v / n, step=step)
     entry["seconds"] = round(time.time() - started, 2)
-    self.history = [e for e in self.history if e["step"] < step] + [entry]
+    self.history.append(entry)
     write_atomic(self.layout.validation_history(self.stage.name), json.dumps(self.history))
     by = self.stage.keep_best_by
     compared = (entry.get("figure"), entry.get("value")) if by == "figure" else (by, entry.get(by))
