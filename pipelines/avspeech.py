@@ -48,160 +48,220 @@ from pipelines import common
 from s2f_tf.data import schema
 from s2f_tf.media import faces, video
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".flv", ".m4v", ".mpg", ".mpeg", ".ts", ".3gp")
+VIDEO_EXTENSIONS = (
+    ".mp4",
+    ".mkv",
+    ".webm",
+    ".mov",
+    ".avi",
+    ".flv",
+    ".m4v",
+    ".mpg",
+    ".mpeg",
+    ".ts",
+    ".3gp",
+)
 
 
 def _ms(seconds: float) -> int:
-  return int(round(seconds * 1000))
+    return int(round(seconds * 1000))
 
 
 def index_videos(videos_dir: str) -> tuple[dict[str, str], dict[tuple[str, int, int], str]]:
-  """Scans `videos_dir` recursively -> (whole videos: youtube_id -> path,
-  segment files: (youtube_id, start_ms, end_ms) -> path)."""
-  whole: dict[str, str] = {}
-  segments: dict[tuple[str, int, int], str] = {}
-  if not os.path.isdir(videos_dir):
-    raise ValueError(f"videos_dir {videos_dir!r} is not a directory")
-  for root, dirs, files in os.walk(videos_dir):
-    dirs.sort()
-    for name in sorted(files):
-      stem, ext = os.path.splitext(name)
-      if ext.lower() not in VIDEO_EXTENSIONS:
-        continue
-      path = os.path.join(root, name)
-      parts = stem.rsplit("_", 2)
-      if len(parts) == 3 and parts[0]:
-        try:
-          start, end = float(parts[1]), float(parts[2])
-        except ValueError:
-          start = end = math.nan
-        if math.isfinite(start) and math.isfinite(end) and end > start:
-          segments.setdefault((parts[0], _ms(start), _ms(end)), path)
-      # Also a whole video: YouTube ids may themselves look like "<id>_<n>_<n>".
-      whole.setdefault(stem, path)
-  return whole, segments
+    """Scans `videos_dir` recursively -> (whole videos: youtube_id -> path,
+    segment files: (youtube_id, start_ms, end_ms) -> path)."""
+    whole: dict[str, str] = {}
+    segments: dict[tuple[str, int, int], str] = {}
+    if not os.path.isdir(videos_dir):
+        raise ValueError(f"videos_dir {videos_dir!r} is not a directory")
+    for root, dirs, files in os.walk(videos_dir):
+        dirs.sort()
+        for name in sorted(files):
+            stem, ext = os.path.splitext(name)
+            if ext.lower() not in VIDEO_EXTENSIONS:
+                continue
+            path = os.path.join(root, name)
+            parts = stem.rsplit("_", 2)
+            if len(parts) == 3 and parts[0]:
+                try:
+                    start, end = float(parts[1]), float(parts[2])
+                except ValueError:
+                    start = end = math.nan
+                if math.isfinite(start) and math.isfinite(end) and end > start:
+                    segments.setdefault((parts[0], _ms(start), _ms(end)), path)
+            # Also a whole video: YouTube ids may themselves look like "<id>_<n>_<n>".
+            whole.setdefault(stem, path)
+    return whole, segments
 
 
 def read_csv(csv_path: str) -> list[dict[str, Any]]:
-  """Parses an AVSpeech CSV -> [{youtube_id, start, end, center_x, center_y, line}].
-  Raises ValueError naming the line of the first malformed row."""
-  rows: list[dict[str, Any]] = []
-  seen: dict[tuple[str, int, int], int] = {}
-  with open(csv_path, newline="", encoding="utf-8-sig") as f:
-    for line_no, fields in enumerate(csv.reader(f), start=1):
-      fields = [x.strip() for x in fields]
-      if not fields or all(not x for x in fields):
-        continue
-      where = f"{csv_path}:{line_no}"
-      if len(fields) != 5:
-        raise ValueError(f"{where}: expected 5 fields (youtube_id,start,end,x,y), got {len(fields)}: "
-                         f"{','.join(fields)!r}")
-      youtube_id = fields[0]
-      if not youtube_id or any(c in youtube_id for c in "/\\ "):
-        raise ValueError(f"{where}: bad youtube_id {youtube_id!r}")
-      try:
-        start, end, cx, cy = (float(x) for x in fields[1:])
-      except ValueError:
-        raise ValueError(f"{where}: start, end, x, y must be numbers, got {','.join(fields[1:])!r}") from None
-      if not all(math.isfinite(v) for v in (start, end, cx, cy)):
-        raise ValueError(f"{where}: non-finite value in {','.join(fields[1:])!r}")
-      if start < 0 or end <= start:
-        raise ValueError(f"{where}: need 0 <= start < end, got start={start} end={end}")
-      if not (0.0 <= cx <= 1.0 and 0.0 <= cy <= 1.0):
-        raise ValueError(f"{where}: face centre ({cx}, {cy}) is outside [0, 1]")
-      key = (youtube_id, _ms(start), _ms(end))
-      if key in seen:
-        raise ValueError(f"{where}: segment {youtube_id} [{start}, {end}] repeats line {seen[key]}")
-      seen[key] = line_no
-      rows.append({"youtube_id": youtube_id, "start": start, "end": end, "center_x": cx,
-                   "center_y": cy, "line": line_no})
-  return rows
+    """Parses an AVSpeech CSV -> [{youtube_id, start, end, center_x, center_y, line}].
+    Raises ValueError naming the line of the first malformed row."""
+    rows: list[dict[str, Any]] = []
+    seen: dict[tuple[str, int, int], int] = {}
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        for line_no, fields in enumerate(csv.reader(f), start=1):
+            fields = [x.strip() for x in fields]
+            if not fields or all(not x for x in fields):
+                continue
+            where = f"{csv_path}:{line_no}"
+            if len(fields) != 5:
+                raise ValueError(
+                    f"{where}: expected 5 fields (youtube_id,start,end,x,y), got {len(fields)}: "
+                    f"{','.join(fields)!r}"
+                )
+            youtube_id = fields[0]
+            if not youtube_id or any(c in youtube_id for c in "/\\ "):
+                raise ValueError(f"{where}: bad youtube_id {youtube_id!r}")
+            try:
+                start, end, cx, cy = (float(x) for x in fields[1:])
+            except ValueError:
+                raise ValueError(
+                    f"{where}: start, end, x, y must be numbers, got {','.join(fields[1:])!r}"
+                ) from None
+            if not all(math.isfinite(v) for v in (start, end, cx, cy)):
+                raise ValueError(f"{where}: non-finite value in {','.join(fields[1:])!r}")
+            if start < 0 or end <= start:
+                raise ValueError(f"{where}: need 0 <= start < end, got start={start} end={end}")
+            if not (0.0 <= cx <= 1.0 and 0.0 <= cy <= 1.0):
+                raise ValueError(f"{where}: face centre ({cx}, {cy}) is outside [0, 1]")
+            key = (youtube_id, _ms(start), _ms(end))
+            if key in seen:
+                raise ValueError(
+                    f"{where}: segment {youtube_id} [{start}, {end}] repeats line {seen[key]}"
+                )
+            seen[key] = line_no
+            rows.append(
+                {
+                    "youtube_id": youtube_id,
+                    "start": start,
+                    "end": end,
+                    "center_x": cx,
+                    "center_y": cy,
+                    "line": line_no,
+                }
+            )
+    return rows
 
 
 @dataclasses.dataclass
 class AVSpeechSource:
-  """AVSpeech CSV + local videos (module docstring). Picklable: plain fields only.
+    """AVSpeech CSV + local videos (module docstring). Picklable: plain fields only.
 
-  Args:
-    csv_path: an AVSpeech CSV (no header).
-    videos_dir: where the downloaded videos are (layouts in the module docstring).
-    image_size: side of the face crops.
-    split: the split of every item ("train", "validation" or "test"); None: by a stable hash of
-      the youtube_id (80/10/10, video-disjoint).
-    min_seconds: segments (or decoded audio) shorter than this fail with too_short.
-    frame_position: where in the segment the face frame is taken (0 start, 0.5 middle).
-    min_face_size: smallest face searched for, in pixels of the video frame.
-    detect_max_side: detect on a copy downscaled to this longer side (faster on HD); the crop is
-      taken from the full-resolution frame.
-    max_center_distance, ambiguity_margin, min_confidence: face selection (faces.select_face).
-    skip_missing: leave segments whose video is not found out of the item list (instead of
-      failed `missing_file` items).
-  """
-  csv_path: str
-  videos_dir: str
-  image_size: int
-  split: str | None = None
-  min_seconds: float = 2.0
-  frame_position: float = 0.5
-  min_face_size: int = 40
-  detect_max_side: int | None = 640
-  max_center_distance: float = 0.75
-  ambiguity_margin: float = 0.25
-  min_confidence: float = 0.9
-  skip_missing: bool = False
-  name: str = "avspeech"
+    Args:
+      csv_path: an AVSpeech CSV (no header).
+      videos_dir: where the downloaded videos are (layouts in the module docstring).
+      image_size: side of the face crops.
+      split: the split of every item ("train", "validation" or "test"); None: by a stable hash of
+        the youtube_id (80/10/10, video-disjoint).
+      min_seconds: segments (or decoded audio) shorter than this fail with too_short.
+      frame_position: where in the segment the face frame is taken (0 start, 0.5 middle).
+      min_face_size: smallest face searched for, in pixels of the video frame.
+      detect_max_side: detect on a copy downscaled to this longer side (faster on HD); the crop is
+        taken from the full-resolution frame.
+      max_center_distance, ambiguity_margin, min_confidence: face selection (faces.select_face).
+      skip_missing: leave segments whose video is not found out of the item list (instead of
+        failed `missing_file` items).
+    """
 
-  def __post_init__(self):
-    if self.split is not None and self.split not in schema.SPLITS:
-      raise ValueError(f"split must be one of {schema.SPLITS} or None, got {self.split!r}")
-    if self.image_size < 16:
-      raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-    if not 0.0 <= self.frame_position <= 1.0:
-      raise ValueError(f"frame_position must be in [0, 1], got {self.frame_position}")
-    if not os.path.isfile(self.csv_path):
-      raise ValueError(f"AVSpeech CSV {self.csv_path!r} does not exist")
-    if not os.path.isdir(self.videos_dir):
-      raise ValueError(f"videos_dir {self.videos_dir!r} is not a directory")
+    csv_path: str
+    videos_dir: str
+    image_size: int
+    split: str | None = None
+    min_seconds: float = 2.0
+    frame_position: float = 0.5
+    min_face_size: int = 40
+    detect_max_side: int | None = 640
+    max_center_distance: float = 0.75
+    ambiguity_margin: float = 0.25
+    min_confidence: float = 0.9
+    skip_missing: bool = False
+    name: str = "avspeech"
 
-  def list_items(self) -> list[dict[str, Any]]:
-    rows = read_csv(self.csv_path)
-    whole, segments = index_videos(self.videos_dir)
-    items = []
-    for row in rows:
-      yt, start, end = row["youtube_id"], row["start"], row["end"]
-      segment_path = segments.get((yt, _ms(start), _ms(end)))
-      path = segment_path or whole.get(yt)
-      if path is None and self.skip_missing:
-        continue
-      items.append({
-          "item_id": f"{yt}_{start:.3f}_{end:.3f}", "speaker_id": yt,
-          "split": self.split or common.split_for_speaker(yt),
-          "path": path, "segment_file": segment_path is not None, "start": start, "end": end,
-          "center_x": row["center_x"], "center_y": row["center_y"], "line": row["line"]})
-    return items
+    def __post_init__(self):
+        if self.split is not None and self.split not in schema.SPLITS:
+            raise ValueError(f"split must be one of {schema.SPLITS} or None, got {self.split!r}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        if not 0.0 <= self.frame_position <= 1.0:
+            raise ValueError(f"frame_position must be in [0, 1], got {self.frame_position}")
+        if not os.path.isfile(self.csv_path):
+            raise ValueError(f"AVSpeech CSV {self.csv_path!r} does not exist")
+        if not os.path.isdir(self.videos_dir):
+            raise ValueError(f"videos_dir {self.videos_dir!r} is not a directory")
 
-  def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
-    start, end = item["start"], item["end"]
-    if item["path"] is None:
-      raise common.ItemError(common.MISSING_FILE,
-                             f"no video for {item['speaker_id']} in {self.videos_dir} (looked for "
-                             f"{item['speaker_id']}.<ext> and {item['speaker_id']}_<start>_<end>.<ext>)")
-    # A segment file holds just [start, end): its own time base starts at 0.
-    offset = start if item["segment_file"] else 0.0
-    # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
-    pcm, frame = video.read_video_segment(item["path"], start - offset, end - offset,
-                                          min_seconds=self.min_seconds,
-                                          frame_position=self.frame_position)
-    crop, landmarks, _ = faces.face_from_frame(
-        frame, (item["center_x"], item["center_y"]), self.image_size,
-        min_face_size=self.min_face_size, max_side=self.detect_max_side,
-        max_center_distance=self.max_center_distance, ambiguity_margin=self.ambiguity_margin,
-        min_confidence=self.min_confidence)
-    return schema.Clip(
-        clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
-        split=item["split"], pcm=pcm, face_png=schema.encode_png(crop), face_size=self.image_size,
-        landmarks=landmarks, source_path=item["path"], source_start=start, source_end=end)
+    def list_items(self) -> list[dict[str, Any]]:
+        rows = read_csv(self.csv_path)
+        whole, segments = index_videos(self.videos_dir)
+        items = []
+        for row in rows:
+            yt, start, end = row["youtube_id"], row["start"], row["end"]
+            segment_path = segments.get((yt, _ms(start), _ms(end)))
+            path = segment_path or whole.get(yt)
+            if path is None and self.skip_missing:
+                continue
+            items.append(
+                {
+                    "item_id": f"{yt}_{start:.3f}_{end:.3f}",
+                    "speaker_id": yt,
+                    "split": self.split or common.split_for_speaker(yt),
+                    "path": path,
+                    "segment_file": segment_path is not None,
+                    "start": start,
+                    "end": end,
+                    "center_x": row["center_x"],
+                    "center_y": row["center_y"],
+                    "line": row["line"],
+                }
+            )
+        return items
 
-  def info(self) -> dict[str, Any]:
-    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS, "attribute_names": [],
-            **common.REAL_FACE_TARGETS}
+    def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
+        start, end = item["start"], item["end"]
+        if item["path"] is None:
+            raise common.ItemError(
+                common.MISSING_FILE,
+                f"no video for {item['speaker_id']} in {self.videos_dir} (looked for "
+                f"{item['speaker_id']}.<ext> and {item['speaker_id']}_<start>_<end>.<ext>)",
+            )
+        # A segment file holds just [start, end): its own time base starts at 0.
+        offset = start if item["segment_file"] else 0.0
+        # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
+        pcm, frame = video.read_video_segment(
+            item["path"],
+            start - offset,
+            end - offset,
+            min_seconds=self.min_seconds,
+            frame_position=self.frame_position,
+        )
+        crop, landmarks, _ = faces.face_from_frame(
+            frame,
+            (item["center_x"], item["center_y"]),
+            self.image_size,
+            min_face_size=self.min_face_size,
+            max_side=self.detect_max_side,
+            max_center_distance=self.max_center_distance,
+            ambiguity_margin=self.ambiguity_margin,
+            min_confidence=self.min_confidence,
+        )
+        return schema.Clip(
+            clip_id=item["item_id"],
+            speaker_id=item["speaker_id"],
+            speaker_index=speaker_index,
+            split=item["split"],
+            pcm=pcm,
+            face_png=schema.encode_png(crop),
+            face_size=self.image_size,
+            landmarks=landmarks,
+            source_path=item["path"],
+            source_start=start,
+            source_end=end,
+        )
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "image_size": self.image_size,
+            "num_landmarks": faces.NUM_LANDMARKS,
+            "attribute_names": [],
+            **common.REAL_FACE_TARGETS,
+        }

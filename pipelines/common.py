@@ -29,7 +29,8 @@ import logging
 import os
 import time
 import traceback
-from typing import Any, Iterable, Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 import numpy as np
 import tensorflow as tf
@@ -38,290 +39,405 @@ from pipelines.targets import TextureSpec, fill_targets
 from s2f_tf import contract
 from s2f_tf.data import schema
 from s2f_tf.files import write_atomic
+from s2f_tf.media.errors import REASONS as MEDIA_REASONS
+from s2f_tf.media.errors import MediaError as ItemError  # one typed failure for items and media
+from s2f_tf.media.faces import CANONICAL_LANDMARKS
 
 PREPARE_FILE = "prepare.json"
 
 # Typed failure reasons that land in the manifest: the media vocabulary (s2f_tf/media/errors.py),
 # plus the framework's own catch-all for unexpected exceptions.
-from s2f_tf.media.errors import (MISSING_FILE, NO_FACE, NO_FACE_NEAR_CENTER, SEVERAL_FACES,  # noqa: E402,F401
-                                 TOO_SHORT, UNDECODABLE)
-from s2f_tf.media.errors import REASONS as MEDIA_REASONS  # noqa: E402
-from s2f_tf.media.errors import MediaError as ItemError  # noqa: E402,F401  one typed failure for items and media
-from s2f_tf.media.faces import CANONICAL_LANDMARKS  # noqa: E402
-
 UNEXPECTED = "unexpected_error"
 REASONS = MEDIA_REASONS + (UNEXPECTED,)
 
 
 class Source(Protocol):
-  """What a data source provides to `run_prepare`. Must be picklable (Beam ships it to workers)."""
-  name: str
+    """What a data source provides to `run_prepare`. Must be picklable (Beam ships it to workers)."""
 
-  def list_items(self) -> list[dict[str, Any]]:
-    """Every work item: {'item_id': str (unique, stable), 'speaker_id': str, 'split': str, ...}."""
+    name: str
 
-  def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
-    """One item -> a Clip, or raise ItemError with a typed reason."""
+    def list_items(self) -> list[dict[str, Any]]:
+        """Every work item: {'item_id': str (unique, stable), 'speaker_id': str, 'split': str, ...}."""
 
-  def info(self) -> dict[str, Any]:
-    """Fields for dataset.json: image_size, num_landmarks, attribute_names, attribute_classes (the
-    categorical attributes' class names), mean_landmarks (the layout the decoder's textures are
-    aligned to), decoder_target (what target/image holds), ..."""
+    def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
+        """One item -> a Clip, or raise ItemError with a typed reason."""
+
+    def info(self) -> dict[str, Any]:
+        """Fields for dataset.json: image_size, num_landmarks, attribute_names, attribute_classes (the
+        categorical attributes' class names), mean_landmarks (the layout the decoder's textures are
+        aligned to), decoder_target (what target/image holds), ..."""
 
 
 # Real faces (MTCNN's 5 points, aligned crops): the decoder learns each clip's own aligned crop,
 # and its texture is aligned to the alignment's canonical layout.
-REAL_FACE_TARGETS = {"mean_landmarks": [list(p) for p in CANONICAL_LANDMARKS], "decoder_target": "clip"}
+REAL_FACE_TARGETS = {
+    "mean_landmarks": [list(p) for p in CANONICAL_LANDMARKS],
+    "decoder_target": "clip",
+}
 
 
 def stable_hash(text: str) -> int:
-  """A hash that is the same in every process and Python version (unlike hash())."""
-  return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+    """A hash that is the same in every process and Python version (unlike hash())."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
 
 
-def split_for_speaker(speaker_id: str, fractions=contract.SPLIT_FRACTIONS, salt: str = "s2f") -> str:
-  """Speaker-disjoint split by a stable hash of the speaker id."""
-  u = (stable_hash(f"{salt}:{speaker_id}") % 1_000_000) / 1_000_000
-  return contract.split_from_unit(u, fractions)
+def split_for_speaker(
+    speaker_id: str, fractions=contract.SPLIT_FRACTIONS, salt: str = "s2f"
+) -> str:
+    """Speaker-disjoint split by a stable hash of the speaker id."""
+    u = (stable_hash(f"{salt}:{speaker_id}") % 1_000_000) / 1_000_000
+    return contract.split_from_unit(u, fractions)
 
 
 def shard_name(split: str, index: int, count: int) -> str:
-  return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord"
 
 
 def default_shards(num_items: int, items_per_shard: int = 512) -> int:
-  return max(1, -(-num_items // items_per_shard))
+    return max(1, -(-num_items // items_per_shard))
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
-  """Which items go to which shard: computed once in the driver, deterministic in the arguments."""
-  shards: dict[tuple[str, int, int], list[dict[str, Any]]]   # (split, index, count) -> items
-  speakers: dict[str, int]                                    # speaker_id -> speaker_index
+    """Which items go to which shard: computed once in the driver, deterministic in the arguments."""
+
+    shards: dict[tuple[str, int, int], list[dict[str, Any]]]  # (split, index, count) -> items
+    speakers: dict[str, int]  # speaker_id -> speaker_index
 
 
 def make_plan(items: list[dict[str, Any]], items_per_shard: int = 512) -> Plan:
-  seen: set[str] = set()
-  for item in items:
-    for key in ("item_id", "speaker_id", "split"):
-      if key not in item:
-        raise ValueError(f"item {item!r} has no {key!r}")
-    if item["split"] not in schema.SPLITS:
-      raise ValueError(f"item {item['item_id']}: split {item['split']!r} is not one of {schema.SPLITS}")
-    if item["item_id"] in seen:
-      raise ValueError(f"duplicate item_id {item['item_id']!r}")
-    seen.add(item["item_id"])
-  speakers = {s: i for i, s in enumerate(sorted({it["speaker_id"] for it in items}))}
-  shards: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
-  for split in schema.SPLITS:
-    split_items = sorted((it for it in items if it["split"] == split), key=lambda it: it["item_id"])
-    if not split_items:
-      continue
-    count = default_shards(len(split_items), items_per_shard)
-    for i in range(count):
-      shards[(split, i, count)] = []
-    for it in split_items:
-      shards[(split, stable_hash(it["item_id"]) % count, count)].append(it)
-  return Plan(shards=shards, speakers=speakers)
+    seen: set[str] = set()
+    for item in items:
+        for key in ("item_id", "speaker_id", "split"):
+            if key not in item:
+                raise ValueError(f"item {item!r} has no {key!r}")
+        if item["split"] not in schema.SPLITS:
+            raise ValueError(
+                f"item {item['item_id']}: split {item['split']!r} is not one of {schema.SPLITS}"
+            )
+        if item["item_id"] in seen:
+            raise ValueError(f"duplicate item_id {item['item_id']!r}")
+        seen.add(item["item_id"])
+    speakers = {s: i for i, s in enumerate(sorted({it["speaker_id"] for it in items}))}
+    shards: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for split in schema.SPLITS:
+        split_items = sorted(
+            (it for it in items if it["split"] == split), key=lambda it: it["item_id"]
+        )
+        if not split_items:
+            continue
+        count = default_shards(len(split_items), items_per_shard)
+        for i in range(count):
+            shards[(split, i, count)] = []
+        for it in split_items:
+            shards[(split, stable_hash(it["item_id"]) % count, count)].append(it)
+    return Plan(shards=shards, speakers=speakers)
 
 
 def _read_json(path: str) -> Any:
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
 
 
 def _join(*parts: str) -> str:
-  return os.path.join(*parts)
+    return os.path.join(*parts)
 
 
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
-  """Compute face/feature for every clip: a VGG-Face Keras HDF5 weights file and the FaceEncoder
-  constructor arguments it fits (picklable: the encoder itself is built once per worker)."""
-  weights: str
-  encoder_kwargs: dict
+    """Compute face/feature for every clip: a VGG-Face Keras HDF5 weights file and the FaceEncoder
+    constructor arguments it fits (picklable: the encoder itself is built once per worker)."""
 
-  @property
-  def feature_dim(self) -> int:
-    return int(self.encoder_kwargs.get("fc_units", 4096))
+    weights: str
+    encoder_kwargs: dict
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.encoder_kwargs.get("fc_units", 4096))
 
 
 _ENCODERS: dict = {}
 
 
 def _face_features(spec: FeatureSpec, clips: list[schema.Clip], batch_size: int = 32) -> None:
-  """Fills clip.feature in place: PNG -> [B, S, S, 3] -> the face encoder's fc7 feature."""
-  import io as _io
+    """Fills clip.feature in place: PNG -> [B, S, S, 3] -> the face encoder's fc7 feature."""
+    import io as _io
 
-  from PIL import Image
+    from PIL import Image
 
-  from s2f_tf.models.face_encoder import FaceEncoder, load_vggface_weights
-  key = (spec.weights, json.dumps(spec.encoder_kwargs, sort_keys=True))
-  if key not in _ENCODERS:
-    encoder = FaceEncoder(**spec.encoder_kwargs)
-    load_vggface_weights(encoder, spec.weights)
-    _ENCODERS[key] = tf.function(lambda x: encoder(x, training=False)["feature"])
-  encode = _ENCODERS[key]
-  for start in range(0, len(clips), batch_size):
-    chunk = clips[start:start + batch_size]
-    images = np.stack([np.asarray(Image.open(_io.BytesIO(c.face_png)).convert("RGB")) for c in chunk])
-    features = encode(tf.constant(images, tf.float32)).numpy()             # [B, D]
-    for clip, feature in zip(chunk, features):
-      clip.feature = feature
+    from s2f_tf.models.face_encoder import FaceEncoder, load_vggface_weights
+
+    key = (spec.weights, json.dumps(spec.encoder_kwargs, sort_keys=True))
+    if key not in _ENCODERS:
+        encoder = FaceEncoder(**spec.encoder_kwargs)
+        load_vggface_weights(encoder, spec.weights)
+        _ENCODERS[key] = tf.function(lambda x: encoder(x, training=False)["feature"])
+    encode = _ENCODERS[key]
+    for start in range(0, len(clips), batch_size):
+        chunk = clips[start : start + batch_size]
+        images = np.stack(
+            [np.asarray(Image.open(_io.BytesIO(c.face_png)).convert("RGB")) for c in chunk]
+        )
+        features = encode(tf.constant(images, tf.float32)).numpy()  # [B, D]
+        for clip, feature in zip(chunk, features):
+            clip.feature = feature
 
 
-def process_shard(source: Source, out_dir: str, key: tuple[str, int, int], items: list[dict[str, Any]],
-                  speakers: dict[str, int], textures: TextureSpec,
-                  features: FeatureSpec | None = None) -> dict[str, Any]:
-  """Processes and writes one shard; returns its summary (also written as <shard>.done.json)."""
-  split, index, count = key
-  name = shard_name(split, index, count)
-  done_path = os.path.join(out_dir, name.replace(".tfrecord", ".done.json"))
-  if tf.io.gfile.exists(done_path) and tf.io.gfile.exists(os.path.join(out_dir, name)):
-    return _read_json(done_path)                                 # finished by an earlier run
-  statuses, clips = [], []
-  max_samples, speakers_seen = 0, set()
-  for item in sorted(items, key=lambda it: it["item_id"]):
-    try:
-      clip = fill_targets(source.process(item, speakers[item["speaker_id"]]), textures)
-      schema.encode(clip)                                        # validates before it is kept
-      clips.append(clip)
-    except ItemError as e:
-      statuses.append({"item_id": item["item_id"], "status": "failed", "reason": e.reason,
-                       "detail": e.detail, "speaker_id": item["speaker_id"]})
-      continue
-    except Exception as e:  # never crash the job on one item; keep the traceback in the manifest
-      statuses.append({"item_id": item["item_id"], "status": "failed", "reason": UNEXPECTED,
-                       "detail": f"{type(e).__name__}: {e}",
-                       "traceback": traceback.format_exc(limit=5), "speaker_id": item["speaker_id"]})
-      continue
-    statuses.append({"item_id": item["item_id"], "status": "ok", "clip_id": clip.clip_id,
-                     "speaker_id": clip.speaker_id, "samples": int(clip.pcm.size)})
-    speakers_seen.add(clip.speaker_id)
-    max_samples = max(max_samples, int(clip.pcm.size))
-  if features is not None and clips:
-    _face_features(features, clips)
-  records = [schema.encode(clip) for clip in clips]
-  schema.write_shard(_join(out_dir, name), records)
-  summary = {"shard": name, "split": split, "items": statuses, "clips": len(records),
-             "speakers": sorted(speakers_seen), "max_samples": max_samples}
-  write_atomic(done_path, json.dumps(summary, sort_keys=True))
-  return summary
+def process_shard(
+    source: Source,
+    out_dir: str,
+    key: tuple[str, int, int],
+    items: list[dict[str, Any]],
+    speakers: dict[str, int],
+    textures: TextureSpec,
+    features: FeatureSpec | None = None,
+) -> dict[str, Any]:
+    """Processes and writes one shard; returns its summary (also written as <shard>.done.json)."""
+    split, index, count = key
+    name = shard_name(split, index, count)
+    done_path = os.path.join(out_dir, name.replace(".tfrecord", ".done.json"))
+    if tf.io.gfile.exists(done_path) and tf.io.gfile.exists(os.path.join(out_dir, name)):
+        return _read_json(done_path)  # finished by an earlier run
+    statuses, clips = [], []
+    max_samples, speakers_seen = 0, set()
+    for item in sorted(items, key=lambda it: it["item_id"]):
+        try:
+            clip = fill_targets(source.process(item, speakers[item["speaker_id"]]), textures)
+            schema.encode(clip)  # validates before it is kept
+            clips.append(clip)
+        except ItemError as e:
+            statuses.append(
+                {
+                    "item_id": item["item_id"],
+                    "status": "failed",
+                    "reason": e.reason,
+                    "detail": e.detail,
+                    "speaker_id": item["speaker_id"],
+                }
+            )
+            continue
+        # Never crash the job on one item; keep the traceback in the manifest.
+        except Exception as e:  # noqa: BLE001
+            statuses.append(
+                {
+                    "item_id": item["item_id"],
+                    "status": "failed",
+                    "reason": UNEXPECTED,
+                    "detail": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc(limit=5),
+                    "speaker_id": item["speaker_id"],
+                }
+            )
+            continue
+        statuses.append(
+            {
+                "item_id": item["item_id"],
+                "status": "ok",
+                "clip_id": clip.clip_id,
+                "speaker_id": clip.speaker_id,
+                "samples": int(clip.pcm.size),
+            }
+        )
+        speakers_seen.add(clip.speaker_id)
+        max_samples = max(max_samples, int(clip.pcm.size))
+    if features is not None and clips:
+        _face_features(features, clips)
+    records = [schema.encode(clip) for clip in clips]
+    schema.write_shard(_join(out_dir, name), records)
+    summary = {
+        "shard": name,
+        "split": split,
+        "items": statuses,
+        "clips": len(records),
+        "speakers": sorted(speakers_seen),
+        "max_samples": max_samples,
+    }
+    write_atomic(done_path, json.dumps(summary, sort_keys=True))
+    return summary
 
 
 class _ProcessShard:
-  """Beam step: one line of plan.jsonl -> process and write that shard (a plain picklable class)."""
+    """Beam step: one line of plan.jsonl -> process and write that shard (a plain picklable class)."""
 
-  def __init__(self, source: Source, out_dir: str, speakers: dict[str, int], textures: TextureSpec,
-               features: FeatureSpec | None):
-    self.source, self.out_dir, self.speakers = source, out_dir, speakers
-    self.textures, self.features = textures, features
+    def __init__(
+        self,
+        source: Source,
+        out_dir: str,
+        speakers: dict[str, int],
+        textures: TextureSpec,
+        features: FeatureSpec | None,
+    ):
+        self.source, self.out_dir, self.speakers = source, out_dir, speakers
+        self.textures, self.features = textures, features
 
-  def __call__(self, line: str):
-    task = json.loads(line)
-    return process_shard(self.source, self.out_dir, tuple(task["key"]), task["items"], self.speakers,
-                         self.textures, self.features)
-
-
-def _run_beam(plan: Plan, source: Source, out_dir: str, runner: str, beam_args: list[str],
-              num_workers: int, textures: TextureSpec, features: FeatureSpec | None = None) -> None:
-  import apache_beam as beam
-  from apache_beam.options.pipeline_options import PipelineOptions
-
-  args = [f"--runner={runner}", *beam_args]
-  if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-    args.append("--default_sdk_harness_log_level=ERROR")
-  if runner == "DirectRunner" and not any(a.startswith("--direct_num_workers") for a in beam_args):
-    args += [f"--direct_num_workers={num_workers}", "--direct_running_mode=multi_processing"]
-  logging.getLogger("apache_beam").setLevel(logging.ERROR)
-  # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
-  plan_path = _join(out_dir, "plan.jsonl")
-  write_atomic(plan_path, (json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n"
-                           for key, items in sorted(plan.shards.items())))
-  fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
-  with beam.Pipeline(options=PipelineOptions(args)) as p:
-    _ = (p | "plan" >> beam.io.ReadFromText(plan_path)
-           | "spread" >> beam.Reshuffle()
-           | "process_and_write" >> beam.Map(fn))
+    def __call__(self, line: str):
+        task = json.loads(line)
+        return process_shard(
+            self.source,
+            self.out_dir,
+            tuple(task["key"]),
+            task["items"],
+            self.speakers,
+            self.textures,
+            self.features,
+        )
 
 
-def run_prepare(source: Source, out_dir: str, items_per_shard: int = 512, runner: str = "DirectRunner",
-                beam_args: Iterable[str] = (), num_workers: int = 2, arguments: dict | None = None,
-                log=print, features: FeatureSpec | None = None,
-                texture_warp: dict | None = None) -> schema.DatasetInfo:
-  """Prepares `source` into `out_dir` (idempotent; see module docstring). Returns the DatasetInfo.
+def _run_beam(
+    plan: Plan,
+    source: Source,
+    out_dir: str,
+    runner: str,
+    beam_args: list[str],
+    num_workers: int,
+    textures: TextureSpec,
+    features: FeatureSpec | None = None,
+) -> None:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-  texture_warp: {'border_points', 'regularization', 'interpolation'} of the face decoder's warp
-  (s2f_tf.factory.texture_warp(config)), used to make target/texture.
-  """
-  started = time.time()
-  tf.io.gfile.makedirs(out_dir)
-  layout = source.info().get("mean_landmarks")
-  if not layout:
-    raise ValueError(f"source {source.name!r} gives no mean_landmarks in info(): the layout the face "
-                     "decoder's textures are aligned to")
-  textures = TextureSpec(tuple(tuple(float(v) for v in p) for p in layout), **(texture_warp or {}))
-  fingerprint = {"source": source.name, "arguments": arguments or {}, "items_per_shard": items_per_shard,
-                 "schema_version": schema.SCHEMA_VERSION, "texture_warp": textures.warp_settings()}
-  if features is not None:
-    if not tf.io.gfile.exists(features.weights):
-      raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
-    fingerprint["features"] = dataclasses.asdict(features)
-  prep_path = os.path.join(out_dir, PREPARE_FILE)
-  if tf.io.gfile.exists(prep_path):
-    previous = _read_json(prep_path)
-    if previous != fingerprint:
-      raise ValueError(f"{out_dir} holds a different preparation ({prep_path}: {previous}); "
-                       "use a new --data directory or delete it")
-  else:
-    write_atomic(prep_path, json.dumps(fingerprint, sort_keys=True))
-  items = source.list_items()
-  if not items:
-    raise ValueError(f"{source.name}: nothing to prepare (no items found)")
-  plan = make_plan(items, items_per_shard)
-  done = sum(tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
-             for k in plan.shards)
-  log(f"prepare {source.name}: {len(items)} items, {len(plan.speakers)} speakers, "
-      f"{len(plan.shards)} shards ({done} already done) -> {out_dir}")
-  if done < len(plan.shards):
-    _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers, textures, features)
-  info = _finalize(plan, source, out_dir, textures, features.feature_dim if features else 0)
-  failed = sum(1 for _ in _iter_failures(out_dir))
-  log(f"prepare {source.name}: {sum(info.counts.values())} clips written "
-      f"({', '.join(f'{s} {n}' for s, n in info.counts.items())}), {failed} failed items "
-      f"(see {schema.MANIFEST_FILE}), {time.time() - started:.1f} s")
-  return info
+    args = [f"--runner={runner}", *beam_args]
+    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
+        args.append("--default_sdk_harness_log_level=ERROR")
+    if runner == "DirectRunner" and not any(
+        a.startswith("--direct_num_workers") for a in beam_args
+    ):
+        args += [f"--direct_num_workers={num_workers}", "--direct_running_mode=multi_processing"]
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
+    plan_path = _join(out_dir, "plan.jsonl")
+    write_atomic(
+        plan_path,
+        (
+            json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n"
+            for key, items in sorted(plan.shards.items())
+        ),
+    )
+    fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
+    with beam.Pipeline(options=PipelineOptions(args)) as p:
+        _ = (
+            p
+            | "plan" >> beam.io.ReadFromText(plan_path)
+            | "spread" >> beam.Reshuffle()
+            | "process_and_write" >> beam.Map(fn)
+        )
+
+
+def run_prepare(
+    source: Source,
+    out_dir: str,
+    items_per_shard: int = 512,
+    runner: str = "DirectRunner",
+    beam_args: Iterable[str] = (),
+    num_workers: int = 2,
+    arguments: dict | None = None,
+    log=print,
+    features: FeatureSpec | None = None,
+    texture_warp: dict | None = None,
+) -> schema.DatasetInfo:
+    """Prepares `source` into `out_dir` (idempotent; see module docstring). Returns the DatasetInfo.
+
+    texture_warp: {'border_points', 'regularization', 'interpolation'} of the face decoder's warp
+    (s2f_tf.factory.texture_warp(config)), used to make target/texture.
+    """
+    started = time.time()
+    tf.io.gfile.makedirs(out_dir)
+    layout = source.info().get("mean_landmarks")
+    if not layout:
+        raise ValueError(
+            f"source {source.name!r} gives no mean_landmarks in info(): the layout the face "
+            "decoder's textures are aligned to"
+        )
+    textures = TextureSpec(
+        tuple(tuple(float(v) for v in p) for p in layout), **(texture_warp or {})
+    )
+    fingerprint = {
+        "source": source.name,
+        "arguments": arguments or {},
+        "items_per_shard": items_per_shard,
+        "schema_version": schema.SCHEMA_VERSION,
+        "texture_warp": textures.warp_settings(),
+    }
+    if features is not None:
+        if not tf.io.gfile.exists(features.weights):
+            raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
+        fingerprint["features"] = dataclasses.asdict(features)
+    prep_path = os.path.join(out_dir, PREPARE_FILE)
+    if tf.io.gfile.exists(prep_path):
+        previous = _read_json(prep_path)
+        if previous != fingerprint:
+            raise ValueError(
+                f"{out_dir} holds a different preparation ({prep_path}: {previous}); "
+                "use a new --data directory or delete it"
+            )
+    else:
+        write_atomic(prep_path, json.dumps(fingerprint, sort_keys=True))
+    items = source.list_items()
+    if not items:
+        raise ValueError(f"{source.name}: nothing to prepare (no items found)")
+    plan = make_plan(items, items_per_shard)
+    done = sum(
+        tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
+        for k in plan.shards
+    )
+    log(
+        f"prepare {source.name}: {len(items)} items, {len(plan.speakers)} speakers, "
+        f"{len(plan.shards)} shards ({done} already done) -> {out_dir}"
+    )
+    if done < len(plan.shards):
+        _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers, textures, features)
+    info = _finalize(plan, source, out_dir, textures, features.feature_dim if features else 0)
+    failed = sum(1 for _ in _iter_failures(out_dir))
+    log(
+        f"prepare {source.name}: {sum(info.counts.values())} clips written "
+        f"({', '.join(f'{s} {n}' for s, n in info.counts.items())}), {failed} failed items "
+        f"(see {schema.MANIFEST_FILE}), {time.time() - started:.1f} s"
+    )
+    return info
 
 
 def _iter_failures(out_dir: str):
-  with tf.io.gfile.GFile(_join(out_dir, schema.MANIFEST_FILE)) as f:
-    for line in f:
-      row = json.loads(line)
-      if row["status"] != "ok":
-        yield row
+    with tf.io.gfile.GFile(_join(out_dir, schema.MANIFEST_FILE)) as f:
+        for line in f:
+            row = json.loads(line)
+            if row["status"] != "ok":
+                yield row
 
 
-def _finalize(plan: Plan, source: Source, out_dir: str, textures: TextureSpec,
-              feature_dim: int = 0) -> schema.DatasetInfo:
-  summaries = []
-  for key in sorted(plan.shards):
-    path = _join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
-    if not tf.io.gfile.exists(path):
-      raise RuntimeError(f"shard {shard_name(*key)} was not completed by the pipeline (no {path})")
-    summaries.append(_read_json(path))
-  rows = sorted((row for s in summaries for row in s["items"]), key=lambda r: r["item_id"])
-  write_atomic(_join(out_dir, schema.MANIFEST_FILE), (json.dumps(row, sort_keys=True) + "\n" for row in rows))
-  shards: dict[str, list[str]] = {}
-  counts: dict[str, int] = {}
-  speakers: dict[str, set] = {}
-  for s in summaries:
-    shards.setdefault(s["split"], []).append(s["shard"])
-    counts[s["split"]] = counts.get(s["split"], 0) + s["clips"]
-    speakers.setdefault(s["split"], set()).update(s["speakers"])
-  info = schema.DatasetInfo(
-      source=source.name, num_speakers=len(plan.speakers), speakers=plan.speakers, shards=shards,
-      counts=counts, speaker_counts={k: len(v) for k, v in speakers.items()},
-      texture_warp=textures.warp_settings(), feature_dim=feature_dim, **source.info())
-  info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])
-  info.write(out_dir)
-  return info
+def _finalize(
+    plan: Plan, source: Source, out_dir: str, textures: TextureSpec, feature_dim: int = 0
+) -> schema.DatasetInfo:
+    summaries = []
+    for key in sorted(plan.shards):
+        path = _join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
+        if not tf.io.gfile.exists(path):
+            raise RuntimeError(
+                f"shard {shard_name(*key)} was not completed by the pipeline (no {path})"
+            )
+        summaries.append(_read_json(path))
+    rows = sorted((row for s in summaries for row in s["items"]), key=lambda r: r["item_id"])
+    write_atomic(
+        _join(out_dir, schema.MANIFEST_FILE),
+        (json.dumps(row, sort_keys=True) + "\n" for row in rows),
+    )
+    shards: dict[str, list[str]] = {}
+    counts: dict[str, int] = {}
+    speakers: dict[str, set] = {}
+    for s in summaries:
+        shards.setdefault(s["split"], []).append(s["shard"])
+        counts[s["split"]] = counts.get(s["split"], 0) + s["clips"]
+        speakers.setdefault(s["split"], set()).update(s["speakers"])
+    info = schema.DatasetInfo(
+        source=source.name,
+        num_speakers=len(plan.speakers),
+        speakers=plan.speakers,
+        shards=shards,
+        counts=counts,
+        speaker_counts={k: len(v) for k, v in speakers.items()},
+        texture_warp=textures.warp_settings(),
+        feature_dim=feature_dim,
+        **source.info(),
+    )
+    info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])
+    info.write(out_dir)
+    return info

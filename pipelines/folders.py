@@ -60,231 +60,316 @@ from s2f_tf.media import faces
 from s2f_tf.media.audio import load_audio
 from s2f_tf.media.errors import TOO_SHORT, MediaError
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".aiff",
-                    ".aif", ".caf", ".au")
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".wma",
+    ".aiff",
+    ".aif",
+    ".caf",
+    ".au",
+)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm")
 
 SEX_VALUES = {"m": 0.0, "male": 0.0, "f": 1.0, "female": 1.0}
-SEX_NAMES = ("male", "female")          # the class names of the values above
+SEX_NAMES = ("male", "female")  # the class names of the values above
 DECODER_TARGETS = ("clip", "most_frontal")
 SET_SPLITS = {"dev": "train", "train": "train", "test": "test"}
 
 
 def read_meta(meta_path: str) -> dict[str, dict[str, Any]]:
-  """A VoxCeleb1/2 meta file -> {speaker id (and VGGFace id): {"set": str | None, "sex": float | None,
-  "nationality": str | None}}.
-  Raises ValueError naming the file and line for a malformed file."""
-  with open(meta_path, newline="", encoding="utf-8-sig") as f:
-    lines = f.read().splitlines()
-  lines = [(i, ln) for i, ln in enumerate(lines, start=1) if ln.strip()]
-  if not lines:
-    raise ValueError(f"{meta_path}: empty meta file")
-  delimiter = "\t" if "\t" in lines[0][1] else ","
-  rows = list(csv.reader([ln for _, ln in lines], delimiter=delimiter))
-  header = [h.strip().lower() for h in rows[0]]
+    """A VoxCeleb1/2 meta file -> {speaker id (and VGGFace id): {"set": str | None, "sex": float | None,
+    "nationality": str | None}}.
+    Raises ValueError naming the file and line for a malformed file."""
+    with open(meta_path, newline="", encoding="utf-8-sig") as f:
+        lines = f.read().splitlines()
+    lines = [(i, ln) for i, ln in enumerate(lines, start=1) if ln.strip()]
+    if not lines:
+        raise ValueError(f"{meta_path}: empty meta file")
+    delimiter = "\t" if "\t" in lines[0][1] else ","
+    rows = list(csv.reader([ln for _, ln in lines], delimiter=delimiter))
+    header = [h.strip().lower() for h in rows[0]]
 
-  def column(word: str) -> int | None:
-    return next((i for i, h in enumerate(header) if word in h), None)
+    def column(word: str) -> int | None:
+        return next((i for i, h in enumerate(header) if word in h), None)
 
-  alt, gender, subset, nation = column("vggface"), column("gender"), column("set"), column("nationality")
-  if gender is None and subset is None:
-    raise ValueError(f"{meta_path}:{lines[0][0]}: header {rows[0]} has neither a 'Gender' nor a 'Set' "
-                     "column (expected a VoxCeleb meta file)")
-  meta: dict[str, dict[str, Any]] = {}
-  for (line_no, _), row in zip(lines[1:], rows[1:]):
-    row = [x.strip() for x in row]
-    if len(row) < len(header):
-      raise ValueError(f"{meta_path}:{line_no}: expected {len(header)} fields, got {len(row)}: {row}")
-    entry: dict[str, Any] = {"set": None, "sex": None, "nationality": (row[nation] or None) if nation is not None
-                             else None}
-    if subset is not None:
-      value = row[subset].lower()
-      if value not in SET_SPLITS:
-        raise ValueError(f"{meta_path}:{line_no}: Set {row[subset]!r} is not one of {sorted(SET_SPLITS)}")
-      entry["set"] = value
-    if gender is not None and row[gender]:
-      value = row[gender].lower()
-      if value not in SEX_VALUES:
-        raise ValueError(f"{meta_path}:{line_no}: Gender {row[gender]!r} is not m or f")
-      entry["sex"] = SEX_VALUES[value]
-    if not row[0]:
-      raise ValueError(f"{meta_path}:{line_no}: empty speaker id")
-    meta[row[0]] = entry
-    if alt is not None and row[alt]:
-      meta.setdefault(row[alt], entry)
-  return meta
+    alt, gender, subset, nation = (
+        column("vggface"),
+        column("gender"),
+        column("set"),
+        column("nationality"),
+    )
+    if gender is None and subset is None:
+        raise ValueError(
+            f"{meta_path}:{lines[0][0]}: header {rows[0]} has neither a 'Gender' nor a 'Set' "
+            "column (expected a VoxCeleb meta file)"
+        )
+    meta: dict[str, dict[str, Any]] = {}
+    for (line_no, _), row in zip(lines[1:], rows[1:]):
+        row = [x.strip() for x in row]
+        if len(row) < len(header):
+            raise ValueError(
+                f"{meta_path}:{line_no}: expected {len(header)} fields, got {len(row)}: {row}"
+            )
+        entry: dict[str, Any] = {
+            "set": None,
+            "sex": None,
+            "nationality": (row[nation] or None) if nation is not None else None,
+        }
+        if subset is not None:
+            value = row[subset].lower()
+            if value not in SET_SPLITS:
+                raise ValueError(
+                    f"{meta_path}:{line_no}: Set {row[subset]!r} is not one of {sorted(SET_SPLITS)}"
+                )
+            entry["set"] = value
+        if gender is not None and row[gender]:
+            value = row[gender].lower()
+            if value not in SEX_VALUES:
+                raise ValueError(f"{meta_path}:{line_no}: Gender {row[gender]!r} is not m or f")
+            entry["sex"] = SEX_VALUES[value]
+        if not row[0]:
+            raise ValueError(f"{meta_path}:{line_no}: empty speaker id")
+        meta[row[0]] = entry
+        if alt is not None and row[alt]:
+            meta.setdefault(row[alt], entry)
+    return meta
 
 
 @functools.lru_cache(maxsize=256)
-def _face_crop(image_path: str, image_size: int, min_face_size: int, max_side: int | None,
-               pad_fraction: float, max_center_distance: float, ambiguity_margin: float,
-               min_confidence: float) -> tuple[np.ndarray, np.ndarray]:
-  """Image file -> (crop uint8 [S, S, 3], landmarks float32 [5, 2]); cached per process, since a
-  speaker's clips share a few images (failures raise and are not cached)."""
-  image = faces.load_image(image_path)                                        # [H, W, 3]
-  crop, landmarks, _ = faces.face_from_frame(
-      image, (0.5, 0.5), image_size, min_face_size=min_face_size, max_side=max_side,
-      pad_fraction=pad_fraction, max_center_distance=max_center_distance,
-      ambiguity_margin=ambiguity_margin, min_confidence=min_confidence)
-  crop.setflags(write=False)
-  landmarks.setflags(write=False)
-  return crop, landmarks
+def _face_crop(
+    image_path: str,
+    image_size: int,
+    min_face_size: int,
+    max_side: int | None,
+    pad_fraction: float,
+    max_center_distance: float,
+    ambiguity_margin: float,
+    min_confidence: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image file -> (crop uint8 [S, S, 3], landmarks float32 [5, 2]); cached per process, since a
+    speaker's clips share a few images (failures raise and are not cached)."""
+    image = faces.load_image(image_path)  # [H, W, 3]
+    crop, landmarks, _ = faces.face_from_frame(
+        image,
+        (0.5, 0.5),
+        image_size,
+        min_face_size=min_face_size,
+        max_side=max_side,
+        pad_fraction=pad_fraction,
+        max_center_distance=max_center_distance,
+        ambiguity_margin=ambiguity_margin,
+        min_confidence=min_confidence,
+    )
+    crop.setflags(write=False)
+    landmarks.setflags(write=False)
+    return crop, landmarks
 
 
 @functools.lru_cache(maxsize=64)
 def _most_frontal(speaker_folder: str, detection: tuple) -> tuple[np.ndarray, np.ndarray] | None:
-  """The speaker's most frontal face crop and its landmarks among all their images, or None."""
-  best = None
-  for rel in _scan(speaker_folder, IMAGE_EXTENSIONS):
-    try:
-      crop, landmarks = _face_crop(os.path.join(speaker_folder, rel), *detection)
-    except MediaError:
-      continue
-    score = faces.frontality(landmarks)
-    if best is None or score < best[0]:
-      best = (score, crop, landmarks)
-  return None if best is None else best[1:]
+    """The speaker's most frontal face crop and its landmarks among all their images, or None."""
+    best = None
+    for rel in _scan(speaker_folder, IMAGE_EXTENSIONS):
+        try:
+            crop, landmarks = _face_crop(os.path.join(speaker_folder, rel), *detection)
+        except MediaError:
+            continue
+        score = faces.frontality(landmarks)
+        if best is None or score < best[0]:
+            best = (score, crop, landmarks)
+    return None if best is None else best[1:]
 
 
 def _scan(folder: str, extensions: tuple[str, ...]) -> list[str]:
-  """Relative paths (with '/'), sorted, of the files under `folder` with these extensions."""
-  out = []
-  for root, dirs, files in os.walk(folder):
-    dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-    for name in files:
-      if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
-        out.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"))
-  return sorted(out)
+    """Relative paths (with '/'), sorted, of the files under `folder` with these extensions."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
+                out.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"))
+    return sorted(out)
 
 
 @dataclasses.dataclass
 class FoldersSource:
-  """Speaker folders of audio + face images (module docstring). Picklable: plain fields only.
+    """Speaker folders of audio + face images (module docstring). Picklable: plain fields only.
 
-  Args:
-    root: the folder holding one folder per speaker.
-    image_size: side of the face crops.
-    meta_path: optional VoxCeleb1/2 meta file (split and sex).
-    validation_fraction: with a meta file, this fraction of the dev speakers goes to validation.
-    min_seconds: audio shorter than this fails with too_short.
-    max_seconds: keep at most this much audio per clip (from the start); None keeps everything.
-    min_face_size, detect_max_side, pad_fraction: face detection (faces.detect_faces).
-    max_center_distance, ambiguity_margin, min_confidence: face selection (faces.select_face),
-      relative to the image centre.
-    decoder_target: "clip" or "most_frontal" (module docstring).
-  """
-  root: str
-  image_size: int
-  meta_path: str | None = None
-  validation_fraction: float = 0.0
-  min_seconds: float = 1.0
-  max_seconds: float | None = None
-  min_face_size: int = 20
-  detect_max_side: int | None = 1024
-  pad_fraction: float = 0.15
-  max_center_distance: float = 1.5
-  ambiguity_margin: float = 0.25
-  min_confidence: float = 0.9
-  decoder_target: str = "clip"
-  name: str = "folders"
+    Args:
+      root: the folder holding one folder per speaker.
+      image_size: side of the face crops.
+      meta_path: optional VoxCeleb1/2 meta file (split and sex).
+      validation_fraction: with a meta file, this fraction of the dev speakers goes to validation.
+      min_seconds: audio shorter than this fails with too_short.
+      max_seconds: keep at most this much audio per clip (from the start); None keeps everything.
+      min_face_size, detect_max_side, pad_fraction: face detection (faces.detect_faces).
+      max_center_distance, ambiguity_margin, min_confidence: face selection (faces.select_face),
+        relative to the image centre.
+      decoder_target: "clip" or "most_frontal" (module docstring).
+    """
 
-  def __post_init__(self):
-    if self.image_size < 16:
-      raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-    if not os.path.isdir(self.root):
-      raise ValueError(f"speaker folders root {self.root!r} is not a directory")
-    if self.meta_path is not None and not os.path.isfile(self.meta_path):
-      raise ValueError(f"meta file {self.meta_path!r} does not exist")
-    if self.decoder_target not in DECODER_TARGETS:
-      raise ValueError(f"decoder_target must be one of {', '.join(DECODER_TARGETS)}, got {self.decoder_target!r}")
-    if not 0.0 <= self.validation_fraction < 1.0:
-      raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+    root: str
+    image_size: int
+    meta_path: str | None = None
+    validation_fraction: float = 0.0
+    min_seconds: float = 1.0
+    max_seconds: float | None = None
+    min_face_size: int = 20
+    detect_max_side: int | None = 1024
+    pad_fraction: float = 0.15
+    max_center_distance: float = 1.5
+    ambiguity_margin: float = 0.25
+    min_confidence: float = 0.9
+    decoder_target: str = "clip"
+    name: str = "folders"
 
-  def _split(self, speaker: str, entry: dict[str, Any] | None) -> str:
-    if entry is None or entry["set"] is None:
-      return common.split_for_speaker(speaker)
-    split = SET_SPLITS[entry["set"]]
-    if split == "train" and self.validation_fraction > 0:
-      u = (common.stable_hash(f"s2f-validation:{speaker}") % 1_000_000) / 1_000_000
-      if u < self.validation_fraction:
-        split = "validation"
-    return split
+    def __post_init__(self):
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16, got {self.image_size}")
+        if not os.path.isdir(self.root):
+            raise ValueError(f"speaker folders root {self.root!r} is not a directory")
+        if self.meta_path is not None and not os.path.isfile(self.meta_path):
+            raise ValueError(f"meta file {self.meta_path!r} does not exist")
+        if self.decoder_target not in DECODER_TARGETS:
+            raise ValueError(
+                f"decoder_target must be one of {', '.join(DECODER_TARGETS)}, got {self.decoder_target!r}"
+            )
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(
+                f"validation_fraction must be in [0, 1), got {self.validation_fraction}"
+            )
 
-  def list_items(self) -> list[dict[str, Any]]:
-    meta = read_meta(self.meta_path) if self.meta_path else None
-    speakers = sorted(d for d in os.listdir(self.root)
-                      if not d.startswith(".") and os.path.isdir(os.path.join(self.root, d)))
-    items = []
-    for speaker in speakers:
-      folder = os.path.join(self.root, speaker)
-      audio = _scan(folder, AUDIO_EXTENSIONS)
-      if not audio:
-        continue
-      images = _scan(folder, IMAGE_EXTENSIONS)
-      by_stem = {}
-      for rel in images:
-        by_stem.setdefault(os.path.splitext(rel)[0], rel)
-      entry = meta.get(speaker) if meta is not None else None
-      split = self._split(speaker, entry)
-      for rel in audio:
-        item_id = f"{speaker}/{rel}"
-        image = by_stem.get(os.path.splitext(rel)[0])
-        if image is None and images:
-          image = images[common.stable_hash(item_id) % len(images)]
-        items.append({
-            "item_id": item_id, "speaker_id": speaker, "split": split,
-            "audio": os.path.join(folder, rel),
-            "image": None if image is None else os.path.join(folder, image),
-            "sex": None if entry is None else entry["sex"],
-            "nationality": None if entry is None else entry["nationality"]})
-    return items
+    def _split(self, speaker: str, entry: dict[str, Any] | None) -> str:
+        if entry is None or entry["set"] is None:
+            return common.split_for_speaker(speaker)
+        split = SET_SPLITS[entry["set"]]
+        if split == "train" and self.validation_fraction > 0:
+            u = (common.stable_hash(f"s2f-validation:{speaker}") % 1_000_000) / 1_000_000
+            if u < self.validation_fraction:
+                split = "validation"
+        return split
 
-  def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
-    if item["image"] is None:
-      raise common.ItemError(common.MISSING_FILE, f"speaker folder {item['speaker_id']!r} has no face "
-                                                  f"images ({', '.join(IMAGE_EXTENSIONS)})")
-    # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
-    pcm = load_audio(item["audio"])                                         # [samples]
-    if pcm.size < self.min_seconds * SAMPLE_RATE:
-      raise MediaError(TOO_SHORT, f"{item['audio']}: {pcm.size / SAMPLE_RATE:.3f} s "
-                                  f"of audio (< {self.min_seconds} s)")
-    if self.max_seconds is not None:
-      pcm = pcm[:int(self.max_seconds * SAMPLE_RATE)]
-    crop, landmarks = _face_crop(item["image"], *self._detection())
-    target = None
-    if self.decoder_target == "most_frontal":
-      target = _most_frontal(os.path.join(self.root, item["speaker_id"]), self._detection())
-    attributes = {}
-    if self.meta_path:
-      attributes["sex"] = math.nan if item["sex"] is None else float(item["sex"])
-      if self._nationalities:
-        known = item["nationality"] in self._nationalities
-        attributes["nationality"] = float(self._nationalities.index(item["nationality"])) if known else math.nan
-    return schema.Clip(
-        clip_id=item["item_id"], speaker_id=item["speaker_id"], speaker_index=speaker_index,
-        split=item["split"], pcm=pcm, face_png=schema.encode_png(crop), face_size=self.image_size,
-        landmarks=landmarks, attributes=attributes, source_path=item["audio"], source_start=0.0,
-        source_end=pcm.size / SAMPLE_RATE,
-        target_png=b"" if target is None else schema.encode_png(target[0]),
-        target_landmarks=None if target is None else target[1])
+    def list_items(self) -> list[dict[str, Any]]:
+        meta = read_meta(self.meta_path) if self.meta_path else None
+        speakers = sorted(
+            d
+            for d in os.listdir(self.root)
+            if not d.startswith(".") and os.path.isdir(os.path.join(self.root, d))
+        )
+        items = []
+        for speaker in speakers:
+            folder = os.path.join(self.root, speaker)
+            audio = _scan(folder, AUDIO_EXTENSIONS)
+            if not audio:
+                continue
+            images = _scan(folder, IMAGE_EXTENSIONS)
+            by_stem = {}
+            for rel in images:
+                by_stem.setdefault(os.path.splitext(rel)[0], rel)
+            entry = meta.get(speaker) if meta is not None else None
+            split = self._split(speaker, entry)
+            for rel in audio:
+                item_id = f"{speaker}/{rel}"
+                image = by_stem.get(os.path.splitext(rel)[0])
+                if image is None and images:
+                    image = images[common.stable_hash(item_id) % len(images)]
+                items.append(
+                    {
+                        "item_id": item_id,
+                        "speaker_id": speaker,
+                        "split": split,
+                        "audio": os.path.join(folder, rel),
+                        "image": None if image is None else os.path.join(folder, image),
+                        "sex": None if entry is None else entry["sex"],
+                        "nationality": None if entry is None else entry["nationality"],
+                    }
+                )
+        return items
 
-  def _detection(self) -> tuple:
-    return (self.image_size, self.min_face_size, self.detect_max_side, self.pad_fraction,
-            self.max_center_distance, self.ambiguity_margin, self.min_confidence)
+    def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
+        if item["image"] is None:
+            raise common.ItemError(
+                common.MISSING_FILE,
+                f"speaker folder {item['speaker_id']!r} has no face "
+                f"images ({', '.join(IMAGE_EXTENSIONS)})",
+            )
+        # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
+        pcm = load_audio(item["audio"])  # [samples]
+        if pcm.size < self.min_seconds * SAMPLE_RATE:
+            raise MediaError(
+                TOO_SHORT,
+                f"{item['audio']}: {pcm.size / SAMPLE_RATE:.3f} s "
+                f"of audio (< {self.min_seconds} s)",
+            )
+        if self.max_seconds is not None:
+            pcm = pcm[: int(self.max_seconds * SAMPLE_RATE)]
+        crop, landmarks = _face_crop(item["image"], *self._detection())
+        target = None
+        if self.decoder_target == "most_frontal":
+            target = _most_frontal(os.path.join(self.root, item["speaker_id"]), self._detection())
+        attributes = {}
+        if self.meta_path:
+            attributes["sex"] = math.nan if item["sex"] is None else float(item["sex"])
+            if self._nationalities:
+                known = item["nationality"] in self._nationalities
+                attributes["nationality"] = (
+                    float(self._nationalities.index(item["nationality"])) if known else math.nan
+                )
+        return schema.Clip(
+            clip_id=item["item_id"],
+            speaker_id=item["speaker_id"],
+            speaker_index=speaker_index,
+            split=item["split"],
+            pcm=pcm,
+            face_png=schema.encode_png(crop),
+            face_size=self.image_size,
+            landmarks=landmarks,
+            attributes=attributes,
+            source_path=item["audio"],
+            source_start=0.0,
+            source_end=pcm.size / SAMPLE_RATE,
+            target_png=b"" if target is None else schema.encode_png(target[0]),
+            target_landmarks=None if target is None else target[1],
+        )
 
-  @functools.cached_property
-  def _nationalities(self) -> list[str]:
-    """The meta file's nationalities, sorted (a clip's value is an index into them); [] without."""
-    if not self.meta_path:
-      return []
-    return sorted({e["nationality"] for e in read_meta(self.meta_path).values() if e["nationality"]})
+    def _detection(self) -> tuple:
+        return (
+            self.image_size,
+            self.min_face_size,
+            self.detect_max_side,
+            self.pad_fraction,
+            self.max_center_distance,
+            self.ambiguity_margin,
+            self.min_confidence,
+        )
 
-  def info(self) -> dict[str, Any]:
-    classes = {}
-    if self.meta_path:
-      classes["sex"] = list(SEX_NAMES)
-      if self._nationalities:
-        classes["nationality"] = self._nationalities
-    return {"image_size": self.image_size, "num_landmarks": faces.NUM_LANDMARKS, **common.REAL_FACE_TARGETS,
-            "decoder_target": self.decoder_target, "attribute_names": sorted(classes),
-            "attribute_classes": classes}
+    @functools.cached_property
+    def _nationalities(self) -> list[str]:
+        """The meta file's nationalities, sorted (a clip's value is an index into them); [] without."""
+        if not self.meta_path:
+            return []
+        return sorted(
+            {e["nationality"] for e in read_meta(self.meta_path).values() if e["nationality"]}
+        )
+
+    def info(self) -> dict[str, Any]:
+        classes = {}
+        if self.meta_path:
+            classes["sex"] = list(SEX_NAMES)
+            if self._nationalities:
+                classes["nationality"] = self._nationalities
+        return {
+            "image_size": self.image_size,
+            "num_landmarks": faces.NUM_LANDMARKS,
+            **common.REAL_FACE_TARGETS,
+            "decoder_target": self.decoder_target,
+            "attribute_names": sorted(classes),
+            "attribute_classes": classes,
+        }

@@ -37,337 +37,480 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from s2f_tf import contract
-from s2f_tf import metrics
-from s2f_tf.report import render_report
+from s2f_tf import contract, metrics
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.files import write_atomic
+from s2f_tf.report import render_report
 from s2f_tf.workdir import Workdir, float32_policy, load_frozen_face_encoder, load_trained_model
 
-JUDGE_IMAGES = 4000                  # true training faces the attribute judge learns from, at most ...
-JUDGE_IMAGE_BYTES = 256 * 2 ** 20    # ... and no more than this much uint8 image memory (224 px: ~1,700)
-DEFAULT_CLASSES = {"sex": ["male", "female"]}   # datasets written before attribute_classes existed
+JUDGE_IMAGES = 4000  # true training faces the attribute judge learns from, at most ...
+JUDGE_IMAGE_BYTES = (
+    256 * 2**20
+)  # ... and no more than this much uint8 image memory (224 px: ~1,700)
+DEFAULT_CLASSES = {"sex": ["male", "female"]}  # datasets written before attribute_classes existed
 
 
 def attribute_classes(info: DatasetInfo) -> dict[str, list[str] | None]:
-  """Per attribute of the data: its class names (categorical, values are class indices) or None
-  (continuous), from dataset.json's attribute_classes."""
-  known = {**DEFAULT_CLASSES, **info.attribute_classes}
-  return {name: known.get(name) for name in info.attribute_names}
+    """Per attribute of the data: its class names (categorical, values are class indices) or None
+    (continuous), from dataset.json's attribute_classes."""
+    known = {**DEFAULT_CLASSES, **info.attribute_classes}
+    return {name: known.get(name) for name in info.attribute_names}
 
 
-def train_attribute_classifier(images: np.ndarray, values: np.ndarray, classes: dict[str, list[str] | None],
-                               steps: int = 1500, batch_size: int = 64, seed: int = 0):
-  """A small CNN: face images uint8 [N, S, S, 3] -> the attributes' readings.
+def train_attribute_classifier(
+    images: np.ndarray,
+    values: np.ndarray,
+    classes: dict[str, list[str] | None],
+    steps: int = 1500,
+    batch_size: int = 64,
+    seed: int = 0,
+):
+    """A small CNN: face images uint8 [N, S, S, 3] -> the attributes' readings.
 
-  values [N, A] in `classes` order (NaN unknown, masked out of the loss); a categorical attribute
-  gets one softmax over its classes, a continuous one a regression on its standardised value.
-  Trained on true faces only. Returns predict(images [M, S, S, 3] in [0, 255]) -> {name: [M]}
-  (class index as float, or the value).
-  """
-  import keras
-  names = list(classes)
-  widths = [len(classes[n]) if classes[n] else 1 for n in names]
-  offsets = np.cumsum([0] + widths)
-  finite = np.isfinite(values)
-  continuous = np.array([classes[n] is None for n in names])
-  mu = np.where(continuous, np.nanmean(np.where(finite, values, np.nan), axis=0), 0.0)
-  sd = np.where(continuous, np.nanstd(np.where(finite, values, np.nan), axis=0) + 1e-6, 1.0)
-  target = np.where(finite, (values - mu) / sd, 0.0).astype(np.float32)
-  keras.utils.set_random_seed(seed)
-  model = keras.Sequential([
-      keras.layers.Input(images.shape[1:]),
-      keras.layers.Rescaling(1.0 / 255.0),
-      keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-      keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-      keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-      keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-      keras.layers.GlobalAveragePooling2D(),
-      keras.layers.Dense(64, activation="relu"),
-      keras.layers.Dense(int(offsets[-1]))], name="attribute_classifier")
-  optimizer = keras.optimizers.Adam(2e-3)
+    values [N, A] in `classes` order (NaN unknown, masked out of the loss); a categorical attribute
+    gets one softmax over its classes, a continuous one a regression on its standardised value.
+    Trained on true faces only. Returns predict(images [M, S, S, 3] in [0, 255]) -> {name: [M]}
+    (class index as float, or the value).
+    """
+    import keras
 
-  @tf.function
-  def step(x, y, ok):
-    with tf.GradientTape() as tape:
-      out = model(tf.cast(x, tf.float32), training=True)
-      terms = []
-      for j, name in enumerate(names):
-        logits = out[:, offsets[j]:offsets[j + 1]]
-        if classes[name]:
-          label = tf.cast(tf.where(ok[:, j], y[:, j], 0.0), tf.int32)
-          term = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=label, logits=logits)
-        else:
-          term = tf.square(logits[:, 0] - y[:, j])
-        terms.append(term)
-      loss = tf.stack(terms, axis=1)
-      loss = tf.reduce_sum(tf.where(ok, loss, 0.0)) / tf.maximum(tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0)
-    grads = tape.gradient(loss, model.trainable_variables)
-    optimizer.apply(grads, model.trainable_variables)
-    return loss
+    names = list(classes)
+    widths = [len(classes[n]) if classes[n] else 1 for n in names]
+    offsets = np.cumsum([0] + widths)
+    finite = np.isfinite(values)
+    continuous = np.array([classes[n] is None for n in names])
+    mu = np.where(continuous, np.nanmean(np.where(finite, values, np.nan), axis=0), 0.0)
+    sd = np.where(continuous, np.nanstd(np.where(finite, values, np.nan), axis=0) + 1e-6, 1.0)
+    target = np.where(finite, (values - mu) / sd, 0.0).astype(np.float32)
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.layers.Input(images.shape[1:]),
+            keras.layers.Rescaling(1.0 / 255.0),
+            keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(int(offsets[-1])),
+        ],
+        name="attribute_classifier",
+    )
+    optimizer = keras.optimizers.Adam(2e-3)
 
-  rng = np.random.default_rng(seed)
-  for _ in range(steps):
-    idx = rng.integers(0, len(images), batch_size)
-    step(images[idx], target[idx], finite[idx])
+    @tf.function
+    def step(x, y, ok):
+        with tf.GradientTape() as tape:
+            out = model(tf.cast(x, tf.float32), training=True)
+            terms = []
+            for j, name in enumerate(names):
+                logits = out[:, offsets[j] : offsets[j + 1]]
+                if classes[name]:
+                    label = tf.cast(tf.where(ok[:, j], y[:, j], 0.0), tf.int32)
+                    term = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                        labels=label, logits=logits
+                    )
+                else:
+                    term = tf.square(logits[:, 0] - y[:, j])
+                terms.append(term)
+            loss = tf.stack(terms, axis=1)
+            loss = tf.reduce_sum(tf.where(ok, loss, 0.0)) / tf.maximum(
+                tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0
+            )
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
 
-  def predict(x) -> dict[str, np.ndarray]:
-    out = model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0)
-    return {name: (np.argmax(out[:, offsets[j]:offsets[j + 1]], axis=1).astype(np.float64) if classes[name]
-                   else out[:, offsets[j]] * sd[j] + mu[j])
-            for j, name in enumerate(names)}
-  return predict
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        idx = rng.integers(0, len(images), batch_size)
+        step(images[idx], target[idx], finite[idx])
+
+    def predict(x) -> dict[str, np.ndarray]:
+        out = model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0)
+        return {
+            name: (
+                np.argmax(out[:, offsets[j] : offsets[j + 1]], axis=1).astype(np.float64)
+                if classes[name]
+                else out[:, offsets[j]] * sd[j] + mu[j]
+            )
+            for j, name in enumerate(names)
+        }
+
+    return predict
 
 
 class _Models:
-  def __init__(self, workdir: str, vgg_face_weights: str | None):
-    self.s2f, self.config = load_trained_model(workdir)
-    self.face_encoder = load_frozen_face_encoder(self.config, workdir, vgg_face_weights)
-    self.encode_faces = tf.function(lambda im: self.face_encoder(tf.cast(im, tf.float32), training=False)["feature"])
-    self.encode_voice = tf.function(lambda w: self.s2f.encode(w, training=False))
-    self.decode = tf.function(lambda v: self.s2f.face_decoder(v, training=False))
+    def __init__(self, workdir: str, vgg_face_weights: str | None):
+        self.s2f, self.config = load_trained_model(workdir)
+        self.face_encoder = load_frozen_face_encoder(self.config, workdir, vgg_face_weights)
+        self.encode_faces = tf.function(
+            lambda im: self.face_encoder(tf.cast(im, tf.float32), training=False)["feature"]
+        )
+        self.encode_voice = tf.function(lambda w: self.s2f.encode(w, training=False))
+        self.decode = tf.function(lambda v: self.s2f.face_decoder(v, training=False))
 
-  def decode_faces(self, features: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """Features [N, D] -> decoded faces float32 [N, S, S, 3] in [0, 255] and their landmarks [N, K, 2]."""
-    images, landmarks = [], []
-    for i in range(0, len(features), batch_size):
-      out = self.decode(features[i:i + batch_size])
-      images.append(np.clip(out["image"].numpy(), 0.0, 1.0) * 255.0)
-      landmarks.append(out["landmarks"].numpy())
-    return np.concatenate(images), np.concatenate(landmarks)
+    def decode_faces(
+        self, features: np.ndarray, batch_size: int = 256
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Features [N, D] -> decoded faces float32 [N, S, S, 3] in [0, 255] and their landmarks [N, K, 2]."""
+        images, landmarks = [], []
+        for i in range(0, len(features), batch_size):
+            out = self.decode(features[i : i + batch_size])
+            images.append(np.clip(out["image"].numpy(), 0.0, 1.0) * 255.0)
+            landmarks.append(out["landmarks"].numpy())
+        return np.concatenate(images), np.concatenate(landmarks)
 
-  def encode_images(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Faces [N, S, S, 3] in [0, 255] -> face-encoder features [N, D]."""
-    return np.concatenate([self.encode_faces(images[i:i + batch_size]).numpy()
-                           for i in range(0, len(images), batch_size)])
+    def encode_images(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Faces [N, S, S, 3] in [0, 255] -> face-encoder features [N, D]."""
+        return np.concatenate(
+            [
+                self.encode_faces(images[i : i + batch_size]).numpy()
+                for i in range(0, len(images), batch_size)
+            ]
+        )
 
 
-def _collect(models: _Models, data_dir: str, split: str, info: DatasetInfo, samples: int,
-             lengths: list[int], limit: int | None, with_voice: bool, images: bool = True,
-             features: bool = True) -> dict:
-  fields = ["image", "speaker", "clip_id"] + (["pcm", "target_image"] if with_voice else [])
-  if info.attribute_names:
-    fields.append("attributes")
-  # a fixed clip order: the galleries (one clip of each other speaker) and the judge's training
-  # faces are then the same on every run, so a model's figures do not move between evaluations
-  opts = InputOptions(batch_size=32, clip_samples=samples, training=False, fields=tuple(fields),
-                      drop_remainder=False, repeat=False, deterministic=True)
-  out: dict = {"v_f": [], "speaker": [], "attributes": [], "images": [], "clip_id": [], "targets": []}
-  out.update({f"v_s_{n}": [] for n in lengths})
-  count = 0
-  for batch in make_dataset(data_dir, split, opts, info=info):
-    if features:
-      out["v_f"].append(models.encode_faces(batch["image"]).numpy())
-    out["speaker"].append(batch["speaker"].numpy())
-    out["clip_id"] += [c.decode() for c in batch["clip_id"].numpy()]
-    if "attributes" in batch:
-      out["attributes"].append(batch["attributes"].numpy())
-    if images:
-      out["images"].append(batch["image"].numpy())
-    if "target_image" in batch:
-      out["targets"].append(batch["target_image"].numpy())
-    if with_voice:
-      pcm = batch["pcm"]
-      for n in lengths:
-        out[f"v_s_{n}"].append(models.encode_voice(contract.center_crop(pcm, n)).numpy())
-    count += len(batch["speaker"])
-    if limit and count >= limit:
-      break
-  return {k: (np.concatenate(v) if v and not isinstance(v[0], str) else v) for k, v in out.items()}
+def _collect(
+    models: _Models,
+    data_dir: str,
+    split: str,
+    info: DatasetInfo,
+    samples: int,
+    lengths: list[int],
+    limit: int | None,
+    with_voice: bool,
+    images: bool = True,
+    features: bool = True,
+) -> dict:
+    fields = ["image", "speaker", "clip_id"] + (["pcm", "target_image"] if with_voice else [])
+    if info.attribute_names:
+        fields.append("attributes")
+    # a fixed clip order: the galleries (one clip of each other speaker) and the judge's training
+    # faces are then the same on every run, so a model's figures do not move between evaluations
+    opts = InputOptions(
+        batch_size=32,
+        clip_samples=samples,
+        training=False,
+        fields=tuple(fields),
+        drop_remainder=False,
+        repeat=False,
+        deterministic=True,
+    )
+    out: dict = {
+        "v_f": [],
+        "speaker": [],
+        "attributes": [],
+        "images": [],
+        "clip_id": [],
+        "targets": [],
+    }
+    out.update({f"v_s_{n}": [] for n in lengths})
+    count = 0
+    for batch in make_dataset(data_dir, split, opts, info=info):
+        if features:
+            out["v_f"].append(models.encode_faces(batch["image"]).numpy())
+        out["speaker"].append(batch["speaker"].numpy())
+        out["clip_id"] += [c.decode() for c in batch["clip_id"].numpy()]
+        if "attributes" in batch:
+            out["attributes"].append(batch["attributes"].numpy())
+        if images:
+            out["images"].append(batch["image"].numpy())
+        if "target_image" in batch:
+            out["targets"].append(batch["target_image"].numpy())
+        if with_voice:
+            pcm = batch["pcm"]
+            for n in lengths:
+                out[f"v_s_{n}"].append(models.encode_voice(contract.center_crop(pcm, n)).numpy())
+        count += len(batch["speaker"])
+        if limit and count >= limit:
+            break
+    return {
+        k: (np.concatenate(v) if v and not isinstance(v[0], str) else v) for k, v in out.items()
+    }
 
 
 def _faces_png(data: dict, from_true: np.ndarray, from_voice: np.ndarray, rows: int = 8) -> bytes:
-  """Per row (one test speaker): the clip's face, the decoder's target, the face decoded from the
-  true feature and the face decoded from the voice (all [N, S, S, 3], the last two already decoded)."""
-  from PIL import Image, ImageDraw
-  speakers = data["speaker"]
-  picks = [int(np.flatnonzero(speakers == s)[0]) for s in np.unique(speakers)][:rows]
-  columns = [("clip's face", data["images"][picks].astype(np.float32))]
-  if len(data["targets"]):
-    columns.append(("decoder's target", data["targets"][picks].astype(np.float32)))
-  columns += [("from true feature", from_true[picks]), ("from the voice", from_voice[picks])]
-  size = columns[0][1].shape[1]
-  scale = max(1, 128 // size)
-  header = 18
-  grid = np.concatenate([np.concatenate(row, axis=1) for row in zip(*(images for _, images in columns))], 0)
-  image = Image.fromarray(np.uint8(np.clip(np.round(grid), 0, 255))).resize(
-      (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
-  canvas = Image.new("RGB", (image.width, image.height + header), "white")
-  canvas.paste(image, (0, header))
-  draw = ImageDraw.Draw(canvas)
-  for i, (label, _) in enumerate(columns):
-    draw.text((i * size * scale + 4, 3), label, fill="black")
-  buf = io.BytesIO()
-  canvas.save(buf, format="PNG")
-  return buf.getvalue()
+    """Per row (one test speaker): the clip's face, the decoder's target, the face decoded from the
+    true feature and the face decoded from the voice (all [N, S, S, 3], the last two already decoded)."""
+    from PIL import Image, ImageDraw
+
+    speakers = data["speaker"]
+    picks = [int(np.flatnonzero(speakers == s)[0]) for s in np.unique(speakers)][:rows]
+    columns = [("clip's face", data["images"][picks].astype(np.float32))]
+    if len(data["targets"]):
+        columns.append(("decoder's target", data["targets"][picks].astype(np.float32)))
+    columns += [("from true feature", from_true[picks]), ("from the voice", from_voice[picks])]
+    size = columns[0][1].shape[1]
+    scale = max(1, 128 // size)
+    header = 18
+    grid = np.concatenate(
+        [np.concatenate(row, axis=1) for row in zip(*(images for _, images in columns))], 0
+    )
+    image = Image.fromarray(np.uint8(np.clip(np.round(grid), 0, 255))).resize(
+        (grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST
+    )
+    canvas = Image.new("RGB", (image.width, image.height + header), "white")
+    canvas.paste(image, (0, header))
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, _) in enumerate(columns):
+        draw.text((i * size * scale + 4, 3), label, fill="black")
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
 
 
-def fidelity_figures(models: _Models, decoded: np.ndarray, test: dict, references: dict,
-                     gallery_size: int, per_query: dict | None = None) -> dict:
-  """What decoded faces [N, S, S, 3] (0..255) keep: image-space retrieval (re-encoded by the frozen
-  face encoder, among the gallery's true faces) and sharpness relative to `references`. With
-  `per_query`, adds each query's image-space hit at rank 1 to it."""
-  encoded = models.encode_images(decoded)
-  if per_query is not None:
-    ranks, _ = metrics.retrieval_ranks(encoded, test["v_f"], test["speaker"], gallery_size)
-    per_query["image_retrieval_R@1"] = (ranks["cosine"] < 1).astype(np.float64)
-  return {"image_retrieval": metrics.retrieval_figures(encoded, test["v_f"], test["speaker"], gallery_size),
-          "sharpness": metrics.sharpness_figures(decoded, {k: v for k, v in references.items() if len(v)})}
+def fidelity_figures(
+    models: _Models,
+    decoded: np.ndarray,
+    test: dict,
+    references: dict,
+    gallery_size: int,
+    per_query: dict | None = None,
+) -> dict:
+    """What decoded faces [N, S, S, 3] (0..255) keep: image-space retrieval (re-encoded by the frozen
+    face encoder, among the gallery's true faces) and sharpness relative to `references`. With
+    `per_query`, adds each query's image-space hit at rank 1 to it."""
+    encoded = models.encode_images(decoded)
+    if per_query is not None:
+        ranks, _ = metrics.retrieval_ranks(encoded, test["v_f"], test["speaker"], gallery_size)
+        per_query["image_retrieval_R@1"] = (ranks["cosine"] < 1).astype(np.float64)
+    return {
+        "image_retrieval": metrics.retrieval_figures(
+            encoded, test["v_f"], test["speaker"], gallery_size
+        ),
+        "sharpness": metrics.sharpness_figures(
+            decoded, {k: v for k, v in references.items() if len(v)}
+        ),
+    }
 
 
 def _groupings(classes: dict, names: list[str], values: np.ndarray) -> dict:
-  """The dataset's own (true) labels to break figures down by: every categorical attribute, and
-  age bands where the data has ages."""
-  out = {}
-  for j, name in enumerate(names):
-    if classes.get(name):
-      out[name] = (values[:, j], classes[name])
-    elif name == "age":
-      out["age_band"] = (metrics.age_bands(values[:, j]), metrics.age_band_names())
-  return out
+    """The dataset's own (true) labels to break figures down by: every categorical attribute, and
+    age bands where the data has ages."""
+    out = {}
+    for j, name in enumerate(names):
+        if classes.get(name):
+            out[name] = (values[:, j], classes[name])
+        elif name == "age":
+            out["age_band"] = (metrics.age_bands(values[:, j]), metrics.age_band_names())
+    return out
 
 
 def _agreements(classes: dict, true_reading: dict, decoded_reading: dict) -> dict:
-  return {f"{name}_agreement": (true_reading[name] == decoded_reading[name]).astype(np.float64)
-          for name, names in classes.items() if names}
+    return {
+        f"{name}_agreement": (true_reading[name] == decoded_reading[name]).astype(np.float64)
+        for name, names in classes.items()
+        if names
+    }
 
 
 DEFINITIONS = {
     "l2/l1": "distance between unit-normalised features",
     "gallery": "own clip's face + one face of each of G-1 other speakers",
     "matching_1:2": "given a voice, is its own face closer (cosine) than a distractor face; averaged over "
-                    "every other speaker's face as the distractor (same_sex: only speakers of the same "
-                    "sex); chance 0.5",
+    "every other speaker's face as the distractor (same_sex: only speakers of the same "
+    "sex); chance 0.5",
     "attributes": "CNN attribute classifier trained on true face images (train split), applied to true and "
-                  "decoded faces; confusion rows: the true face's reading, columns: the decoded face's",
+    "decoded faces; confusion rows: the true face's reading, columns: the decoded face's",
     "craniofacial": "measurements on the decoder's landmarks (iBUG-68): Pearson r over clips between the "
-                    "faces decoded from the true feature and from the voice; random_pairing_r: the same "
-                    "with the voice faces shuffled across clips",
-    "image_retrieval": "decoded face re-encoded by the frozen face encoder, ranked among the gallery's true-face "
-                       "features",
+    "faces decoded from the true feature and from the voice; random_pairing_r: the same "
+    "with the voice faces shuffled across clips",
+    "image_retrieval": "decoded face re-encoded by the frozen face encoder, ranked among the"
+    " gallery's true-face "
+    "features",
     "sharpness": "mean squared Laplacian of the grey decoded face relative to the decoder's targets / the "
-                 "input faces",
+    "input faces",
     "face_to_face": "faces decoded from the true face's feature",
     "confidence_intervals": f"{metrics.CONFIDENCE:.0%} percentile bootstrap over speakers "
-                            f"({metrics.BOOTSTRAP_RESAMPLES} resamples)",
+    f"({metrics.BOOTSTRAP_RESAMPLES} resamples)",
     "by_group": "every figure over the clips of one group of the dataset's own labels (sex, age band, ...)",
 }
 
 
-def evaluate(workdir: str, data_dir: str, out_dir: str | None = None, split: str = "test",
-             gallery_size: int = 100, vgg_face_weights: str | None = None, train_limit: int | None = None,
-             log=print) -> dict:
-  """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`, in
-  float32 whatever the global mixed-precision policy."""
-  with float32_policy():
-    return _evaluate(workdir, data_dir, out_dir, split, gallery_size, vgg_face_weights, train_limit, log)
+def evaluate(
+    workdir: str,
+    data_dir: str,
+    out_dir: str | None = None,
+    split: str = "test",
+    gallery_size: int = 100,
+    vgg_face_weights: str | None = None,
+    train_limit: int | None = None,
+    log=print,
+) -> dict:
+    """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`, in
+    float32 whatever the global mixed-precision policy."""
+    with float32_policy():
+        return _evaluate(
+            workdir, data_dir, out_dir, split, gallery_size, vgg_face_weights, train_limit, log
+        )
 
 
-def _evaluate(workdir: str, data_dir: str, out_dir: str | None, split: str, gallery_size: int,
-              vgg_face_weights: str | None, train_limit: int | None, log) -> dict:
-  if split not in contract.SPLITS:
-    raise ValueError(f"--split must be one of {', '.join(contract.SPLITS)}, got {split!r}")
-  if gallery_size < 2:
-    raise ValueError(f"--gallery_size must be at least 2, got {gallery_size}")
-  out_dir = out_dir or Workdir(workdir).eval_dir
-  info = DatasetInfo.read(data_dir)
-  models = _Models(workdir, vgg_face_weights)
-  config = models.config
-  long = config.audio.clip_samples
-  short = max(config.audio.min_samples, long // 2)
-  lengths = [long, short]
-  log(f"evaluate: {split} split of {data_dir}, inputs of {contract.seconds(long):g} s and "
-      f"{contract.seconds(short):g} s")
-  test = _collect(models, data_dir, split, info, long, lengths, None, with_voice=True)
-  speakers = test["speaker"]
-  n_speakers = len(np.unique(speakers))
-  if n_speakers < 2:
-    raise ValueError(f"the {split} split of {data_dir} has {n_speakers} speaker(s): retrieval and matching "
-                     "need at least 2")
-  classes = attribute_classes(info)
-  labels = test["attributes"] if len(test["attributes"]) else np.zeros((len(speakers), 0))
-  groupings = _groupings(classes, info.attribute_names, labels)
-  sex = labels[:, info.attribute_names.index("sex")] if "sex" in info.attribute_names else None
-  report: dict = {"workdir": workdir, "data": data_dir, "split": split, "clips": int(len(speakers)),
-                  "speakers": int(n_speakers), "config": config.name, "definitions": DEFINITIONS,
-                  "dataset": {"source": info.source, "counts": info.counts, "speaker_counts": info.speaker_counts,
-                              "attribute_names": info.attribute_names, "attribute_classes": classes,
-                              "decoder_target": info.decoder_target},
-                  "inputs": {}}
-  predict_attributes = None
-  if info.attribute_names and "train" in info.shards and len(test["attributes"]):
-    size = config.face_encoder.image_size
-    train_limit = train_limit or max(1000, min(JUDGE_IMAGES, JUDGE_IMAGE_BYTES // (size * size * 3)))
-    train = _collect(models, data_dir, "train", info, long, [], train_limit, with_voice=False,
-                     features=False)        # the attribute judge needs images and labels only
-    log(f"  training the attribute classifier on {len(train['images'])} true training faces")
-    predict_attributes = train_attribute_classifier(train["images"], train["attributes"], classes)
-    true_reading = predict_attributes(test["images"])
-  references = {"targets": test["targets"], "input_faces": test["images"]}
+def _evaluate(
+    workdir: str,
+    data_dir: str,
+    out_dir: str | None,
+    split: str,
+    gallery_size: int,
+    vgg_face_weights: str | None,
+    train_limit: int | None,
+    log,
+) -> dict:
+    if split not in contract.SPLITS:
+        raise ValueError(f"--split must be one of {', '.join(contract.SPLITS)}, got {split!r}")
+    if gallery_size < 2:
+        raise ValueError(f"--gallery_size must be at least 2, got {gallery_size}")
+    out_dir = out_dir or Workdir(workdir).eval_dir
+    info = DatasetInfo.read(data_dir)
+    models = _Models(workdir, vgg_face_weights)
+    config = models.config
+    long = config.audio.clip_samples
+    short = max(config.audio.min_samples, long // 2)
+    lengths = [long, short]
+    log(
+        f"evaluate: {split} split of {data_dir}, inputs of {contract.seconds(long):g} s and "
+        f"{contract.seconds(short):g} s"
+    )
+    test = _collect(models, data_dir, split, info, long, lengths, None, with_voice=True)
+    speakers = test["speaker"]
+    n_speakers = len(np.unique(speakers))
+    if n_speakers < 2:
+        raise ValueError(
+            f"the {split} split of {data_dir} has {n_speakers} speaker(s): retrieval and matching "
+            "need at least 2"
+        )
+    classes = attribute_classes(info)
+    labels = test["attributes"] if len(test["attributes"]) else np.zeros((len(speakers), 0))
+    groupings = _groupings(classes, info.attribute_names, labels)
+    sex = labels[:, info.attribute_names.index("sex")] if "sex" in info.attribute_names else None
+    report: dict = {
+        "workdir": workdir,
+        "data": data_dir,
+        "split": split,
+        "clips": int(len(speakers)),
+        "speakers": int(n_speakers),
+        "config": config.name,
+        "definitions": DEFINITIONS,
+        "dataset": {
+            "source": info.source,
+            "counts": info.counts,
+            "speaker_counts": info.speaker_counts,
+            "attribute_names": info.attribute_names,
+            "attribute_classes": classes,
+            "decoder_target": info.decoder_target,
+        },
+        "inputs": {},
+    }
+    predict_attributes = None
+    if info.attribute_names and "train" in info.shards and len(test["attributes"]):
+        size = config.face_encoder.image_size
+        train_limit = train_limit or max(
+            1000, min(JUDGE_IMAGES, JUDGE_IMAGE_BYTES // (size * size * 3))
+        )
+        train = _collect(
+            models, data_dir, "train", info, long, [], train_limit, with_voice=False, features=False
+        )  # the attribute judge needs images and labels only
+        log(f"  training the attribute classifier on {len(train['images'])} true training faces")
+        predict_attributes = train_attribute_classifier(
+            train["images"], train["attributes"], classes
+        )
+        true_reading = predict_attributes(test["images"])
+    references = {"targets": test["targets"], "input_faces": test["images"]}
 
-  def summarise(entry: dict, per_query: dict) -> None:
-    entry["confidence_intervals"] = metrics.mean_intervals(per_query, speakers)
-    entry["by_group"] = metrics.group_breakdown(per_query, speakers, groupings)
+    def summarise(entry: dict, per_query: dict) -> None:
+        entry["confidence_intervals"] = metrics.mean_intervals(per_query, speakers)
+        entry["by_group"] = metrics.group_breakdown(per_query, speakers, groupings)
 
-  from_true, f2f_landmarks = models.decode_faces(test["v_f"])                # [N, S, S, 3] 0..255, [N, K, 2]
-  per_query: dict = {}
-  f2f = report["face_to_face"] = fidelity_figures(models, from_true, test, references, gallery_size, per_query)
-  if predict_attributes is not None:
-    reading = predict_attributes(from_true)
-    f2f["attributes"] = metrics.attribute_figures(classes, true_reading, reading, _labels(classes, labels))
-    per_query.update(_agreements(classes, true_reading, reading))
-  summarise(f2f, per_query)
-  log(f"  face to face (decoded from the true feature): image-space R@1 "
-      f"{100 * f2f['image_retrieval']['cosine']['R@1']:.1f}% (chance "
-      f"{100 * f2f['image_retrieval']['chance']['R@1']:.1f}%), sharpness "
-      f"{f2f['sharpness']['relative_to_targets']:.2f} of the targets'")
-  voice_faces = {}
-  for n in lengths:
-    key = f"{contract.seconds(n):g}s"
-    v_s = test[f"v_s_{n}"]
-    decoded, landmarks = models.decode_faces(v_s)                             # [N, S, S, 3] 0..255
-    voice_faces[n] = decoded
-    ranks, _ = metrics.retrieval_ranks(v_s, test["v_f"], speakers, gallery_size)
-    per_query = {f"retrieval_R@{k}": (ranks["cosine"] < k).astype(np.float64) for k in (1, 5, 10)}
-    per_query["matching_1:2"] = metrics.matching_outcomes(v_s, test["v_f"], speakers)
-    if sex is not None:
-      per_query["matching_1:2_same_sex"] = metrics.matching_outcomes(v_s, test["v_f"], speakers, sex)
-    angle = per_query["angle_degrees"] = metrics.angles(v_s, test["v_f"])
-    other = np.roll(np.arange(len(speakers)), len(speakers) // 2)            # a clip half the list away ...
-    apart = speakers[other] != speakers                                        # ... of another speaker
-    entry = {"similarity": metrics.similarity_figures(v_s, test["v_f"]),
-             "retrieval": metrics.retrieval_figures(v_s, test["v_f"], speakers, gallery_size),
-             "matching": {"unconstrained": metrics.matching_figures(v_s, test["v_f"], speakers)},
-             "angles": {"own_face": metrics.histogram(angle),
-                        "other_speakers_faces": metrics.histogram(metrics.angles(v_s[apart],
-                                                                                 test["v_f"][other[apart]]))},
-             **fidelity_figures(models, decoded, test, references, gallery_size, per_query)}
-    if sex is not None:
-      entry["matching"]["same_sex"] = metrics.matching_figures(v_s, test["v_f"], speakers, sex)
-    if landmarks.shape[1] == metrics.CRANIOFACIAL_LANDMARKS:
-      entry["craniofacial"] = metrics.craniofacial_figures(f2f_landmarks, landmarks, speakers)
+    from_true, f2f_landmarks = models.decode_faces(test["v_f"])  # [N, S, S, 3] 0..255, [N, K, 2]
+    per_query: dict = {}
+    f2f = report["face_to_face"] = fidelity_figures(
+        models, from_true, test, references, gallery_size, per_query
+    )
     if predict_attributes is not None:
-      reading = predict_attributes(decoded)
-      entry["attributes"] = metrics.attribute_figures(classes, true_reading, reading, _labels(classes, labels))
-      per_query.update(_agreements(classes, true_reading, reading))
-    summarise(entry, per_query)
-    report["inputs"][key] = entry
-    r = entry["retrieval"]
-    log(f"  {key}: angle {entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "
-        f"cosine R@1 {100 * r['cosine']['R@1']:.1f}% (chance {100 * r['chance']['R@1']:.1f}%, "
-        f"gallery {r['gallery_size']}), 1:2 matching {100 * entry['matching']['unconstrained']['accuracy']:.1f}%"
-        + (f", sex agreement {100 * entry['attributes']['sex']['agreement']:.0f}%"
-           if "sex" in entry.get("attributes", {}) else ""))
-  png = _faces_png(test, from_true, voice_faces[long])
-  outputs = {"metrics.json": json.dumps(report, indent=2).encode(), "faces.png": png,
-             "report.html": render_report(report, png).encode()}
-  tf.io.gfile.makedirs(out_dir)
-  for name, content in outputs.items():                      # each file whole or not at all
-    write_atomic(os.path.join(out_dir, name), content)
-  report["outputs"] = {k: os.path.join(out_dir, k) for k in outputs}
-  return report
+        reading = predict_attributes(from_true)
+        f2f["attributes"] = metrics.attribute_figures(
+            classes, true_reading, reading, _labels(classes, labels)
+        )
+        per_query.update(_agreements(classes, true_reading, reading))
+    summarise(f2f, per_query)
+    log(
+        f"  face to face (decoded from the true feature): image-space R@1 "
+        f"{100 * f2f['image_retrieval']['cosine']['R@1']:.1f}% (chance "
+        f"{100 * f2f['image_retrieval']['chance']['R@1']:.1f}%), sharpness "
+        f"{f2f['sharpness']['relative_to_targets']:.2f} of the targets'"
+    )
+    voice_faces = {}
+    for n in lengths:
+        key = f"{contract.seconds(n):g}s"
+        v_s = test[f"v_s_{n}"]
+        decoded, landmarks = models.decode_faces(v_s)  # [N, S, S, 3] 0..255
+        voice_faces[n] = decoded
+        ranks, _ = metrics.retrieval_ranks(v_s, test["v_f"], speakers, gallery_size)
+        per_query = {
+            f"retrieval_R@{k}": (ranks["cosine"] < k).astype(np.float64) for k in (1, 5, 10)
+        }
+        per_query["matching_1:2"] = metrics.matching_outcomes(v_s, test["v_f"], speakers)
+        if sex is not None:
+            per_query["matching_1:2_same_sex"] = metrics.matching_outcomes(
+                v_s, test["v_f"], speakers, sex
+            )
+        angle = per_query["angle_degrees"] = metrics.angles(v_s, test["v_f"])
+        other = np.roll(
+            np.arange(len(speakers)), len(speakers) // 2
+        )  # a clip half the list away ...
+        apart = speakers[other] != speakers  # ... of another speaker
+        entry = {
+            "similarity": metrics.similarity_figures(v_s, test["v_f"]),
+            "retrieval": metrics.retrieval_figures(v_s, test["v_f"], speakers, gallery_size),
+            "matching": {"unconstrained": metrics.matching_figures(v_s, test["v_f"], speakers)},
+            "angles": {
+                "own_face": metrics.histogram(angle),
+                "other_speakers_faces": metrics.histogram(
+                    metrics.angles(v_s[apart], test["v_f"][other[apart]])
+                ),
+            },
+            **fidelity_figures(models, decoded, test, references, gallery_size, per_query),
+        }
+        if sex is not None:
+            entry["matching"]["same_sex"] = metrics.matching_figures(
+                v_s, test["v_f"], speakers, sex
+            )
+        if landmarks.shape[1] == metrics.CRANIOFACIAL_LANDMARKS:
+            entry["craniofacial"] = metrics.craniofacial_figures(f2f_landmarks, landmarks, speakers)
+        if predict_attributes is not None:
+            reading = predict_attributes(decoded)
+            entry["attributes"] = metrics.attribute_figures(
+                classes, true_reading, reading, _labels(classes, labels)
+            )
+            per_query.update(_agreements(classes, true_reading, reading))
+        summarise(entry, per_query)
+        report["inputs"][key] = entry
+        r = entry["retrieval"]
+        log(
+            f"  {key}: angle {entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "
+            f"cosine R@1 {100 * r['cosine']['R@1']:.1f}% (chance {100 * r['chance']['R@1']:.1f}%, "
+            f"gallery {r['gallery_size']}), 1:2 matching "
+            f"{100 * entry['matching']['unconstrained']['accuracy']:.1f}%"
+            + (
+                f", sex agreement {100 * entry['attributes']['sex']['agreement']:.0f}%"
+                if "sex" in entry.get("attributes", {})
+                else ""
+            )
+        )
+    png = _faces_png(test, from_true, voice_faces[long])
+    outputs = {
+        "metrics.json": json.dumps(report, indent=2).encode(),
+        "faces.png": png,
+        "report.html": render_report(report, png).encode(),
+    }
+    tf.io.gfile.makedirs(out_dir)
+    for name, content in outputs.items():  # each file whole or not at all
+        write_atomic(os.path.join(out_dir, name), content)
+    report["outputs"] = {k: os.path.join(out_dir, k) for k in outputs}
+    return report
 
 
 def _labels(classes: dict, values: np.ndarray) -> dict:
-  return {name: values[:, j] for j, name in enumerate(classes)}
+    return {name: values[:, j] for j, name in enumerate(classes)}

@@ -11,21 +11,22 @@ Paths may be local or on any tf.io.gfile filesystem (gs://, ...). Imports nothin
 from __future__ import annotations
 
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def write_atomic(path, content: str | bytes | Iterable[str | bytes]) -> str:
-  """Writes `content` to `path` (see the module docstring); returns `path` as a str."""
-  import tensorflow as tf
-  path = os.fspath(path)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  chunks = [content] if isinstance(content, (str, bytes)) else content
-  try:
-    with tf.io.gfile.GFile(tmp, "wb") as f:
-      for chunk in chunks:
-        f.write(chunk.encode() if isinstance(chunk, str) else chunk)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
-  return path
+    """Writes `content` to `path` (see the module docstring); returns `path` as a str."""
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    chunks = [content] if isinstance(content, (str, bytes)) else content
+    try:
+        with tf.io.gfile.GFile(tmp, "wb") as f:
+            for chunk in chunks:
+                f.write(chunk.encode() if isinstance(chunk, str) else chunk)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+    return path

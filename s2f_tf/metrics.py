@@ -22,189 +22,215 @@ from __future__ import annotations
 import numpy as np
 
 KS = (1, 2, 5, 10)
-LUMA = (0.299, 0.587, 0.114)             # ITU-R BT.601 grey from RGB
+LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grey from RGB
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-  return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
 def angles(v_s: np.ndarray, v_f: np.ndarray) -> np.ndarray:
-  """[N, D] x2 -> [N] degrees between each pair."""
-  return np.degrees(np.arccos(np.clip(np.sum(_unit(v_s) * _unit(v_f), axis=1), -1.0, 1.0)))
+    """[N, D] x2 -> [N] degrees between each pair."""
+    return np.degrees(np.arccos(np.clip(np.sum(_unit(v_s) * _unit(v_f), axis=1), -1.0, 1.0)))
 
 
 def similarity_figures(v_s: np.ndarray, v_f: np.ndarray) -> dict:
-  """[N, D] x2 -> angle (deg), L2, L1 between unit-normalised features: mean and std."""
-  a, b = _unit(v_s), _unit(v_f)
-  angle = angles(v_s, v_f)
-  l2 = np.linalg.norm(a - b, axis=1)
-  l1 = np.abs(a - b).sum(axis=1)
-  return {name: {"mean": float(v.mean()), "std": float(v.std())}
-          for name, v in (("cosine_angle_degrees", angle), ("l2", l2), ("l1", l1))}
+    """[N, D] x2 -> angle (deg), L2, L1 between unit-normalised features: mean and std."""
+    a, b = _unit(v_s), _unit(v_f)
+    angle = angles(v_s, v_f)
+    l2 = np.linalg.norm(a - b, axis=1)
+    l1 = np.abs(a - b).sum(axis=1)
+    return {
+        name: {"mean": float(v.mean()), "std": float(v.std())}
+        for name, v in (("cosine_angle_degrees", angle), ("l2", l2), ("l1", l1))
+    }
 
 
 def galleries(speakers: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-  """Per query i: [own clip i, one clip of each of G-1 other speakers] -> int [N, G]."""
-  rng = np.random.default_rng(seed)
-  unique = np.unique(speakers)
-  size = min(size, len(unique))
-  first = {s: int(np.flatnonzero(speakers == s)[0]) for s in unique}
-  rows = []
-  for i, s in enumerate(speakers):
-    others = [first[o] for o in unique if o != s]
-    picks = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else []
-    rows.append([i] + [others[j] for j in picks])
-  return np.asarray(rows, np.int64)
+    """Per query i: [own clip i, one clip of each of G-1 other speakers] -> int [N, G]."""
+    rng = np.random.default_rng(seed)
+    unique = np.unique(speakers)
+    size = min(size, len(unique))
+    first = {s: int(np.flatnonzero(speakers == s)[0]) for s in unique}
+    rows = []
+    for i, s in enumerate(speakers):
+        others = [first[o] for o in unique if o != s]
+        picks = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else []
+        rows.append([i] + [others[j] for j in picks])
+    return np.asarray(rows, np.int64)
 
 
-def retrieval_figures(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100,
-                      seed: int = 0) -> dict:
-  """Recall@K of each query's own face within its gallery, by cosine, L1 and L2 distance."""
-  ranks, g = retrieval_ranks(v_s, v_f, speakers, gallery_size, seed)
-  out = {"gallery_size": int(g), "queries": int(len(v_s)),
-         "chance": {f"R@{k}": min(k, g) / g for k in KS}}
-  for metric, rank in ranks.items():
-    out[metric] = {f"R@{k}": float(np.mean(rank < k)) for k in KS}
-  return out
+def retrieval_figures(
+    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100, seed: int = 0
+) -> dict:
+    """Recall@K of each query's own face within its gallery, by cosine, L1 and L2 distance."""
+    ranks, g = retrieval_ranks(v_s, v_f, speakers, gallery_size, seed)
+    out = {
+        "gallery_size": int(g),
+        "queries": int(len(v_s)),
+        "chance": {f"R@{k}": min(k, g) / g for k in KS},
+    }
+    for metric, rank in ranks.items():
+        out[metric] = {f"R@{k}": float(np.mean(rank < k)) for k in KS}
+    return out
 
 
-def retrieval_ranks(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100,
-                    seed: int = 0) -> tuple[dict[str, np.ndarray], int]:
-  """Per query, how many gallery faces come strictly closer than its own: {metric: int [N]}, G."""
-  gal = galleries(speakers, gallery_size, seed)                                # [N, G]
-  q = _unit(v_s)
-  cand = _unit(v_f)[gal]                                                       # [N, G, D]
-  ranks = {}
-  for metric in ("cosine", "l2", "l1"):
-    if metric == "cosine":
-      dist = -np.einsum("nd,ngd->ng", q, cand)
-    elif metric == "l2":
-      dist = np.linalg.norm(cand - q[:, None], axis=-1)
-    else:
-      dist = np.abs(cand - q[:, None]).sum(-1)
-    ranks[metric] = (dist < dist[:, :1]).sum(axis=1)                           # own face is column 0
-  return ranks, gal.shape[1]
+def retrieval_ranks(
+    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100, seed: int = 0
+) -> tuple[dict[str, np.ndarray], int]:
+    """Per query, how many gallery faces come strictly closer than its own: {metric: int [N]}, G."""
+    gal = galleries(speakers, gallery_size, seed)  # [N, G]
+    q = _unit(v_s)
+    cand = _unit(v_f)[gal]  # [N, G, D]
+    ranks = {}
+    for metric in ("cosine", "l2", "l1"):
+        if metric == "cosine":
+            dist = -np.einsum("nd,ngd->ng", q, cand)
+        elif metric == "l2":
+            dist = np.linalg.norm(cand - q[:, None], axis=-1)
+        else:
+            dist = np.abs(cand - q[:, None]).sum(-1)
+        ranks[metric] = (dist < dist[:, :1]).sum(axis=1)  # own face is column 0
+    return ranks, gal.shape[1]
 
 
 def mean_squared_laplacian(images: np.ndarray) -> np.ndarray:
-  """RGB images [N, S, S, 3] (any scale) -> [N]: the mean over interior pixels of the squared
-  4-neighbour Laplacian of the grey image, in the images' own units squared. A blur lowers it; an
-  image that copies its reference's detail matches the reference's value."""
-  from scipy import ndimage
-  grey = np.asarray(images, np.float64) @ np.asarray(LUMA)                  # [N, S, S]
-  lap = np.stack([ndimage.laplace(g) for g in grey])                        # [N, S, S]
-  return np.mean(np.square(lap[:, 1:-1, 1:-1]), axis=(1, 2))
+    """RGB images [N, S, S, 3] (any scale) -> [N]: the mean over interior pixels of the squared
+    4-neighbour Laplacian of the grey image, in the images' own units squared. A blur lowers it; an
+    image that copies its reference's detail matches the reference's value."""
+    from scipy import ndimage
+
+    grey = np.asarray(images, np.float64) @ np.asarray(LUMA)  # [N, S, S]
+    lap = np.stack([ndimage.laplace(g) for g in grey])  # [N, S, S]
+    return np.mean(np.square(lap[:, 1:-1, 1:-1]), axis=(1, 2))
 
 
 def sharpness_figures(decoded: np.ndarray, references: dict[str, np.ndarray]) -> dict:
-  """Fine-detail energy of decoded faces [N, S, S, 3] relative to each set of reference faces (same
-  scale): {name: mean MSL(decoded) / mean MSL(reference)} plus the raw means (1.0: as detailed as
-  the reference; the blur of an average face gives a small fraction)."""
-  d = mean_squared_laplacian(decoded)
-  out = {"decoded_mean_squared_laplacian": float(d.mean())}
-  for name, images in references.items():
-    r = mean_squared_laplacian(images)
-    out[f"{name}_mean_squared_laplacian"] = float(r.mean())
-    out[f"relative_to_{name}"] = float(d.mean() / max(r.mean(), 1e-12))
-  return out
+    """Fine-detail energy of decoded faces [N, S, S, 3] relative to each set of reference faces (same
+    scale): {name: mean MSL(decoded) / mean MSL(reference)} plus the raw means (1.0: as detailed as
+    the reference; the blur of an average face gives a small fraction)."""
+    d = mean_squared_laplacian(decoded)
+    out = {"decoded_mean_squared_laplacian": float(d.mean())}
+    for name, images in references.items():
+        r = mean_squared_laplacian(images)
+        out[f"{name}_mean_squared_laplacian"] = float(r.mean())
+        out[f"relative_to_{name}"] = float(d.mean() / max(r.mean(), 1e-12))
+    return out
 
 
 # --- 1:2 matching ------------------------------------------------------------------------------
 
-def matching_outcomes(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray,
-                      groups: np.ndarray | None = None) -> np.ndarray:
-  """1:2 voice-to-face matching, per query [N]: given voice i, is its own clip's face (v_f[i]) closer
-  (cosine) than a distractor face? Averaged over EVERY possible distractor (the first clip of each
-  other speaker; with `groups`, only speakers of the query's group, e.g. the same sex), so it is the
-  exact expectation of the usual random-pair protocol; ties count one half; NaN where a query has no
-  distractor (or an unknown group). Chance is 0.5."""
-  q, faces = _unit(v_s), _unit(v_f)
-  unique, first = np.unique(speakers, return_index=True)
-  own = np.sum(q * faces, axis=1)                                              # [N]
-  other = q @ faces[first].T                                                   # [N, U]
-  valid = unique[None, :] != speakers[:, None]
-  if groups is not None:
-    g = np.asarray(groups, np.float64)
-    valid &= (g[first][None, :] == g[:, None]) & np.isfinite(g)[:, None]
-  wins = (own[:, None] > other) + 0.5 * (own[:, None] == other)
-  count = valid.sum(axis=1)
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return np.where(count > 0, np.sum(wins * valid, axis=1) / count, np.nan)
+
+def matching_outcomes(
+    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """1:2 voice-to-face matching, per query [N]: given voice i, is its own clip's face (v_f[i]) closer
+    (cosine) than a distractor face? Averaged over EVERY possible distractor (the first clip of each
+    other speaker; with `groups`, only speakers of the query's group, e.g. the same sex), so it is the
+    exact expectation of the usual random-pair protocol; ties count one half; NaN where a query has no
+    distractor (or an unknown group). Chance is 0.5."""
+    q, faces = _unit(v_s), _unit(v_f)
+    unique, first = np.unique(speakers, return_index=True)
+    own = np.sum(q * faces, axis=1)  # [N]
+    other = q @ faces[first].T  # [N, U]
+    valid = unique[None, :] != speakers[:, None]
+    if groups is not None:
+        g = np.asarray(groups, np.float64)
+        valid &= (g[first][None, :] == g[:, None]) & np.isfinite(g)[:, None]
+    wins = (own[:, None] > other) + 0.5 * (own[:, None] == other)
+    count = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.sum(wins * valid, axis=1) / count, np.nan)
 
 
-def matching_figures(v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray,
-                     groups: np.ndarray | None = None) -> dict:
-  """1:2 matching accuracy over the queries that have a distractor, their count and the chance."""
-  out = matching_outcomes(v_s, v_f, speakers, groups)
-  known = np.isfinite(out)
-  return {"accuracy": float(np.mean(out[known])) if known.any() else float("nan"),
-          "queries": int(known.sum()), "chance": 0.5}
+def matching_figures(
+    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, groups: np.ndarray | None = None
+) -> dict:
+    """1:2 matching accuracy over the queries that have a distractor, their count and the chance."""
+    out = matching_outcomes(v_s, v_f, speakers, groups)
+    known = np.isfinite(out)
+    return {
+        "accuracy": float(np.mean(out[known])) if known.any() else float("nan"),
+        "queries": int(known.sum()),
+        "chance": 0.5,
+    }
 
 
 # --- categorical readings -----------------------------------------------------------------------
 
-AGE_BAND_EDGES = (18.0, 30.0, 45.0, 60.0)       # years: <18, 18-29, 30-44, 45-59, 60+
+AGE_BAND_EDGES = (18.0, 30.0, 45.0, 60.0)  # years: <18, 18-29, 30-44, 45-59, 60+
 
 
 def age_band_names(edges=AGE_BAND_EDGES) -> list[str]:
-  inner = [f"{int(a)}-{int(b) - 1}" for a, b in zip(edges[:-1], edges[1:])]
-  return [f"<{int(edges[0])}"] + inner + [f"{int(edges[-1])}+"]
+    inner = [f"{int(a)}-{int(b) - 1}" for a, b in zip(edges[:-1], edges[1:])]
+    return [f"<{int(edges[0])}"] + inner + [f"{int(edges[-1])}+"]
 
 
 def age_bands(years: np.ndarray, edges=AGE_BAND_EDGES) -> np.ndarray:
-  """Ages in years -> band index as float (NaN stays NaN), bands as in age_band_names."""
-  years = np.asarray(years, np.float64)
-  return np.where(np.isfinite(years), np.searchsorted(np.asarray(edges), years, side="right"), np.nan)
+    """Ages in years -> band index as float (NaN stays NaN), bands as in age_band_names."""
+    years = np.asarray(years, np.float64)
+    return np.where(
+        np.isfinite(years), np.searchsorted(np.asarray(edges), years, side="right"), np.nan
+    )
 
 
 def confusion(true: np.ndarray, predicted: np.ndarray, classes: list[str]) -> dict:
-  """Class indices (float; NaN unknown) -> counts [C, C] (rows: true, columns: predicted) and the
-  row-normalised matrix (None for a class with no true example)."""
-  c = len(classes)
-  ok = np.isfinite(true) & np.isfinite(predicted)
-  counts = np.zeros((c, c), np.int64)
-  np.add.at(counts, (np.asarray(true)[ok].astype(int), np.asarray(predicted)[ok].astype(int)), 1)
-  rows = counts.sum(axis=1, keepdims=True)
-  normalised = [[float(x) for x in row / n] if n else None for row, n in zip(counts, rows[:, 0])]
-  return {"classes": list(classes), "counts": counts.tolist(), "row_normalised": normalised}
+    """Class indices (float; NaN unknown) -> counts [C, C] (rows: true, columns: predicted) and the
+    row-normalised matrix (None for a class with no true example)."""
+    c = len(classes)
+    ok = np.isfinite(true) & np.isfinite(predicted)
+    counts = np.zeros((c, c), np.int64)
+    np.add.at(counts, (np.asarray(true)[ok].astype(int), np.asarray(predicted)[ok].astype(int)), 1)
+    rows = counts.sum(axis=1, keepdims=True)
+    normalised = [[float(x) for x in row / n] if n else None for row, n in zip(counts, rows[:, 0])]
+    return {"classes": list(classes), "counts": counts.tolist(), "row_normalised": normalised}
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
-  """Pearson r over the pairs where both are finite; 0.0 when either side is constant."""
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  ok = np.isfinite(a) & np.isfinite(b)
-  a, b = a[ok], b[ok]
-  if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
-    return 0.0
-  return float(np.corrcoef(a, b)[0, 1])
+    """Pearson r over the pairs where both are finite; 0.0 when either side is constant."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if len(a) < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
 
 
-def attribute_figures(classes: dict[str, list[str] | None], true_reading: dict[str, np.ndarray],
-                      decoded_reading: dict[str, np.ndarray], labels: dict[str, np.ndarray]) -> dict:
-  """How the attribute judge's readings of decoded faces agree with its readings of the true faces.
+def attribute_figures(
+    classes: dict[str, list[str] | None],
+    true_reading: dict[str, np.ndarray],
+    decoded_reading: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+) -> dict:
+    """How the attribute judge's readings of decoded faces agree with its readings of the true faces.
 
-  classes: per attribute, its class names (categorical; readings are class indices) or None
-  (continuous). Categorical: agreement, the judge's own accuracy on the true faces and the confusion
-  matrix (rows: the true face's reading, columns: the decoded face's). Continuous: Pearson r, the
-  judge's r on true faces; age also gets the age-band confusion.
-  """
-  out = {}
-  for name, names in classes.items():
-    t, d, y = true_reading[name], decoded_reading[name], labels[name]
-    known = np.isfinite(y)
-    if names is not None:
-      out[name] = {"agreement": float(np.mean(t == d)),
-                   "classifier_accuracy_on_true_faces": float(np.mean(t[known] == y[known])) if known.any()
-                   else float("nan"),
-                   "confusion": confusion(t, d, names)}
-    else:
-      out[name] = {"pearson_r": pearson(t, d), "classifier_r_on_true_faces": pearson(t[known], y[known])}
-      if name == "age":
-        tb, db = age_bands(t), age_bands(d)
-        out[name]["band_agreement"] = float(np.mean(tb == db))
-        out[name]["band_confusion"] = confusion(tb, db, age_band_names())
-  return out
+    classes: per attribute, its class names (categorical; readings are class indices) or None
+    (continuous). Categorical: agreement, the judge's own accuracy on the true faces and the confusion
+    matrix (rows: the true face's reading, columns: the decoded face's). Continuous: Pearson r, the
+    judge's r on true faces; age also gets the age-band confusion.
+    """
+    out = {}
+    for name, names in classes.items():
+        t, d, y = true_reading[name], decoded_reading[name], labels[name]
+        known = np.isfinite(y)
+        if names is not None:
+            out[name] = {
+                "agreement": float(np.mean(t == d)),
+                "classifier_accuracy_on_true_faces": float(np.mean(t[known] == y[known]))
+                if known.any()
+                else float("nan"),
+                "confusion": confusion(t, d, names),
+            }
+        else:
+            out[name] = {
+                "pearson_r": pearson(t, d),
+                "classifier_r_on_true_faces": pearson(t[known], y[known]),
+            }
+            if name == "age":
+                tb, db = age_bands(t), age_bands(d)
+                out[name]["band_agreement"] = float(np.mean(tb == db))
+                out[name]["band_confusion"] = confusion(tb, db, age_band_names())
+    return out
 
 
 # --- uncertainty and groups ---------------------------------------------------------------------
@@ -213,69 +239,87 @@ BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
-def bootstrap_interval(statistic, speakers: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
-                       level: float = CONFIDENCE, seed: int = 0) -> dict:
-  """Percentile bootstrap over SPEAKERS (clips of one speaker are not independent): resample the
-  speakers with replacement, take all their clips, recompute statistic(clip indices) -> float.
-  Returns {"value" (on all clips), "low", "high"}."""
-  unique = np.unique(speakers)
-  members = [np.flatnonzero(speakers == s) for s in unique]
-  rng = np.random.default_rng(seed)
-  values = []
-  for _ in range(resamples):
-    picks = rng.integers(0, len(unique), len(unique))
-    values.append(statistic(np.concatenate([members[i] for i in picks])))
-  values = np.asarray(values, np.float64)
-  values = values[np.isfinite(values)]
-  tail = 100 * (1 - level) / 2
-  value = float(statistic(np.arange(len(speakers))))
-  if not len(values):
-    return {"value": value, "low": float("nan"), "high": float("nan")}
-  low, high = np.percentile(values, [tail, 100 - tail])
-  return {"value": value, "low": float(low), "high": float(high)}
+def bootstrap_interval(
+    statistic,
+    speakers: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CONFIDENCE,
+    seed: int = 0,
+) -> dict:
+    """Percentile bootstrap over SPEAKERS (clips of one speaker are not independent): resample the
+    speakers with replacement, take all their clips, recompute statistic(clip indices) -> float.
+    Returns {"value" (on all clips), "low", "high"}."""
+    unique = np.unique(speakers)
+    members = [np.flatnonzero(speakers == s) for s in unique]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        picks = rng.integers(0, len(unique), len(unique))
+        values.append(statistic(np.concatenate([members[i] for i in picks])))
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    tail = 100 * (1 - level) / 2
+    value = float(statistic(np.arange(len(speakers))))
+    if not len(values):
+        return {"value": value, "low": float("nan"), "high": float("nan")}
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {"value": value, "low": float(low), "high": float(high)}
 
 
 def _nanmean(x: np.ndarray) -> float:
-  x = x[np.isfinite(x)]
-  return float(x.mean()) if len(x) else float("nan")
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if len(x) else float("nan")
 
 
 def mean_intervals(per_query: dict[str, np.ndarray], speakers: np.ndarray, **kwargs) -> dict:
-  """{figure: per-query values [N] (NaN: not applicable)} -> {figure: bootstrap interval of the mean}."""
-  return {name: bootstrap_interval(lambda idx, v=values: _nanmean(v[idx]), speakers, **kwargs)
-          for name, values in per_query.items()}
+    """{figure: per-query values [N] (NaN: not applicable)} -> {figure: bootstrap interval of the mean}."""
+    return {
+        name: bootstrap_interval(lambda idx, v=values: _nanmean(v[idx]), speakers, **kwargs)
+        for name, values in per_query.items()
+    }
 
 
-def group_breakdown(per_query: dict[str, np.ndarray], speakers: np.ndarray,
-                    groupings: dict[str, tuple[np.ndarray, list[str]]], **kwargs) -> dict:
-  """Every figure per group: groupings {attribute: (class index per query (NaN unknown), class
-  names)} -> {attribute: {class: {"clips", "speakers", figure: interval}}} (empty groups left out)."""
-  out = {}
-  for attribute, (index, names) in groupings.items():
-    out[attribute] = {}
-    for k, label in enumerate(names):
-      rows = np.flatnonzero(np.asarray(index) == k)
-      if not len(rows):
-        continue
-      entry = {"clips": int(len(rows)), "speakers": int(len(np.unique(speakers[rows])))}
-      entry.update(mean_intervals({n: v[rows] for n, v in per_query.items()}, speakers[rows], **kwargs))
-      out[attribute][label] = entry
-  return out
+def group_breakdown(
+    per_query: dict[str, np.ndarray],
+    speakers: np.ndarray,
+    groupings: dict[str, tuple[np.ndarray, list[str]]],
+    **kwargs,
+) -> dict:
+    """Every figure per group: groupings {attribute: (class index per query (NaN unknown), class
+    names)} -> {attribute: {class: {"clips", "speakers", figure: interval}}} (empty groups left out)."""
+    out = {}
+    for attribute, (index, names) in groupings.items():
+        out[attribute] = {}
+        for k, label in enumerate(names):
+            rows = np.flatnonzero(np.asarray(index) == k)
+            if not len(rows):
+                continue
+            entry = {"clips": int(len(rows)), "speakers": int(len(np.unique(speakers[rows])))}
+            entry.update(
+                mean_intervals({n: v[rows] for n, v in per_query.items()}, speakers[rows], **kwargs)
+            )
+            out[attribute][label] = entry
+    return out
 
 
-def histogram(values: np.ndarray, bins: int = 36, value_range: tuple[float, float] = (0.0, 180.0)) -> dict:
-  counts, edges = np.histogram(np.asarray(values)[np.isfinite(values)], bins=bins, range=value_range)
-  return {"edges": [float(e) for e in edges], "counts": counts.tolist()}
+def histogram(
+    values: np.ndarray, bins: int = 36, value_range: tuple[float, float] = (0.0, 180.0)
+) -> dict:
+    counts, edges = np.histogram(
+        np.asarray(values)[np.isfinite(values)], bins=bins, range=value_range
+    )
+    return {"edges": [float(e) for e in edges], "counts": counts.tolist()}
 
 
 # --- craniofacial measurements (iBUG-68 landmarks) ----------------------------------------------
 
+
 def _stomion(p):
-  return (p[:, 62] + p[:, 66]) / 2                          # the lips' meeting point: inner lip centres
+    return (p[:, 62] + p[:, 66]) / 2  # the lips' meeting point: inner lip centres
 
 
 def _dist(a, b):
-  return np.linalg.norm(a - b, axis=-1)
+    return np.linalg.norm(a - b, axis=-1)
 
 
 # name -> (anthropometric definition, function of landmarks [N, 68, 2] -> [N]); iBUG-68 points:
@@ -287,47 +331,76 @@ CRANIOFACIAL = {
     "nose_height": ("n-sn, points 27-33", lambda p: _dist(p[:, 27], p[:, 33])),
     "nose_width": ("al-al, points 31-35", lambda p: _dist(p[:, 31], p[:, 35])),
     "upper_lip_height": ("sn-sto", lambda p: _dist(p[:, 33], _stomion(p))),
-    "lateral_upper_lip_heights": ("sbal-ls', mean of points 32-50 and 34-52",
-                                  lambda p: (_dist(p[:, 32], p[:, 50]) + _dist(p[:, 34], p[:, 52])) / 2),
+    "lateral_upper_lip_heights": (
+        "sbal-ls', mean of points 32-50 and 34-52",
+        lambda p: (_dist(p[:, 32], p[:, 50]) + _dist(p[:, 34], p[:, 52])) / 2,
+    ),
     "vermilion_height": ("ls-li, points 51-57", lambda p: _dist(p[:, 51], p[:, 57])),
     "mouth_width": ("ch-ch, points 48-54", lambda p: _dist(p[:, 48], p[:, 54])),
     "intercanthal_width": ("en-en, points 39-42", lambda p: _dist(p[:, 39], p[:, 42])),
-    "nasal_index": ("al-al / n-sn", lambda p: _dist(p[:, 31], p[:, 35]) / _dist(p[:, 27], p[:, 33])),
-    "intercanthal_index": ("en-en / ex-ex", lambda p: _dist(p[:, 39], p[:, 42]) / _dist(p[:, 36], p[:, 45])),
-    "vermilion_height_index": ("ls-sto / sto-li",
-                               lambda p: _dist(p[:, 51], _stomion(p)) / _dist(_stomion(p), p[:, 57])),
-    "mouth_face_width_index": ("ch-ch / zy-zy", lambda p: _dist(p[:, 48], p[:, 54]) / _dist(p[:, 1], p[:, 15])),
-    "mandibular_index": ("sto-gn / go-go", lambda p: _dist(_stomion(p), p[:, 8]) / _dist(p[:, 4], p[:, 12])),
+    "nasal_index": (
+        "al-al / n-sn",
+        lambda p: _dist(p[:, 31], p[:, 35]) / _dist(p[:, 27], p[:, 33]),
+    ),
+    "intercanthal_index": (
+        "en-en / ex-ex",
+        lambda p: _dist(p[:, 39], p[:, 42]) / _dist(p[:, 36], p[:, 45]),
+    ),
+    "vermilion_height_index": (
+        "ls-sto / sto-li",
+        lambda p: _dist(p[:, 51], _stomion(p)) / _dist(_stomion(p), p[:, 57]),
+    ),
+    "mouth_face_width_index": (
+        "ch-ch / zy-zy",
+        lambda p: _dist(p[:, 48], p[:, 54]) / _dist(p[:, 1], p[:, 15]),
+    ),
+    "mandibular_index": (
+        "sto-gn / go-go",
+        lambda p: _dist(_stomion(p), p[:, 8]) / _dist(p[:, 4], p[:, 12]),
+    ),
 }
 CRANIOFACIAL_LANDMARKS = 68
 RANDOM_PAIRINGS = 200
 
 
 def craniofacial_measurements(landmarks: np.ndarray) -> dict[str, np.ndarray]:
-  """Landmarks [N, 68, 2] (iBUG-68 order, any common scale) -> {measurement: [N]}."""
-  landmarks = np.asarray(landmarks, np.float64)
-  if landmarks.ndim != 3 or landmarks.shape[1:] != (CRANIOFACIAL_LANDMARKS, 2):
-    raise ValueError(f"craniofacial measurements need iBUG-68 landmarks [N, 68, 2], got {landmarks.shape}")
-  with np.errstate(invalid="ignore", divide="ignore"):
-    return {name: fn(landmarks) for name, (_, fn) in CRANIOFACIAL.items()}
+    """Landmarks [N, 68, 2] (iBUG-68 order, any common scale) -> {measurement: [N]}."""
+    landmarks = np.asarray(landmarks, np.float64)
+    if landmarks.ndim != 3 or landmarks.shape[1:] != (CRANIOFACIAL_LANDMARKS, 2):
+        raise ValueError(
+            f"craniofacial measurements need iBUG-68 landmarks [N, 68, 2], got {landmarks.shape}"
+        )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {name: fn(landmarks) for name, (_, fn) in CRANIOFACIAL.items()}
 
 
-def craniofacial_figures(reference: np.ndarray, predicted: np.ndarray, speakers: np.ndarray,
-                         resamples: int = BOOTSTRAP_RESAMPLES, pairings: int = RANDOM_PAIRINGS,
-                         seed: int = 0) -> dict:
-  """Per measurement: Pearson r between the reference faces' (face to face) and the predicted
-  faces' (from the voice) values over clips, with a bootstrap interval over speakers, and the r of
-  random pairings (predicted values shuffled across clips: mean and central 95%)."""
-  ref, pred = craniofacial_measurements(reference), craniofacial_measurements(predicted)
-  rng = np.random.default_rng(seed)
-  shuffles = [rng.permutation(len(speakers)) for _ in range(pairings)]
-  out = {}
-  for name, (definition, _) in CRANIOFACIAL.items():
-    a, b = ref[name], pred[name]
-    null = np.asarray([pearson(a, b[s]) for s in shuffles])
-    out[name] = {"definition": definition,
-                 "pearson_r": bootstrap_interval(lambda idx: pearson(a[idx], b[idx]), speakers, resamples,
-                                                 seed=seed),
-                 "random_pairing_r": {"mean": float(null.mean()), "low": float(np.percentile(null, 2.5)),
-                                      "high": float(np.percentile(null, 97.5))}}
-  return out
+def craniofacial_figures(
+    reference: np.ndarray,
+    predicted: np.ndarray,
+    speakers: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    pairings: int = RANDOM_PAIRINGS,
+    seed: int = 0,
+) -> dict:
+    """Per measurement: Pearson r between the reference faces' (face to face) and the predicted
+    faces' (from the voice) values over clips, with a bootstrap interval over speakers, and the r of
+    random pairings (predicted values shuffled across clips: mean and central 95%)."""
+    ref, pred = craniofacial_measurements(reference), craniofacial_measurements(predicted)
+    rng = np.random.default_rng(seed)
+    shuffles = [rng.permutation(len(speakers)) for _ in range(pairings)]
+    out = {}
+    for name, (definition, _) in CRANIOFACIAL.items():
+        a, b = ref[name], pred[name]
+        null = np.asarray([pearson(a, b[s]) for s in shuffles])
+        out[name] = {
+            "definition": definition,
+            "pearson_r": bootstrap_interval(
+                lambda idx, a=a, b=b: pearson(a[idx], b[idx]), speakers, resamples, seed=seed
+            ),
+            "random_pairing_r": {
+                "mean": float(null.mean()),
+                "low": float(np.percentile(null, 2.5)),
+                "high": float(np.percentile(null, 97.5)),
+            },
+        }
+    return out

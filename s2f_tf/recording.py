@@ -32,207 +32,233 @@ import numpy as np
 from s2f_tf import contract
 from s2f_tf.media import speech
 
-PIECE_SECONDS = 1.0               # speaker pieces: short enough for the turns of a conversation
-BIC_PENALTY = 2.5                 # lambda of the BIC's parameter penalty (measured: BUILD.md)
-MIN_SHARE = 0.10                  # a speaker holds at least this share of the speech (BUILD.md)
-MAX_PIECES = 2000                 # longer recordings get longer pieces (the clustering is O(pieces^2))
-MAX_BATCH = 8                     # windows per predict request
+PIECE_SECONDS = 1.0  # speaker pieces: short enough for the turns of a conversation
+BIC_PENALTY = 2.5  # lambda of the BIC's parameter penalty (measured: BUILD.md)
+MIN_SHARE = 0.10  # a speaker holds at least this share of the speech (BUILD.md)
+MAX_PIECES = 2000  # longer recordings get longer pieces (the clustering is O(pieces^2))
+MAX_BATCH = 8  # windows per predict request
 
 
 @dataclass
 class Speaker:
-  turns: list[tuple[int, int]]                      # [start, end) samples this speaker holds
-  windows: list[tuple[int, int]]                    # the model windows cut from the turns
-  feature: np.ndarray                               # float32 [D], combined from the windows
+    turns: list[tuple[int, int]]  # [start, end) samples this speaker holds
+    windows: list[tuple[int, int]]  # the model windows cut from the turns
+    feature: np.ndarray  # float32 [D], combined from the windows
 
-  @property
-  def samples(self) -> int:
-    return int(sum(b - a for a, b in self.turns))
+    @property
+    def samples(self) -> int:
+        return int(sum(b - a for a, b in self.turns))
 
 
 @dataclass
 class Analysis:
-  samples: int                                      # the recording's length
-  speech: list[tuple[int, int]]                     # what the VAD kept
-  speakers: list[Speaker] = field(default_factory=list)   # in order of first appearance
+    samples: int  # the recording's length
+    speech: list[tuple[int, int]]  # what the VAD kept
+    speakers: list[Speaker] = field(default_factory=list)  # in order of first appearance
 
-  @property
-  def speech_samples(self) -> int:
-    return int(sum(b - a for a, b in self.speech))
+    @property
+    def speech_samples(self) -> int:
+        return int(sum(b - a for a, b in self.speech))
 
 
 def pieces(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-  """Speech spans -> consecutive pieces of `length` samples; a span's last piece shorter than half
-  of that joins the piece before it, and a span shorter than half is dropped."""
-  out = []
-  for start, end in spans:
-    first = len(out)
-    for s in range(start, end, length):
-      e = min(s + length, end)
-      if e - s < length // 2:
-        if len(out) > first:
-          out[-1] = (out[-1][0], e)
-        continue
-      out.append((s, e))
-  return out
+    """Speech spans -> consecutive pieces of `length` samples; a span's last piece shorter than half
+    of that joins the piece before it, and a span shorter than half is dropped."""
+    out = []
+    for start, end in spans:
+        first = len(out)
+        for s in range(start, end, length):
+            e = min(s + length, end)
+            if e - s < length // 2:
+                if len(out) > first:
+                    out[-1] = (out[-1][0], e)
+                continue
+            out.append((s, e))
+    return out
 
 
 class _Gaussian:
-  """Sufficient statistics of a set of frames: count, sum, sum of outer products."""
+    """Sufficient statistics of a set of frames: count, sum, sum of outer products."""
 
-  def __init__(self, count: int, total: np.ndarray, outer: np.ndarray):
-    self.count, self.total, self.outer = count, total, outer
+    def __init__(self, count: int, total: np.ndarray, outer: np.ndarray):
+        self.count, self.total, self.outer = count, total, outer
 
-  @classmethod
-  def of(cls, frames: np.ndarray) -> _Gaussian:
-    return cls(len(frames), frames.sum(axis=0), frames.T @ frames)
+    @classmethod
+    def of(cls, frames: np.ndarray) -> _Gaussian:
+        return cls(len(frames), frames.sum(axis=0), frames.T @ frames)
 
-  def __add__(self, other: _Gaussian) -> _Gaussian:
-    return _Gaussian(self.count + other.count, self.total + other.total, self.outer + other.outer)
+    def __add__(self, other: _Gaussian) -> _Gaussian:
+        return _Gaussian(
+            self.count + other.count, self.total + other.total, self.outer + other.outer
+        )
 
-  def log_det(self) -> float:
-    mean = self.total / self.count
-    cov = self.outer / self.count - np.outer(mean, mean) + 1e-6 * np.eye(len(mean))
-    return float(np.linalg.slogdet(cov)[1])
+    def log_det(self) -> float:
+        mean = self.total / self.count
+        cov = self.outer / self.count - np.outer(mean, mean) + 1e-6 * np.eye(len(mean))
+        return float(np.linalg.slogdet(cov)[1])
 
 
 def delta_bic(a: _Gaussian, b: _Gaussian, penalty: float = BIC_PENALTY) -> float:
-  """BIC(one Gaussian for a and b) - BIC(one each), as a gain: > 0 means two speakers fit better."""
-  both = a + b
-  d = len(a.total)
-  params = d + d * (d + 1) / 2
-  return (0.5 * (both.count * both.log_det() - a.count * a.log_det() - b.count * b.log_det())
-          - penalty * 0.5 * params * np.log(both.count))
+    """BIC(one Gaussian for a and b) - BIC(one each), as a gain: > 0 means two speakers fit better."""
+    both = a + b
+    d = len(a.total)
+    params = d + d * (d + 1) / 2
+    return 0.5 * (
+        both.count * both.log_det() - a.count * a.log_det() - b.count * b.log_det()
+    ) - penalty * 0.5 * params * np.log(both.count)
 
 
 def _gains(counts, totals, outers, log_dets, i: int, js: np.ndarray, penalty: float) -> np.ndarray:
-  """delta_bic of group i with each group in js, at once (the statistics as stacked arrays)."""
-  n = counts[i] + counts[js]                                                  # [m]
-  mean = (totals[i] + totals[js]) / n[:, None]                               # [m, d]
-  d = totals.shape[1]
-  cov = (outers[i] + outers[js]) / n[:, None, None] - mean[:, :, None] * mean[:, None, :] + 1e-6 * np.eye(d)
-  both = np.linalg.slogdet(cov)[1]
-  params = d + d * (d + 1) / 2
-  return 0.5 * (n * both - counts[i] * log_dets[i] - counts[js] * log_dets[js]) - penalty * 0.5 * params * np.log(n)
+    """delta_bic of group i with each group in js, at once (the statistics as stacked arrays)."""
+    n = counts[i] + counts[js]  # [m]
+    mean = (totals[i] + totals[js]) / n[:, None]  # [m, d]
+    d = totals.shape[1]
+    cov = (
+        (outers[i] + outers[js]) / n[:, None, None]
+        - mean[:, :, None] * mean[:, None, :]
+        + 1e-6 * np.eye(d)
+    )
+    both = np.linalg.slogdet(cov)[1]
+    params = d + d * (d + 1) / 2
+    return 0.5 * (
+        n * both - counts[i] * log_dets[i] - counts[js] * log_dets[js]
+    ) - penalty * 0.5 * params * np.log(n)
 
 
-def speaker_labels(frames: np.ndarray, spans: list[tuple[int, int]], speakers: int | None = None,
-                   penalty: float = BIC_PENALTY, min_share: float = MIN_SHARE) -> np.ndarray:
-  """frames [T, d] (MFCCs), spans [(first, end)] frame ranges of the pieces -> int [pieces]
-  speaker per piece, numbered in order of first appearance. `speakers` forces the count.
+def speaker_labels(
+    frames: np.ndarray,
+    spans: list[tuple[int, int]],
+    speakers: int | None = None,
+    penalty: float = BIC_PENALTY,
+    min_share: float = MIN_SHARE,
+) -> np.ndarray:
+    """frames [T, d] (MFCCs), spans [(first, end)] frame ranges of the pieces -> int [pieces]
+    speaker per piece, numbered in order of first appearance. `speakers` forces the count.
 
-  Greedy agglomeration: the pair with the lowest delta_bic merges while that is negative (or until
-  `speakers` groups remain). The gains of all pairs are kept in a matrix and only the merged
-  group's row is recomputed, so n pieces cost O(n^2) determinants, not O(n^3)."""
-  if speakers is not None and speakers < 1:
-    raise ValueError(f"speakers must be >= 1, got {speakers}")
-  n = len(spans)
-  groups = [_Gaussian.of(frames[a:b]) for a, b in spans]
-  counts = np.array([g.count for g in groups], np.float64)                    # [n]
-  totals = np.stack([g.total for g in groups])                                # [n, d]
-  outers = np.stack([g.outer for g in groups])                                # [n, d, d]
-  log_dets = np.array([g.log_det() for g in groups])
-  owner = np.arange(n)                                                        # piece -> its group
-  alive = np.ones(n, bool)
-  gains = np.full((n, n), np.inf)
-  for i in range(n - 1):
-    js = np.arange(i + 1, n)
-    gains[i, js] = gains[js, i] = _gains(counts, totals, outers, log_dets, i, js, penalty)
+    Greedy agglomeration: the pair with the lowest delta_bic merges while that is negative (or until
+    `speakers` groups remain). The gains of all pairs are kept in a matrix and only the merged
+    group's row is recomputed, so n pieces cost O(n^2) determinants, not O(n^3)."""
+    if speakers is not None and speakers < 1:
+        raise ValueError(f"speakers must be >= 1, got {speakers}")
+    n = len(spans)
+    groups = [_Gaussian.of(frames[a:b]) for a, b in spans]
+    counts = np.array([g.count for g in groups], np.float64)  # [n]
+    totals = np.stack([g.total for g in groups])  # [n, d]
+    outers = np.stack([g.outer for g in groups])  # [n, d, d]
+    log_dets = np.array([g.log_det() for g in groups])
+    owner = np.arange(n)  # piece -> its group
+    alive = np.ones(n, bool)
+    gains = np.full((n, n), np.inf)
+    for i in range(n - 1):
+        js = np.arange(i + 1, n)
+        gains[i, js] = gains[js, i] = _gains(counts, totals, outers, log_dets, i, js, penalty)
 
-  def merge(i: int, j: int) -> None:
-    counts[i] += counts[j]
-    totals[i] += totals[j]
-    outers[i] += outers[j]
-    log_dets[i] = _Gaussian(counts[i], totals[i], outers[i]).log_det()
-    owner[owner == j] = i
-    alive[j] = False
-    gains[j, :] = gains[:, j] = np.inf
-    js = np.flatnonzero(alive & (np.arange(n) != i))
-    if len(js):
-      gains[i, js] = gains[js, i] = _gains(counts, totals, outers, log_dets, i, js, penalty)
+    def merge(i: int, j: int) -> None:
+        counts[i] += counts[j]
+        totals[i] += totals[j]
+        outers[i] += outers[j]
+        log_dets[i] = _Gaussian(counts[i], totals[i], outers[i]).log_det()
+        owner[owner == j] = i
+        alive[j] = False
+        gains[j, :] = gains[:, j] = np.inf
+        js = np.flatnonzero(alive & (np.arange(n) != i))
+        if len(js):
+            gains[i, js] = gains[js, i] = _gains(counts, totals, outers, log_dets, i, js, penalty)
 
-  while alive.sum() > max(1, speakers or 1):
-    i, j = np.unravel_index(np.argmin(gains), gains.shape)
-    if speakers is None and gains[i, j] >= 0:
-      break
-    merge(min(i, j), max(i, j))
-  if speakers is None:
-    while alive.sum() > 1 and counts[alive].min() < min_share * counts[alive].sum():
-      small = np.flatnonzero(alive)[np.argmin(counts[alive])]
-      other = int(np.argmin(gains[small]))
-      merge(min(small, other), max(small, other))
-  order: dict[int, int] = {}
-  for group in owner.tolist():
-    order.setdefault(group, len(order))
-  return np.array([order[group] for group in owner.tolist()], int)
+    while alive.sum() > max(1, speakers or 1):
+        i, j = np.unravel_index(np.argmin(gains), gains.shape)
+        if speakers is None and gains[i, j] >= 0:
+            break
+        merge(min(i, j), max(i, j))
+    if speakers is None:
+        while alive.sum() > 1 and counts[alive].min() < min_share * counts[alive].sum():
+            small = np.flatnonzero(alive)[np.argmin(counts[alive])]
+            other = int(np.argmin(gains[small]))
+            merge(min(small, other), max(small, other))
+    order: dict[int, int] = {}
+    for group in owner.tolist():
+        order.setdefault(group, len(order))
+    return np.array([order[group] for group in owner.tolist()], int)
 
 
 def turns(segments: list[tuple[int, int]], labels: np.ndarray) -> list[tuple[int, int, int]]:
-  """Pieces (in time order, not overlapping) and their speaker -> [(start, end, speaker)] turns:
-  touching pieces of one speaker are merged."""
-  out: list[list[int]] = []
-  for (start, end), who in zip(segments, labels.tolist()):
-    if out and out[-1][2] == who and out[-1][1] >= start:
-      out[-1][1] = end
-    else:
-      out.append([start, end, who])
-  return [(a, b, w) for a, b, w in out]
+    """Pieces (in time order, not overlapping) and their speaker -> [(start, end, speaker)] turns:
+    touching pieces of one speaker are merged."""
+    out: list[list[int]] = []
+    for (start, end), who in zip(segments, labels.tolist()):
+        if out and out[-1][2] == who and out[-1][1] >= start:
+            out[-1][1] = end
+        else:
+            out.append([start, end, who])
+    return [(a, b, w) for a, b, w in out]
 
 
 def combine(features: np.ndarray) -> np.ndarray:
-  """float [W, D] window features -> float32 [D]: the mean of their unit vectors, at their mean norm."""
-  f = np.asarray(features, np.float64)
-  norms = np.linalg.norm(f, axis=1, keepdims=True)
-  mean = (f / np.maximum(norms, 1e-12)).mean(axis=0)
-  return (mean / max(np.linalg.norm(mean), 1e-12) * norms.mean()).astype(np.float32)
+    """float [W, D] window features -> float32 [D]: the mean of their unit vectors, at their mean norm."""
+    f = np.asarray(features, np.float64)
+    norms = np.linalg.norm(f, axis=1, keepdims=True)
+    mean = (f / np.maximum(norms, 1e-12)).mean(axis=0)
+    return (mean / max(np.linalg.norm(mean), 1e-12) * norms.mean()).astype(np.float32)
 
 
-def encode_windows(pcm: np.ndarray, windows: list[tuple[int, int]], predictor,
-                   max_batch: int = MAX_BATCH) -> np.ndarray:
-  """float32 [len(windows), D]: each window through predictor.predict, equal lengths batched."""
-  x = contract.pcm_to_float(pcm)
-  features: list[np.ndarray | None] = [None] * len(windows)
-  by_length: dict[int, list[int]] = {}
-  for i, (start, end) in enumerate(windows):
-    by_length.setdefault(end - start, []).append(i)
-  for indices in by_length.values():
-    for j in range(0, len(indices), max_batch):
-      chunk = indices[j:j + max_batch]
-      batch = np.stack([x[windows[i][0]:windows[i][1]] for i in chunk])
-      out = np.asarray(predictor.predict(batch)["face_feature"], np.float32)
-      for i, row in zip(chunk, out):
-        features[i] = row
-  return np.stack(features)
+def encode_windows(
+    pcm: np.ndarray, windows: list[tuple[int, int]], predictor, max_batch: int = MAX_BATCH
+) -> np.ndarray:
+    """float32 [len(windows), D]: each window through predictor.predict, equal lengths batched."""
+    x = contract.pcm_to_float(pcm)
+    features: list[np.ndarray | None] = [None] * len(windows)
+    by_length: dict[int, list[int]] = {}
+    for i, (start, end) in enumerate(windows):
+        by_length.setdefault(end - start, []).append(i)
+    for indices in by_length.values():
+        for j in range(0, len(indices), max_batch):
+            chunk = indices[j : j + max_batch]
+            batch = np.stack([x[windows[i][0] : windows[i][1]] for i in chunk])
+            out = np.asarray(predictor.predict(batch)["face_feature"], np.float32)
+            for i, row in zip(chunk, out):
+                features[i] = row
+    return np.stack(features)
 
 
-def analyse(pcm: np.ndarray, predictor, info: dict, speakers: int | None = None,
-            aggressiveness: int = speech.AGGRESSIVENESS) -> Analysis:
-  """int16 [N] at 16 kHz -> Analysis (no speakers when there is no usable speech). `info` is the
-  export's model info (clip_samples, min_samples, max_samples)."""
-  from s2f_tf.audio import MFCC_HOP_SAMPLES, mfcc_frames
-  sr = int(info.get("sample_rate", contract.SAMPLE_RATE))
-  clip = int(info.get("clip_samples") or 6 * sr)
-  min_samples = int(info.get("min_samples") or 1)
-  clip = min(clip, int(info.get("max_samples") or clip))
-  spans = speech.speech_spans(pcm, aggressiveness, sample_rate=sr)
-  result = Analysis(samples=int(np.asarray(pcm).size), speech=spans)
-  speech_samples = sum(b - a for a, b in spans)
-  cut = pieces(spans, max(int(round(PIECE_SECONDS * sr)), -(-speech_samples // MAX_PIECES)))
-  if not cut:
+def analyse(
+    pcm: np.ndarray,
+    predictor,
+    info: dict,
+    speakers: int | None = None,
+    aggressiveness: int = speech.AGGRESSIVENESS,
+) -> Analysis:
+    """int16 [N] at 16 kHz -> Analysis (no speakers when there is no usable speech). `info` is the
+    export's model info (clip_samples, min_samples, max_samples)."""
+    from s2f_tf.audio import MFCC_HOP_SAMPLES, mfcc_frames
+
+    sr = int(info.get("sample_rate", contract.SAMPLE_RATE))
+    clip = int(info.get("clip_samples") or 6 * sr)
+    min_samples = int(info.get("min_samples") or 1)
+    clip = min(clip, int(info.get("max_samples") or clip))
+    spans = speech.speech_spans(pcm, aggressiveness, sample_rate=sr)
+    result = Analysis(samples=int(np.asarray(pcm).size), speech=spans)
+    speech_samples = sum(b - a for a, b in spans)
+    cut = pieces(spans, max(int(round(PIECE_SECONDS * sr)), -(-speech_samples // MAX_PIECES)))
+    if not cut:
+        return result
+    if speakers == 1 or len(cut) < 2:
+        labels = np.zeros(len(cut), int)
+    else:
+        frames = mfcc_frames(pcm, sample_rate=sr)
+        last = len(frames)
+        frame_spans = [
+            (
+                min(a // MFCC_HOP_SAMPLES, last),
+                min(max(b // MFCC_HOP_SAMPLES, a // MFCC_HOP_SAMPLES + 1), last),
+            )
+            for a, b in cut
+        ]
+        labels = speaker_labels(frames, frame_spans, speakers)
+    for who in range(int(labels.max()) + 1):
+        own = [(a, b) for a, b, w in turns(cut, labels) if w == who]
+        windows = speech.window_spans(own, clip, clip // 2, min_samples)
+        if not windows:
+            continue
+        feature = combine(encode_windows(pcm, windows, predictor))
+        result.speakers.append(Speaker(turns=own, windows=windows, feature=feature))
     return result
-  if speakers == 1 or len(cut) < 2:
-    labels = np.zeros(len(cut), int)
-  else:
-    frames = mfcc_frames(pcm, sample_rate=sr)
-    last = len(frames)
-    frame_spans = [(min(a // MFCC_HOP_SAMPLES, last), min(max(b // MFCC_HOP_SAMPLES, a // MFCC_HOP_SAMPLES + 1), last))
-                   for a, b in cut]
-    labels = speaker_labels(frames, frame_spans, speakers)
-  for who in range(int(labels.max()) + 1):
-    own = [(a, b) for a, b, w in turns(cut, labels) if w == who]
-    windows = speech.window_spans(own, clip, clip // 2, min_samples)
-    if not windows:
-      continue
-    feature = combine(encode_windows(pcm, windows, predictor))
-    result.speakers.append(Speaker(turns=own, windows=windows, feature=feature))
-  return result

@@ -21,307 +21,517 @@ COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
 def _figure(width: float, height: float):
-  from matplotlib.figure import Figure
-  return Figure(figsize=(width, height), dpi=100, layout="constrained")
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
 def _img(fig, alt: str) -> str:
-  buf = io.BytesIO()
-  fig.savefig(buf, format="png")
-  data = base64.b64encode(buf.getvalue()).decode()
-  return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _pct(x) -> str:
-  return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
+    return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
 
 
 def _interval(ci: dict | None, percent: bool = True, digits: int = 1) -> str:
-  """'12.3 [10.1, 14.6]' from {"value", "low", "high"}."""
-  if not ci:
-    return "–"
-  scale = 100 if percent else 1
-  parts = [ci.get(k) for k in ("value", "low", "high")]
-  if parts[0] is None or not np.isfinite(parts[0]):
-    return "–"
-  text = f"{scale * parts[0]:.{digits}f}"
-  if all(p is not None and np.isfinite(p) for p in parts[1:]):
-    text += f" <small>[{scale * parts[1]:.{digits}f}, {scale * parts[2]:.{digits}f}]</small>"
-  return text
+    """'12.3 [10.1, 14.6]' from {"value", "low", "high"}."""
+    if not ci:
+        return "–"
+    scale = 100 if percent else 1
+    parts = [ci.get(k) for k in ("value", "low", "high")]
+    if parts[0] is None or not np.isfinite(parts[0]):
+        return "–"
+    text = f"{scale * parts[0]:.{digits}f}"
+    if all(p is not None and np.isfinite(p) for p in parts[1:]):
+        text += f" <small>[{scale * parts[1]:.{digits}f}, {scale * parts[2]:.{digits}f}]</small>"
+    return text
 
 
 def _speakers(n) -> str:
-  return f"{n} speaker" + ("" if n == 1 else "s")
+    return f"{n} speaker" + ("" if n == 1 else "s")
 
 
 def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-  head = "".join(f"<th>{h}</th>" for h in header)
-  body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-  return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
 
 
 # --- sections ------------------------------------------------------------------------------------
 
-HEADLINE = (("retrieval_R@1", "retrieval R@1 (%)", "R@1"), ("retrieval_R@5", "retrieval R@5 (%)", "R@5"),
-            ("retrieval_R@10", "retrieval R@10 (%)", "R@10"), ("matching_1:2", "1:2 matching (%)", 0.5),
-            ("matching_1:2_same_sex", "1:2 matching, same sex (%)", 0.5),
-            ("sex_agreement", "sex agreement (%)", None), ("image_retrieval_R@1", "image-space R@1 (%)", "R@1"),
-            ("angle_degrees", "angle (degrees)", None))
+HEADLINE = (
+    ("retrieval_R@1", "retrieval R@1 (%)", "R@1"),
+    ("retrieval_R@5", "retrieval R@5 (%)", "R@5"),
+    ("retrieval_R@10", "retrieval R@10 (%)", "R@10"),
+    ("matching_1:2", "1:2 matching (%)", 0.5),
+    ("matching_1:2_same_sex", "1:2 matching, same sex (%)", 0.5),
+    ("sex_agreement", "sex agreement (%)", None),
+    ("image_retrieval_R@1", "image-space R@1 (%)", "R@1"),
+    ("angle_degrees", "angle (degrees)", None),
+)
 
 
 def _headline(metrics: dict) -> str:
-  """Rows: the headline figures; columns: each voice input, face to face, chance."""
-  columns = [(f"from the voice, {html.escape(k)}", e.get("confidence_intervals", {}))
-             for k, e in metrics["inputs"].items()]
-  columns.append(("face to face", metrics.get("face_to_face", {}).get("confidence_intervals", {})))
-  first = next(iter(metrics["inputs"].values()))["retrieval"]
-  rows = []
-  for name, label, chance in HEADLINE:
-    if not any(name in ci for _, ci in columns):
-      continue
-    cells = [_interval(ci.get(name), percent=name != "angle_degrees") for _, ci in columns]
-    level = first["chance"][chance] if isinstance(chance, str) else chance
-    rows.append([label] + cells + [_pct(level)])
-  return (f"<p>Each figure with its {html.escape(metrics['definitions'].get('confidence_intervals', ''))} "
-          f"in brackets. Retrieval ranks each query's own face among G={first['gallery_size']} faces (its own "
-          "and one of each of G-1 other speakers).</p>"
-          + _table(["figure"] + [c for c, _ in columns] + ["chance"], rows))
+    """Rows: the headline figures; columns: each voice input, face to face, chance."""
+    columns = [
+        (f"from the voice, {html.escape(k)}", e.get("confidence_intervals", {}))
+        for k, e in metrics["inputs"].items()
+    ]
+    columns.append(
+        ("face to face", metrics.get("face_to_face", {}).get("confidence_intervals", {}))
+    )
+    first = next(iter(metrics["inputs"].values()))["retrieval"]
+    rows = []
+    for name, label, chance in HEADLINE:
+        if not any(name in ci for _, ci in columns):
+            continue
+        cells = [_interval(ci.get(name), percent=name != "angle_degrees") for _, ci in columns]
+        level = first["chance"][chance] if isinstance(chance, str) else chance
+        rows.append([label] + cells + [_pct(level)])
+    return (
+        f"<p>Each figure with its {html.escape(metrics['definitions'].get('confidence_intervals', ''))} "
+        f"in brackets. Retrieval ranks each query's own face among G={first['gallery_size']} faces (its own "
+        "and one of each of G-1 other speakers).</p>"
+        + _table(["figure"] + [c for c, _ in columns] + ["chance"], rows)
+    )
 
 
 def _retrieval(metrics: dict) -> str:
-  fig = _figure(6.4, 3.4)
-  ax = fig.add_subplot()
-  for (key, entry), colour in zip(metrics["inputs"].items(), COLOURS):
-    r = entry["retrieval"]
-    for metric, style in (("cosine", "-o"), ("l2", "--s"), ("l1", ":^")):
-      ax.plot(KS, [100 * r[metric][f"R@{k}"] for k in KS], style, color=colour, label=f"{key} {metric}")
-  r = next(iter(metrics["inputs"].values()))["retrieval"]
-  ax.plot(KS, [100 * r["chance"][f"R@{k}"] for k in KS], "k-", lw=2, label=f"chance (G={r['gallery_size']})")
-  ax.set_xlabel("K")
-  ax.set_ylabel("recall@K (%)")
-  ax.set_xticks(KS)
-  ax.set_ylim(0, 100)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
-  rows = []
-  for key, entry in metrics["inputs"].items():
-    r = entry["retrieval"]
-    for metric in ("cosine", "l2", "l1"):
-      rows.append([html.escape(key), metric] + [_pct(r[metric][f"R@{k}"]) for k in KS])
-    rows.append([html.escape(key), f"chance (G={r['gallery_size']})"] + [_pct(r["chance"][f"R@{k}"]) for k in KS])
-  return _img(fig, "recall at K against chance") + _table(["input", "metric"] + [f"R@{k} (%)" for k in KS], rows)
+    fig = _figure(6.4, 3.4)
+    ax = fig.add_subplot()
+    for (key, entry), colour in zip(metrics["inputs"].items(), COLOURS):
+        r = entry["retrieval"]
+        for metric, style in (("cosine", "-o"), ("l2", "--s"), ("l1", ":^")):
+            ax.plot(
+                KS,
+                [100 * r[metric][f"R@{k}"] for k in KS],
+                style,
+                color=colour,
+                label=f"{key} {metric}",
+            )
+    r = next(iter(metrics["inputs"].values()))["retrieval"]
+    ax.plot(
+        KS,
+        [100 * r["chance"][f"R@{k}"] for k in KS],
+        "k-",
+        lw=2,
+        label=f"chance (G={r['gallery_size']})",
+    )
+    ax.set_xlabel("K")
+    ax.set_ylabel("recall@K (%)")
+    ax.set_xticks(KS)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    rows = []
+    for key, entry in metrics["inputs"].items():
+        r = entry["retrieval"]
+        for metric in ("cosine", "l2", "l1"):
+            rows.append([html.escape(key), metric] + [_pct(r[metric][f"R@{k}"]) for k in KS])
+        rows.append(
+            [html.escape(key), f"chance (G={r['gallery_size']})"]
+            + [_pct(r["chance"][f"R@{k}"]) for k in KS]
+        )
+    return _img(fig, "recall at K against chance") + _table(
+        ["input", "metric"] + [f"R@{k} (%)" for k in KS], rows
+    )
 
 
 def _matching(metrics: dict) -> str:
-  fig = _figure(5.0, 3.0)
-  ax = fig.add_subplot()
-  labels, values, lows, highs = [], [], [], []
-  for key, entry in metrics["inputs"].items():
-    ci = entry.get("confidence_intervals", {})
-    for name, label in (("matching_1:2", "unconstrained"), ("matching_1:2_same_sex", "same sex")):
-      if name in ci:
-        labels.append(f"{key}\n{label}")
-        values.append(100 * ci[name]["value"])
-        lows.append(100 * (ci[name]["value"] - ci[name]["low"]))
-        highs.append(100 * (ci[name]["high"] - ci[name]["value"]))
-  x = np.arange(len(labels))
-  ax.bar(x, values, yerr=[lows, highs], capsize=4, color=[COLOURS[i % 2] for i in range(len(labels))])
-  ax.axhline(50, color="k", lw=1.5, ls="--", label="chance")
-  ax.set_xticks(x, labels, fontsize=8)
-  ax.set_ylim(0, 100)
-  ax.set_ylabel("accuracy (%)")
-  ax.legend(fontsize=8)
-  return ("<p>Given a voice, pick its face out of two: its own clip's face and another speaker's "
-          "(every other speaker in turn); with a same-sex distractor the sex cue alone cannot help.</p>"
-          + _img(fig, "1:2 matching accuracy"))
+    fig = _figure(5.0, 3.0)
+    ax = fig.add_subplot()
+    labels, values, lows, highs = [], [], [], []
+    for key, entry in metrics["inputs"].items():
+        ci = entry.get("confidence_intervals", {})
+        for name, label in (
+            ("matching_1:2", "unconstrained"),
+            ("matching_1:2_same_sex", "same sex"),
+        ):
+            if name in ci:
+                labels.append(f"{key}\n{label}")
+                values.append(100 * ci[name]["value"])
+                lows.append(100 * (ci[name]["value"] - ci[name]["low"]))
+                highs.append(100 * (ci[name]["high"] - ci[name]["value"]))
+    x = np.arange(len(labels))
+    ax.bar(
+        x, values, yerr=[lows, highs], capsize=4, color=[COLOURS[i % 2] for i in range(len(labels))]
+    )
+    ax.axhline(50, color="k", lw=1.5, ls="--", label="chance")
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.set_ylabel("accuracy (%)")
+    ax.legend(fontsize=8)
+    return (
+        "<p>Given a voice, pick its face out of two: its own clip's face and another speaker's "
+        "(every other speaker in turn); with a same-sex distractor the sex cue alone cannot help.</p>"
+        + _img(fig, "1:2 matching accuracy")
+    )
 
 
 def _angles(metrics: dict) -> str:
-  entries = list(metrics["inputs"].items())
-  fig = _figure(3.4 * len(entries), 2.8)
-  for i, (key, entry) in enumerate(entries):
-    ax = fig.add_subplot(1, len(entries), i + 1)
-    for name, label, colour in (("own_face", "own face", COLOURS[0]),
-                                ("other_speakers_faces", "other speakers' faces", COLOURS[1])):
-      h = entry.get("angles", {}).get(name)
-      if h:
-        edges = np.asarray(h["edges"])
-        ax.stairs(h["counts"], edges, fill=True, alpha=0.5, color=colour, label=label)
-    ax.set_title(f"{key}: angle between v_s and v_f", fontsize=9)
-    ax.set_xlabel("degrees")
-    ax.legend(fontsize=7)
-  rows = [[html.escape(k), f"{e['similarity']['cosine_angle_degrees']['mean']:.2f} ± "
-           f"{e['similarity']['cosine_angle_degrees']['std']:.2f}",
-           f"{e['similarity']['l2']['mean']:.3f} ± {e['similarity']['l2']['std']:.3f}",
-           f"{e['similarity']['l1']['mean']:.2f} ± {e['similarity']['l1']['std']:.2f}"] for k, e in entries]
-  return _img(fig, "feature angle histograms") + _table(["input", "angle (deg)", "L2", "L1"], rows)
+    entries = list(metrics["inputs"].items())
+    fig = _figure(3.4 * len(entries), 2.8)
+    for i, (key, entry) in enumerate(entries):
+        ax = fig.add_subplot(1, len(entries), i + 1)
+        for name, label, colour in (
+            ("own_face", "own face", COLOURS[0]),
+            ("other_speakers_faces", "other speakers' faces", COLOURS[1]),
+        ):
+            h = entry.get("angles", {}).get(name)
+            if h:
+                edges = np.asarray(h["edges"])
+                ax.stairs(h["counts"], edges, fill=True, alpha=0.5, color=colour, label=label)
+        ax.set_title(f"{key}: angle between v_s and v_f", fontsize=9)
+        ax.set_xlabel("degrees")
+        ax.legend(fontsize=7)
+    rows = [
+        [
+            html.escape(k),
+            f"{e['similarity']['cosine_angle_degrees']['mean']:.2f} ± "
+            f"{e['similarity']['cosine_angle_degrees']['std']:.2f}",
+            f"{e['similarity']['l2']['mean']:.3f} ± {e['similarity']['l2']['std']:.3f}",
+            f"{e['similarity']['l1']['mean']:.2f} ± {e['similarity']['l1']['std']:.2f}",
+        ]
+        for k, e in entries
+    ]
+    return _img(fig, "feature angle histograms") + _table(
+        ["input", "angle (deg)", "L2", "L1"], rows
+    )
 
 
 def _heatmap(ax, block: dict, title: str) -> None:
-  matrix = np.array([[np.nan] * len(block["classes"]) if row is None else row for row in block["row_normalised"]])
-  ax.imshow(np.nan_to_num(matrix), vmin=0, vmax=1, cmap="Blues")
-  names = [c if len(c) <= 14 else c[:13] + "…" for c in block["classes"]]
-  ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-  ax.set_yticks(range(len(names)), names, fontsize=7)
-  for (i, j), v in np.ndenumerate(matrix):
-    if np.isfinite(v):
-      ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.6 else "black")
-  ax.set_title(title, fontsize=9)
-  ax.set_ylabel("true face's reading", fontsize=8)
-  ax.set_xlabel("decoded face's reading", fontsize=8)
+    matrix = np.array(
+        [
+            [np.nan] * len(block["classes"]) if row is None else row
+            for row in block["row_normalised"]
+        ]
+    )
+    ax.imshow(np.nan_to_num(matrix), vmin=0, vmax=1, cmap="Blues")
+    names = [c if len(c) <= 14 else c[:13] + "…" for c in block["classes"]]
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
+    for (i, j), v in np.ndenumerate(matrix):
+        if np.isfinite(v):
+            ax.text(
+                j,
+                i,
+                f"{v:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > 0.6 else "black",
+            )
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("true face's reading", fontsize=8)
+    ax.set_xlabel("decoded face's reading", fontsize=8)
 
 
 def _attributes(metrics: dict) -> str:
-  key, entry = next(iter(metrics["inputs"].items()))
-  voice, f2f = entry.get("attributes", {}), metrics.get("face_to_face", {}).get("attributes", {})
-  if not voice:
-    return "<p>The data has no attributes: no attribute figures.</p>"
-  parts, rows = [], []
-  for name, figures in voice.items():
-    block = "confusion" if "confusion" in figures else "band_confusion" if "band_confusion" in figures else None
-    if block:
-      fig = _figure(7.0, 3.3)
-      _heatmap(fig.add_subplot(1, 2, 1), figures[block], f"{name}: from the voice ({key})")
-      if name in f2f and block in f2f[name]:
-        _heatmap(fig.add_subplot(1, 2, 2), f2f[name][block], f"{name}: face to face")
-      parts.append(_img(fig, f"{name} confusion matrices"))
-    if "agreement" in figures:
-      rows.append([html.escape(name), "agreement (%)", _pct(figures["agreement"]),
-                   _pct(f2f.get(name, {}).get("agreement")), _pct(figures["classifier_accuracy_on_true_faces"])])
-    else:
-      rows.append([html.escape(name), "Pearson r", f"{figures['pearson_r']:.2f}",
-                   f"{f2f.get(name, {}).get('pearson_r', float('nan')):.2f}",
-                   f"r {figures['classifier_r_on_true_faces']:.2f}"])
-  return ("<p>An attribute classifier trained on the training split's true faces reads the true face and "
-          "the decoded face; rows of each matrix are normalised (rows: the true face's reading).</p>"
-          + "".join(parts)
-          + _table(["attribute", "figure", f"from the voice ({html.escape(key)})", "face to face",
-                    "classifier on true faces"], rows))
+    key, entry = next(iter(metrics["inputs"].items()))
+    voice, f2f = entry.get("attributes", {}), metrics.get("face_to_face", {}).get("attributes", {})
+    if not voice:
+        return "<p>The data has no attributes: no attribute figures.</p>"
+    parts, rows = [], []
+    for name, figures in voice.items():
+        block = (
+            "confusion"
+            if "confusion" in figures
+            else "band_confusion"
+            if "band_confusion" in figures
+            else None
+        )
+        if block:
+            fig = _figure(7.0, 3.3)
+            _heatmap(fig.add_subplot(1, 2, 1), figures[block], f"{name}: from the voice ({key})")
+            if name in f2f and block in f2f[name]:
+                _heatmap(fig.add_subplot(1, 2, 2), f2f[name][block], f"{name}: face to face")
+            parts.append(_img(fig, f"{name} confusion matrices"))
+        if "agreement" in figures:
+            rows.append(
+                [
+                    html.escape(name),
+                    "agreement (%)",
+                    _pct(figures["agreement"]),
+                    _pct(f2f.get(name, {}).get("agreement")),
+                    _pct(figures["classifier_accuracy_on_true_faces"]),
+                ]
+            )
+        else:
+            rows.append(
+                [
+                    html.escape(name),
+                    "Pearson r",
+                    f"{figures['pearson_r']:.2f}",
+                    f"{f2f.get(name, {}).get('pearson_r', float('nan')):.2f}",
+                    f"r {figures['classifier_r_on_true_faces']:.2f}",
+                ]
+            )
+    return (
+        "<p>An attribute classifier trained on the training split's true faces reads the true face and "
+        "the decoded face; rows of each matrix are normalised (rows: the true face's reading).</p>"
+        + "".join(parts)
+        + _table(
+            [
+                "attribute",
+                "figure",
+                f"from the voice ({html.escape(key)})",
+                "face to face",
+                "classifier on true faces",
+            ],
+            rows,
+        )
+    )
 
 
 def _craniofacial(metrics: dict) -> str:
-  key, entry = next(iter(metrics["inputs"].items()))
-  cf = entry.get("craniofacial")
-  if not cf:
-    return "<p>The decoder's landmarks are not the iBUG-68 layout: no craniofacial measurements.</p>"
-  names = list(cf)
-  r = np.array([cf[n]["pearson_r"]["value"] for n in names])
-  lo = np.array([cf[n]["pearson_r"]["low"] for n in names])
-  hi = np.array([cf[n]["pearson_r"]["high"] for n in names])
-  fig = _figure(6.6, 0.28 * len(names) + 1.0)
-  ax = fig.add_subplot()
-  y = np.arange(len(names))
-  ax.barh(y, r, xerr=[np.nan_to_num(r - lo), np.nan_to_num(hi - r)], capsize=3, color=COLOURS[0],
-          label="voice vs face to face")
-  ax.scatter([cf[n]["random_pairing_r"]["high"] for n in names], y, marker="|", s=120, color="k",
-             label="random pairing, 97.5%")
-  ax.set_yticks(y, [n.replace("_", " ") for n in names], fontsize=8)
-  ax.invert_yaxis()
-  ax.axvline(0, color="k", lw=0.8)
-  ax.set_xlabel("Pearson r")
-  ax.legend(fontsize=7, loc="lower right")
-  rows = [[n.replace("_", " "), html.escape(cf[n]["definition"]), _interval(cf[n]["pearson_r"], False, 2),
-           f"{cf[n]['random_pairing_r']['mean']:.2f} <small>[{cf[n]['random_pairing_r']['low']:.2f}, "
-           f"{cf[n]['random_pairing_r']['high']:.2f}]</small>"] for n in names]
-  return (f"<p>Measured on the decoder's landmarks: faces decoded from the voice ({html.escape(key)}) "
-          "against faces decoded from the true feature, over the test clips.</p>"
-          + _img(fig, "craniofacial correlations") + _table(["measurement", "landmarks", "r", "random pairing r"], rows))
+    key, entry = next(iter(metrics["inputs"].items()))
+    cf = entry.get("craniofacial")
+    if not cf:
+        return "<p>The decoder's landmarks are not the iBUG-68 layout: no craniofacial measurements.</p>"
+    names = list(cf)
+    r = np.array([cf[n]["pearson_r"]["value"] for n in names])
+    lo = np.array([cf[n]["pearson_r"]["low"] for n in names])
+    hi = np.array([cf[n]["pearson_r"]["high"] for n in names])
+    fig = _figure(6.6, 0.28 * len(names) + 1.0)
+    ax = fig.add_subplot()
+    y = np.arange(len(names))
+    ax.barh(
+        y,
+        r,
+        xerr=[np.nan_to_num(r - lo), np.nan_to_num(hi - r)],
+        capsize=3,
+        color=COLOURS[0],
+        label="voice vs face to face",
+    )
+    ax.scatter(
+        [cf[n]["random_pairing_r"]["high"] for n in names],
+        y,
+        marker="|",
+        s=120,
+        color="k",
+        label="random pairing, 97.5%",
+    )
+    ax.set_yticks(y, [n.replace("_", " ") for n in names], fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("Pearson r")
+    ax.legend(fontsize=7, loc="lower right")
+    rows = [
+        [
+            n.replace("_", " "),
+            html.escape(cf[n]["definition"]),
+            _interval(cf[n]["pearson_r"], False, 2),
+            f"{cf[n]['random_pairing_r']['mean']:.2f} <small>[{cf[n]['random_pairing_r']['low']:.2f}, "
+            f"{cf[n]['random_pairing_r']['high']:.2f}]</small>",
+        ]
+        for n in names
+    ]
+    return (
+        f"<p>Measured on the decoder's landmarks: faces decoded from the voice ({html.escape(key)}) "
+        "against faces decoded from the true feature, over the test clips.</p>"
+        + _img(fig, "craniofacial correlations")
+        + _table(["measurement", "landmarks", "r", "random pairing r"], rows)
+    )
 
 
 def _fidelity(metrics: dict) -> str:
-  rows = []
-  sources = [("face to face (true feature)", metrics.get("face_to_face"))]
-  sources += [(f"from the voice, {key}", entry) for key, entry in metrics["inputs"].items()]
-  for label, entry in sources:
-    if not entry or "image_retrieval" not in entry:
-      continue
-    r, sh = entry["image_retrieval"], entry["sharpness"]
-    sex = entry.get("attributes", {}).get("sex", {}).get("agreement")
-    rows.append([html.escape(label)] + [f"{_pct(r['cosine'][f'R@{k}'])} <small>({_pct(r['chance'][f'R@{k}'])})</small>"
-                                        for k in (1, 5, 10)]
-                + [f"{sh.get('relative_to_targets', float('nan')):.2f}",
-                   f"{sh.get('relative_to_input_faces', float('nan')):.2f}", _pct(sex)])
-  gallery = metrics.get("face_to_face", {}).get("image_retrieval", {}).get("gallery_size", "")
-  return (f"<p>Image-space retrieval: each decoded face, re-encoded by the frozen face encoder, ranked among "
-          f"the gallery's true faces (G={gallery}; chance in brackets). Sharpness: the decoded faces' "
-          "fine-detail energy (mean squared Laplacian) relative to the decoder's targets and to the clips' "
-          "faces.</p>"
-          + _table(["decoded from", "R@1", "R@5", "R@10", "sharpness vs targets", "vs clips' faces",
-                    "sex agreement (%)"], rows))
+    rows = []
+    sources = [("face to face (true feature)", metrics.get("face_to_face"))]
+    sources += [(f"from the voice, {key}", entry) for key, entry in metrics["inputs"].items()]
+    for label, entry in sources:
+        if not entry or "image_retrieval" not in entry:
+            continue
+        r, sh = entry["image_retrieval"], entry["sharpness"]
+        sex = entry.get("attributes", {}).get("sex", {}).get("agreement")
+        rows.append(
+            [html.escape(label)]
+            + [
+                f"{_pct(r['cosine'][f'R@{k}'])} <small>({_pct(r['chance'][f'R@{k}'])})</small>"
+                for k in (1, 5, 10)
+            ]
+            + [
+                f"{sh.get('relative_to_targets', float('nan')):.2f}",
+                f"{sh.get('relative_to_input_faces', float('nan')):.2f}",
+                _pct(sex),
+            ]
+        )
+    gallery = metrics.get("face_to_face", {}).get("image_retrieval", {}).get("gallery_size", "")
+    return (
+        f"<p>Image-space retrieval: each decoded face, re-encoded by the frozen face encoder, ranked among "
+        f"the gallery's true faces (G={gallery}; chance in brackets). Sharpness: the decoded faces' "
+        "fine-detail energy (mean squared Laplacian) relative to the decoder's targets and to the clips' "
+        "faces.</p>"
+        + _table(
+            [
+                "decoded from",
+                "R@1",
+                "R@5",
+                "R@10",
+                "sharpness vs targets",
+                "vs clips' faces",
+                "sex agreement (%)",
+            ],
+            rows,
+        )
+    )
 
 
-GROUP_FIGURES = (("retrieval_R@1", "retrieval R@1"), ("matching_1:2", "1:2 matching"),
-                 ("matching_1:2_same_sex", "1:2 same sex"), ("sex_agreement", "sex agreement"))
+GROUP_FIGURES = (
+    ("retrieval_R@1", "retrieval R@1"),
+    ("matching_1:2", "1:2 matching"),
+    ("matching_1:2_same_sex", "1:2 same sex"),
+    ("sex_agreement", "sex agreement"),
+)
 
 
 def _groups(metrics: dict) -> str:
-  key, entry = next(iter(metrics["inputs"].items()))
-  by_group = entry.get("by_group", {})
-  if not by_group:
-    return "<p>The data has no group labels: no breakdown.</p>"
-  parts = []
-  for attribute, groups in by_group.items():
-    names = list(groups)
-    figures = [(n, label) for n, label in GROUP_FIGURES
-               if any(np.isfinite(groups[g].get(n, {}).get("value", np.nan)) for g in names)]
-    fig = _figure(max(6.0, 0.5 * len(names) * len(figures) + 2), 3.2)
-    ax = fig.add_subplot()
-    width = 0.8 / max(len(figures), 1)
-    for i, (name, label) in enumerate(figures):
-      ci = [groups[g].get(name, {}) for g in names]
-      v = np.array([c.get("value", np.nan) for c in ci]) * 100
-      err = [np.nan_to_num(v - np.array([c.get("low", np.nan) for c in ci]) * 100),
-             np.nan_to_num(np.array([c.get("high", np.nan) for c in ci]) * 100 - v)]
-      ax.bar(np.arange(len(names)) + i * width, v, width, yerr=err, capsize=3, color=COLOURS[i], label=label)
-    ax.set_xticks(np.arange(len(names)) + width * (len(figures) - 1) / 2,
-                  [f"{g}\n({_speakers(groups[g]['speakers'])})" for g in names], fontsize=7)
-    ax.set_ylim(0, 100)
-    ax.set_ylabel("%")
-    ax.set_title(f"by {attribute.replace('_', ' ')} (from the voice, {key})", fontsize=9)
-    ax.legend(fontsize=7, ncol=len(figures), loc="lower center", bbox_to_anchor=(0.5, 1.08), frameon=False)
-    parts.append(_img(fig, f"figures by {attribute}"))
-    rows = [[html.escape(attribute), html.escape(g), str(groups[g]["clips"]), str(groups[g]["speakers"])]
+    key, entry = next(iter(metrics["inputs"].items()))
+    by_group = entry.get("by_group", {})
+    if not by_group:
+        return "<p>The data has no group labels: no breakdown.</p>"
+    parts = []
+    for attribute, groups in by_group.items():
+        names = list(groups)
+        figures = [
+            (n, label)
+            for n, label in GROUP_FIGURES
+            if any(np.isfinite(groups[g].get(n, {}).get("value", np.nan)) for g in names)
+        ]
+        fig = _figure(max(6.0, 0.5 * len(names) * len(figures) + 2), 3.2)
+        ax = fig.add_subplot()
+        width = 0.8 / max(len(figures), 1)
+        for i, (name, label) in enumerate(figures):
+            ci = [groups[g].get(name, {}) for g in names]
+            v = np.array([c.get("value", np.nan) for c in ci]) * 100
+            err = [
+                np.nan_to_num(v - np.array([c.get("low", np.nan) for c in ci]) * 100),
+                np.nan_to_num(np.array([c.get("high", np.nan) for c in ci]) * 100 - v),
+            ]
+            ax.bar(
+                np.arange(len(names)) + i * width,
+                v,
+                width,
+                yerr=err,
+                capsize=3,
+                color=COLOURS[i],
+                label=label,
+            )
+        ax.set_xticks(
+            np.arange(len(names)) + width * (len(figures) - 1) / 2,
+            [f"{g}\n({_speakers(groups[g]['speakers'])})" for g in names],
+            fontsize=7,
+        )
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("%")
+        ax.set_title(f"by {attribute.replace('_', ' ')} (from the voice, {key})", fontsize=9)
+        ax.legend(
+            fontsize=7,
+            ncol=len(figures),
+            loc="lower center",
+            bbox_to_anchor=(0.5, 1.08),
+            frameon=False,
+        )
+        parts.append(_img(fig, f"figures by {attribute}"))
+        rows = [
+            [
+                html.escape(attribute),
+                html.escape(g),
+                str(groups[g]["clips"]),
+                str(groups[g]["speakers"]),
+            ]
             + [_interval(groups[g].get(n)) for n, _ in GROUP_FIGURES]
-            + [_interval(groups[g].get("angle_degrees"), percent=False)] for g in names]
-    parts.append(_table(["group by", "group", "clips", "speakers"] + [label + " (%)" for _, label in GROUP_FIGURES]
-                        + ["angle (deg)"], rows, "wide"))
-  return ("<p>Every figure over the clips of one group of the dataset's own labels, with its bootstrap "
-          "interval over that group's speakers. Differences between groups show whom the model serves "
-          "worse; small groups have wide intervals.</p>" + "".join(parts))
+            + [_interval(groups[g].get("angle_degrees"), percent=False)]
+            for g in names
+        ]
+        parts.append(
+            _table(
+                ["group by", "group", "clips", "speakers"]
+                + [label + " (%)" for _, label in GROUP_FIGURES]
+                + ["angle (deg)"],
+                rows,
+                "wide",
+            )
+        )
+    return (
+        "<p>Every figure over the clips of one group of the dataset's own labels, with its bootstrap "
+        "interval over that group's speakers. Differences between groups show whom the model serves "
+        "worse; small groups have wide intervals.</p>" + "".join(parts)
+    )
 
 
 def _model_card(metrics: dict) -> str:
-  data = metrics.get("dataset", {})
-  counts = ", ".join(f"{k} {v} clips ({_speakers(data.get('speaker_counts', {}).get(k, '?'))})"
-                     for k, v in data.get("counts", {}).items())
-  key, entry = next(iter(metrics["inputs"].items()))
-  rows = [[html.escape(attribute.replace("_", " ")), html.escape(g), str(v["clips"]),
-           _interval(v.get("retrieval_R@1")), _interval(v.get("matching_1:2")), _interval(v.get("sex_agreement"))]
-          for attribute, groups in entry.get("by_group", {}).items() for g, v in groups.items()]
-  by_group = (_table(["group by", "group", "clips", "retrieval R@1 (%)", "1:2 matching (%)", "sex agreement (%)"],
-                     rows) if rows else "<p>The data has no group labels.</p>")
-  attributes = ", ".join(data.get("attribute_names", [])) or "none"
-  synthetic = data.get("source") == "synthetic"
-  return f"""
+    data = metrics.get("dataset", {})
+    counts = ", ".join(
+        f"{k} {v} clips ({_speakers(data.get('speaker_counts', {}).get(k, '?'))})"
+        for k, v in data.get("counts", {}).items()
+    )
+    key, entry = next(iter(metrics["inputs"].items()))
+    rows = [
+        [
+            html.escape(attribute.replace("_", " ")),
+            html.escape(g),
+            str(v["clips"]),
+            _interval(v.get("retrieval_R@1")),
+            _interval(v.get("matching_1:2")),
+            _interval(v.get("sex_agreement")),
+        ]
+        for attribute, groups in entry.get("by_group", {}).items()
+        for g, v in groups.items()
+    ]
+    by_group = (
+        _table(
+            [
+                "group by",
+                "group",
+                "clips",
+                "retrieval R@1 (%)",
+                "1:2 matching (%)",
+                "sex agreement (%)",
+            ],
+            rows,
+        )
+        if rows
+        else "<p>The data has no group labels.</p>"
+    )
+    attributes = ", ".join(data.get("attribute_names", [])) or "none"
+    synthetic = data.get("source") == "synthetic"
+    return f"""
 <h3>Intended use</h3><p>Research on what a voice reveals about a face: a canonical (frontal, neutral)
 face and a face feature predicted from a few seconds of speech, to be studied in aggregate on held-out
 speakers. It is not for identifying, verifying or profiling a person, and its faces are not
 portraits of real people: they show correlations the training data holds.</p>
-<h3>Data</h3><p>Source <code>{html.escape(str(data.get('source', '?')))}</code>
-{'(the embedded synthetic corpus: voices and faces drawn from shared hidden attributes, no real person)' if synthetic else ''};
+<h3>Data</h3><p>Source <code>{html.escape(str(data.get("source", "?")))}</code>
+{
+        "(the embedded synthetic corpus: voices and faces drawn from shared hidden attributes,"
+        " no real person)"
+        if synthetic
+        else ""
+    };
 {html.escape(counts)}; speaker-disjoint splits. Attributes: {html.escape(attributes)}. The decoder's
-target: {html.escape(str(data.get('decoder_target', '?')))}.</p>
-<h3>Figures by group</h3><p>From the voice ({html.escape(key)}), with {html.escape(
-    metrics['definitions'].get('confidence_intervals', 'intervals'))}; the plots and the other figures are under
+target: {html.escape(str(data.get("decoder_target", "?")))}.</p>
+<h3>Figures by group</h3><p>From the voice ({html.escape(key)}), with {
+        html.escape(metrics["definitions"].get("confidence_intervals", "intervals"))
+    }; the plots and the other figures are under
 <a href="#groups">figures by group</a>.</p>{by_group}
 <h3>Limitations</h3><ul>
-<li>{_speakers(metrics['speakers'])} under test: every figure moves by the width of its interval between runs.</li>
+<li>{
+        _speakers(metrics["speakers"])
+    } under test: every figure moves by the width of its interval between runs.</li>
 <li>Attribute readings come from a small classifier trained on the same data's true faces, not from
 people; its own accuracy on true faces bounds every agreement figure.</li>
 <li>A voice does not determine a face: the model predicts what is typical for voices like this one, so
 it reproduces the training data's demographics and its biases, and does worst on groups the data
 holds few of.</li>
-{'<li>Figures on the synthetic corpus measure the pipeline, not the real-world link between voice and face.</li>' if synthetic else ''}
+{
+        "<li>Figures on the synthetic corpus measure the pipeline, not the real-world link"
+        " between voice and face.</li>"
+        if synthetic
+        else ""
+    }
 </ul>
 <h3>Ethical considerations</h3><p>Predicting appearance from voice invites stereotyping by sex, age
 and ancestry. Report figures by group, do not deploy the model to infer anyone's appearance or
@@ -334,25 +544,43 @@ td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;font-size:14p
 table.wide td,table.wide th{font-size:12px} small{color:#666} img.plot{display:block;margin:0.8em 0}
 h2{margin-top:1.6em;border-bottom:2px solid #ccc} nav a{margin-right:1em}"""
 
-SECTIONS = (("headline", "Headline figures"), ("retrieval", "Speech-to-face retrieval"),
-            ("matching", "1:2 matching"), ("angles", "Feature angles"), ("attributes", "Attributes"),
-            ("craniofacial", "Craniofacial measurements"), ("fidelity", "Decoded faces"),
-            ("groups", "Figures by group"), ("model-card", "Model card"))
+SECTIONS = (
+    ("headline", "Headline figures"),
+    ("retrieval", "Speech-to-face retrieval"),
+    ("matching", "1:2 matching"),
+    ("angles", "Feature angles"),
+    ("attributes", "Attributes"),
+    ("craniofacial", "Craniofacial measurements"),
+    ("fidelity", "Decoded faces"),
+    ("groups", "Figures by group"),
+    ("model-card", "Model card"),
+)
 
 
 def render_report(metrics: dict, faces_png: bytes) -> str:
-  """metrics.json's content + the faces grid (PNG bytes) -> one self-contained HTML page."""
-  image = base64.b64encode(faces_png).decode()
-  body = {"headline": _headline(metrics), "retrieval": _retrieval(metrics), "matching": _matching(metrics),
-          "angles": _angles(metrics), "attributes": _attributes(metrics), "craniofacial": _craniofacial(metrics),
-          "fidelity": _fidelity(metrics) + "<p>Per row: the clip's face, the decoder's target, the face decoded "
-          "from the true face feature, and the face predicted from the voice alone.</p>"
-          f'<img class="faces" src="data:image/png;base64,{image}" alt="faces">',
-          "groups": _groups(metrics), "model-card": _model_card(metrics)}
-  nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS)
-  sections = "".join(f'<section id="{anchor}"><h2>{title}</h2>{body[anchor]}</section>' for anchor, title in SECTIONS)
-  return f"""<!doctype html><html><head><meta charset="utf-8"><title>s2f evaluation</title>
+    """metrics.json's content + the faces grid (PNG bytes) -> one self-contained HTML page."""
+    image = base64.b64encode(faces_png).decode()
+    body = {
+        "headline": _headline(metrics),
+        "retrieval": _retrieval(metrics),
+        "matching": _matching(metrics),
+        "angles": _angles(metrics),
+        "attributes": _attributes(metrics),
+        "craniofacial": _craniofacial(metrics),
+        "fidelity": _fidelity(metrics)
+        + "<p>Per row: the clip's face, the decoder's target, the face decoded "
+        "from the true face feature, and the face predicted from the voice alone.</p>"
+        f'<img class="faces" src="data:image/png;base64,{image}" alt="faces">',
+        "groups": _groups(metrics),
+        "model-card": _model_card(metrics),
+    }
+    nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS)
+    sections = "".join(
+        f'<section id="{anchor}"><h2>{title}</h2>{body[anchor]}</section>'
+        for anchor, title in SECTIONS
+    )
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>s2f evaluation</title>
 <style>{STYLE}</style></head><body><h1>Speech2Face evaluation</h1>
-<p>{metrics['clips']} held-out clips from {metrics['speakers']} speakers never seen in training
-(split <code>{html.escape(metrics['split'])}</code>, config <code>{html.escape(metrics['config'])}</code>),
+<p>{metrics["clips"]} held-out clips from {metrics["speakers"]} speakers never seen in training
+(split <code>{html.escape(metrics["split"])}</code>, config <code>{html.escape(metrics["config"])}</code>),
 {datetime.date.today().isoformat()}.</p><nav>{nav}</nav>{sections}</body></html>"""

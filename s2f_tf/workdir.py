@@ -38,140 +38,143 @@ RESULT_FILE = "result.json"
 
 
 class Workdir:
-  """Paths inside one workdir (nothing is created until something is written)."""
+    """Paths inside one workdir (nothing is created until something is written)."""
 
-  def __init__(self, path: str):
-    self.path = path
+    def __init__(self, path: str):
+        self.path = path
 
-  @property
-  def config_path(self) -> str:
-    return os.path.join(self.path, CONFIG_FILE)
+    @property
+    def config_path(self) -> str:
+        return os.path.join(self.path, CONFIG_FILE)
 
-  def stage_dir(self, stage: str) -> str:
-    if stage not in STAGES:
-      raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-    return os.path.join(self.path, stage)
+    def stage_dir(self, stage: str) -> str:
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        return os.path.join(self.path, stage)
 
-  def weights(self, stage: str) -> str:
-    return os.path.join(self.stage_dir(stage), f"{stage}.weights.h5")
+    def weights(self, stage: str) -> str:
+        return os.path.join(self.stage_dir(stage), f"{stage}.weights.h5")
 
-  def checkpoints(self, stage: str) -> str:
-    return os.path.join(self.stage_dir(stage), "checkpoints")
+    def checkpoints(self, stage: str) -> str:
+        return os.path.join(self.stage_dir(stage), "checkpoints")
 
-  def input_positions(self, stage: str, worker: int) -> str:
-    return os.path.join(self.stage_dir(stage), "input", f"worker-{worker}")
+    def input_positions(self, stage: str, worker: int) -> str:
+        return os.path.join(self.stage_dir(stage), "input", f"worker-{worker}")
 
-  def best_weights(self, stage: str) -> str:
-    """The stage's weights at its best validation figure so far (train.keep_best)."""
-    return os.path.join(self.stage_dir(stage), "best", f"{stage}.weights.h5")
+    def best_weights(self, stage: str) -> str:
+        """The stage's weights at its best validation figure so far (train.keep_best)."""
+        return os.path.join(self.stage_dir(stage), "best", f"{stage}.weights.h5")
 
-  def best_record(self, stage: str) -> str:
-    return os.path.join(self.stage_dir(stage), "best", "best.json")
+    def best_record(self, stage: str) -> str:
+        return os.path.join(self.stage_dir(stage), "best", "best.json")
 
-  def validation_history(self, stage: str) -> str:
-    return os.path.join(self.stage_dir(stage), "validation.json")
+    def validation_history(self, stage: str) -> str:
+        return os.path.join(self.stage_dir(stage), "validation.json")
 
-  def result(self, stage: str) -> str:
-    return os.path.join(self.stage_dir(stage), RESULT_FILE)
+    def result(self, stage: str) -> str:
+        return os.path.join(self.stage_dir(stage), RESULT_FILE)
 
-  def tensorboard(self, stage: str | None = None) -> str:
-    root = os.path.join(self.path, "tensorboard")
-    return os.path.join(root, stage) if stage else root
+    def tensorboard(self, stage: str | None = None) -> str:
+        root = os.path.join(self.path, "tensorboard")
+        return os.path.join(root, stage) if stage else root
 
-  @property
-  def eval_dir(self) -> str:
-    return os.path.join(self.path, "eval")
+    @property
+    def eval_dir(self) -> str:
+        return os.path.join(self.path, "eval")
 
 
 def write_config(config: Config, workdir: str) -> None:
-  write_atomic(Workdir(workdir).config_path, config.to_json())
+    write_atomic(Workdir(workdir).config_path, config.to_json())
 
 
 def stored_config(workdir: str) -> Config | None:
-  """The config.json of `workdir`, or None if no stage has run there yet."""
-  path = Workdir(workdir).config_path
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return from_dict(json.load(f))
+    """The config.json of `workdir`, or None if no stage has run there yet."""
+    path = Workdir(workdir).config_path
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return from_dict(json.load(f))
 
 
 def load_config(workdir: str) -> Config:
-  config = stored_config(workdir)
-  if config is None:
-    raise FileNotFoundError(f"{Workdir(workdir).config_path} is missing: {workdir!r} is not a training "
-                            "workdir (run `s2f train` there first)")
-  return config
+    config = stored_config(workdir)
+    if config is None:
+        raise FileNotFoundError(
+            f"{Workdir(workdir).config_path} is missing: {workdir!r} is not a training "
+            "workdir (run `s2f train` there first)"
+        )
+    return config
 
 
 def save_weights_atomic(model, path: str) -> None:
-  """Keras .weights.h5 written under a temporary name and renamed when complete."""
-  tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
-  model.save_weights(tmp)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+    """Keras .weights.h5 written under a temporary name and renamed when complete."""
+    tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
+    model.save_weights(tmp)
+    tf.io.gfile.rename(tmp, path, overwrite=True)
 
 
 def load_stage_weights(model, workdir: str, stage: str) -> None:
-  """Loads a finished stage's weights into a built `model`; a clear error if they are missing."""
-  path = Workdir(workdir).weights(stage)
-  if not tf.io.gfile.exists(path):
-    hint = " or pass --vgg_face_weights=FILE" if stage == "face_encoder" else ""
-    raise FileNotFoundError(f"{path} is missing: train --stage={stage} first{hint}")
-  model.load_weights(path)
+    """Loads a finished stage's weights into a built `model`; a clear error if they are missing."""
+    path = Workdir(workdir).weights(stage)
+    if not tf.io.gfile.exists(path):
+        hint = " or pass --vgg_face_weights=FILE" if stage == "face_encoder" else ""
+        raise FileNotFoundError(f"{path} is missing: train --stage={stage} first{hint}")
+    model.load_weights(path)
 
 
 def build_face_encoder(config: Config):
-  """A new, built face encoder (trainable)."""
-  fe = factory.build_face_encoder(config)
-  size = config.face_encoder.image_size
-  fe(np.zeros((1, size, size, 3), np.float32))                                 # build
-  return fe
+    """A new, built face encoder (trainable)."""
+    fe = factory.build_face_encoder(config)
+    size = config.face_encoder.image_size
+    fe(np.zeros((1, size, size, 3), np.float32))  # build
+    return fe
 
 
 def load_frozen_face_encoder(config: Config, workdir: str, vgg_face_weights: str | None = None):
-  """The trained face encoder, frozen: from a VGG-Face HDF5 file, or from stage 1's weights."""
-  fe = build_face_encoder(config)
-  if vgg_face_weights:
-    load_vggface_weights(fe, vgg_face_weights)
-  else:
-    load_stage_weights(fe, workdir, "face_encoder")
-  fe.trainable = False
-  return fe
+    """The trained face encoder, frozen: from a VGG-Face HDF5 file, or from stage 1's weights."""
+    fe = build_face_encoder(config)
+    if vgg_face_weights:
+        load_vggface_weights(fe, vgg_face_weights)
+    else:
+        load_stage_weights(fe, workdir, "face_encoder")
+    fe.trainable = False
+    return fe
 
 
 def build_face_decoder(config: Config, workdir: str | None = None, mean_landmarks=None):
-  """A built face decoder: frozen with stage 2's weights when `workdir` is given, else new and
-  trainable (starting from `mean_landmarks` [K, 2] if given)."""
-  dec = factory.build_face_decoder(config)
-  dec(np.zeros((1, config.feature_dim), np.float32))                          # build
-  if workdir is not None:
-    load_stage_weights(dec, workdir, "face_decoder")
-    dec.trainable = False
-  elif mean_landmarks is not None and len(mean_landmarks):
-    dec.set_mean_landmarks(np.asarray(mean_landmarks, np.float32))
-  return dec
+    """A built face decoder: frozen with stage 2's weights when `workdir` is given, else new and
+    trainable (starting from `mean_landmarks` [K, 2] if given)."""
+    dec = factory.build_face_decoder(config)
+    dec(np.zeros((1, config.feature_dim), np.float32))  # build
+    if workdir is not None:
+        load_stage_weights(dec, workdir, "face_decoder")
+        dec.trainable = False
+    elif mean_landmarks is not None and len(mean_landmarks):
+        dec.set_mean_landmarks(np.asarray(mean_landmarks, np.float32))
+    return dec
 
 
 @contextlib.contextmanager
 def float32_policy():
-  """Inside, Keras builds layers in float32 (evaluation, export and inference are float32 by
-  design); the global mixed-precision policy is restored afterwards."""
-  import keras
-  previous = keras.mixed_precision.global_policy()
-  keras.mixed_precision.set_global_policy("float32")
-  try:
-    yield
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
+    """Inside, Keras builds layers in float32 (evaluation, export and inference are float32 by
+    design); the global mixed-precision policy is restored afterwards."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def load_trained_model(workdir: str):
-  """Speech2Face (front end + voice encoder + face decoder) from a workdir's resolved config and
-  stage weights, in float32; returns (model, config)."""
-  config = load_config(workdir)
-  with float32_policy():
-    model = factory.build_speech2face(config)
-    model(np.zeros((1, config.audio.clip_samples), np.float32))                 # build
-  load_stage_weights(model.voice_encoder, workdir, "voice_encoder")
-  load_stage_weights(model.face_decoder, workdir, "face_decoder")
-  return model, config
+    """Speech2Face (front end + voice encoder + face decoder) from a workdir's resolved config and
+    stage weights, in float32; returns (model, config)."""
+    config = load_config(workdir)
+    with float32_policy():
+        model = factory.build_speech2face(config)
+        model(np.zeros((1, config.audio.clip_samples), np.float32))  # build
+    load_stage_weights(model.voice_encoder, workdir, "voice_encoder")
+    load_stage_weights(model.face_decoder, workdir, "face_decoder")
+    return model, config

@@ -16,38 +16,46 @@ import os
 
 PAGE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
 CONFIG = "config.json"
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-          ".css": "text/css; charset=utf-8"}
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
 # The page's own files only: scripts, styles and requests stay on this origin; faces are canvases.
-HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
-                                      "media-src 'self' blob:; object-src 'none'; base-uri 'none'",
-           "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:; "
+    "media-src 'self' blob:; object-src 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
 
 
 def _name(path: str) -> str | None:
-  """The page file a request path names ("/" is index.html), or None for a path outside the page."""
-  if path in ("/", "/index.html"):
-    return "index.html"
-  return path[len("/web/"):] if path.startswith("/web/") else None
+    """The page file a request path names ("/" is index.html), or None for a path outside the page."""
+    if path in ("/", "/index.html"):
+        return "index.html"
+    return path[len("/web/") :] if path.startswith("/web/") else None
 
 
 def is_page_path(path: str) -> bool:
-  return _name(path) is not None
+    return _name(path) is not None
 
 
 def static_file(path: str) -> tuple[bytes, str] | None:
-  """The bytes and content type of a page file for a request path; None for any other path.
-  Only names in PAGE_DIR are served: no directories, no '..'."""
-  name = _name(path)
-  if name not in _FILES:
-    return None
-  with open(os.path.join(PAGE_DIR, name), "rb") as f:
-    return f.read(), _TYPES[os.path.splitext(name)[1]]
+    """The bytes and content type of a page file for a request path; None for any other path.
+    Only names in PAGE_DIR are served: no directories, no '..'."""
+    name = _name(path)
+    if name not in _FILES:
+        return None
+    with open(os.path.join(PAGE_DIR, name), "rb") as f:
+        return f.read(), _TYPES[os.path.splitext(name)[1]]
 
 
 def config(model_name: str, version: int | None, info: dict) -> dict:
-  """web/config.json: what the page needs to cut windows the model takes."""
-  return {"model": model_name, "version": version, "info": dict(info)}
+    """web/config.json: what the page needs to cut windows the model takes."""
+    return {"model": model_name, "version": version, "info": dict(info)}
 
 
-_FILES = frozenset(n for n in os.listdir(PAGE_DIR) if os.path.splitext(n)[1] in _TYPES)   # listed once
+_FILES = frozenset(
+    n for n in os.listdir(PAGE_DIR) if os.path.splitext(n)[1] in _TYPES
+)  # listed once

@@ -23,99 +23,121 @@ from serving.validation import RequestError, grpc_code, input_from_proto
 
 @dataclass
 class Signature:
-  """One served signature of a version: its concrete function and what requests must match."""
-  name: str                                    # contract.SIGNATURE or contract.DECODE_SIGNATURE
-  fn: Any                                      # loaded.signatures[name]
-  input_name: str
-  input_dtype: int                             # TensorProto dtype enum (DT_FLOAT)
-  input_rank: int | None                       # 2
-  output_names: tuple[str, ...]
-  info: dict = field(default_factory=dict)     # assets.extra/MODEL_INFO_FILE (may be empty)
+    """One served signature of a version: its concrete function and what requests must match."""
 
-  def run(self, array: np.ndarray) -> dict[str, np.ndarray]:
-    """The checked input [B, ...] -> {output name: ndarray}. Graph errors -> RequestError."""
-    try:
-      out = self.fn(**{self.input_name: tf.constant(array)})
-      return {k: v.numpy() for k, v in out.items()}
-    except tf.errors.OpError as e:
-      raise RequestError(grpc_code(e.error_code),
-                         f"model error: {contract.clean_tf_message(e.message)}") from None
+    name: str  # contract.SIGNATURE or contract.DECODE_SIGNATURE
+    fn: Any  # loaded.signatures[name]
+    input_name: str
+    input_dtype: int  # TensorProto dtype enum (DT_FLOAT)
+    input_rank: int | None  # 2
+    output_names: tuple[str, ...]
+    info: dict = field(default_factory=dict)  # assets.extra/MODEL_INFO_FILE (may be empty)
+
+    def run(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        """The checked input [B, ...] -> {output name: ndarray}. Graph errors -> RequestError."""
+        try:
+            out = self.fn(**{self.input_name: tf.constant(array)})
+            return {k: v.numpy() for k, v in out.items()}
+        except tf.errors.OpError as e:
+            raise RequestError(
+                grpc_code(e.error_code), f"model error: {contract.clean_tf_message(e.message)}"
+            ) from None
 
 
 @dataclass
 class Servable:
-  """One loaded version: the SavedModel and its served signatures (SIGNATURE always; the
-  DECODE_SIGNATURE when the export has it)."""
-  name: str
-  version: int
-  path: str
-  loaded: Any                                  # keeps the functions' variables alive
-  signatures: dict[str, Signature]
-  signature_defs: get_model_metadata_pb2.SignatureDefMap
-  info: dict = field(default_factory=dict)
+    """One loaded version: the SavedModel and its served signatures (SIGNATURE always; the
+    DECODE_SIGNATURE when the export has it)."""
 
-  @property
-  def default(self) -> Signature:
-    return self.signatures[contract.SIGNATURE]
+    name: str
+    version: int
+    path: str
+    loaded: Any  # keeps the functions' variables alive
+    signatures: dict[str, Signature]
+    signature_defs: get_model_metadata_pb2.SignatureDefMap
+    info: dict = field(default_factory=dict)
 
-  def signature(self, name: str) -> Signature:
-    """The signature a request names ("" is the default); an unknown name is FAILED_PRECONDITION,
-    as in TF Serving."""
-    found = self.signatures.get(name or contract.SIGNATURE)
-    if found is None:
-      raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{name}" not '
-                         f'found. (signatures: {", ".join(sorted(self.signatures))})')
-    return found
+    @property
+    def default(self) -> Signature:
+        return self.signatures[contract.SIGNATURE]
 
-  def run(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
-    """waveform float32 [B, N] -> {output name: ndarray} through the default signature."""
-    return self.default.run(waveform)
+    def signature(self, name: str) -> Signature:
+        """The signature a request names ("" is the default); an unknown name is FAILED_PRECONDITION,
+        as in TF Serving."""
+        found = self.signatures.get(name or contract.SIGNATURE)
+        if found is None:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f'Serving signature key "{name}" not '
+                f"found. (signatures: {', '.join(sorted(self.signatures))})",
+            )
+        return found
+
+    def run(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
+        """waveform float32 [B, N] -> {output name: ndarray} through the default signature."""
+        return self.default.run(waveform)
 
 
 def load_servable(path: str, name: str, version: int) -> Servable:
-  """Loads `path` (one version directory) and reads its signatures, contract and metadata."""
-  loaded = tf.saved_model.load(path)
-  if contract.SIGNATURE not in loaded.signatures:
-    raise ValueError(f"{path} has no {contract.SIGNATURE!r} signature (has {sorted(loaded.signatures)})")
-  saved_model = saved_model_pb2.SavedModel()
-  with open(os.path.join(path, contract.SAVED_MODEL_FILE), "rb") as f:
-    saved_model.ParseFromString(f.read())
-  meta = next((m for m in saved_model.meta_graphs if "serve" in m.meta_info_def.tags),
-              saved_model.meta_graphs[0])
-  sigmap = get_model_metadata_pb2.SignatureDefMap()
-  for key, sig in meta.signature_def.items():
-    sigmap.signature_def[key].CopyFrom(sig)
-  info = contract.read_model_info(path)
-  signatures = {}
-  for key in (contract.SIGNATURE, contract.DECODE_SIGNATURE):
-    if key not in meta.signature_def or key not in loaded.signatures:
-      continue
-    sig = meta.signature_def[key]
-    if len(sig.inputs) != 1:
-      raise ValueError(f"{path}: {key} must take one input, takes {sorted(sig.inputs)}")
-    input_name, input_info = next(iter(sig.inputs.items()))
-    shape = input_info.tensor_shape
-    signatures[key] = Signature(name=key, fn=loaded.signatures[key], input_name=input_name,
-                                input_dtype=input_info.dtype,
-                                input_rank=None if shape.unknown_rank else len(shape.dim),
-                                output_names=tuple(sorted(sig.outputs)), info=info)
-  return Servable(name=name, version=version, path=path, loaded=loaded, signatures=signatures,
-                  signature_defs=sigmap, info=info)
+    """Loads `path` (one version directory) and reads its signatures, contract and metadata."""
+    loaded = tf.saved_model.load(path)
+    if contract.SIGNATURE not in loaded.signatures:
+        raise ValueError(
+            f"{path} has no {contract.SIGNATURE!r} signature (has {sorted(loaded.signatures)})"
+        )
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, contract.SAVED_MODEL_FILE), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    meta = next(
+        (m for m in saved_model.meta_graphs if "serve" in m.meta_info_def.tags),
+        saved_model.meta_graphs[0],
+    )
+    sigmap = get_model_metadata_pb2.SignatureDefMap()
+    for key, sig in meta.signature_def.items():
+        sigmap.signature_def[key].CopyFrom(sig)
+    info = contract.read_model_info(path)
+    signatures = {}
+    for key in (contract.SIGNATURE, contract.DECODE_SIGNATURE):
+        if key not in meta.signature_def or key not in loaded.signatures:
+            continue
+        sig = meta.signature_def[key]
+        if len(sig.inputs) != 1:
+            raise ValueError(f"{path}: {key} must take one input, takes {sorted(sig.inputs)}")
+        input_name, input_info = next(iter(sig.inputs.items()))
+        shape = input_info.tensor_shape
+        signatures[key] = Signature(
+            name=key,
+            fn=loaded.signatures[key],
+            input_name=input_name,
+            input_dtype=input_info.dtype,
+            input_rank=None if shape.unknown_rank else len(shape.dim),
+            output_names=tuple(sorted(sig.outputs)),
+            info=info,
+        )
+    return Servable(
+        name=name,
+        version=version,
+        path=path,
+        loaded=loaded,
+        signatures=signatures,
+        signature_defs=sigmap,
+        info=info,
+    )
 
 
 def warm_up(servable: Servable, max_batch: int) -> int:
-  """Replays assets.extra/WARMUP_FILE (PredictionLog records, at most MAX_WARMUP_RECORDS), like TF
-  Serving; each request passes the same checks as a client's. Returns the requests replayed."""
-  path = os.path.join(servable.path, contract.ASSETS_EXTRA, contract.WARMUP_FILE)
-  if not os.path.exists(path):
-    return 0
-  replayed = 0
-  for i, record in enumerate(tf.data.TFRecordDataset(path)):
-    if i >= contract.MAX_WARMUP_RECORDS:
-      break
-    entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-    if entry.HasField("predict_log"):
-      sig = servable.signature(entry.predict_log.request.model_spec.signature_name)
-      sig.run(input_from_proto(sig, entry.predict_log.request.inputs, max_batch))
-      replayed += 1
-  return replayed
+    """Replays assets.extra/WARMUP_FILE (PredictionLog records, at most MAX_WARMUP_RECORDS), like TF
+    Serving; each request passes the same checks as a client's. Returns the requests replayed."""
+    path = os.path.join(servable.path, contract.ASSETS_EXTRA, contract.WARMUP_FILE)
+    if not os.path.exists(path):
+        return 0
+    replayed = 0
+    for i, record in enumerate(tf.data.TFRecordDataset(path)):
+        if i >= contract.MAX_WARMUP_RECORDS:
+            break
+        entry = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if entry.HasField("predict_log"):
+            sig = servable.signature(entry.predict_log.request.model_spec.signature_name)
+            sig.run(input_from_proto(sig, entry.predict_log.request.inputs, max_batch))
+            replayed += 1
+    return replayed

@@ -5,116 +5,160 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_DETERMINISTIC_OPS", "0")
 
-import keras  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import pytest
 
 
 @pytest.fixture
 def policy():
-  """Yields a setter for the global mixed-precision policy; restores float32 afterwards."""
-  try:
-    yield keras.mixed_precision.set_global_policy
-  finally:
-    keras.mixed_precision.set_global_policy("float32")
+    """Yields a setter for the global mixed-precision policy; restores float32 afterwards."""
+    try:
+        yield keras.mixed_precision.set_global_policy
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
 
 
 @pytest.fixture(autouse=True)
 def _float32_policy():
-  keras.mixed_precision.set_global_policy("float32")
-  yield
-  keras.mixed_precision.set_global_policy("float32")
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
 
 
-BROWSER_PATHS = {"chromium": ("/usr/bin/chromium", "/usr/bin/chromium-browser"),
-                 "chromedriver": ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver")}
+BROWSER_PATHS = {
+    "chromium": ("/usr/bin/chromium", "/usr/bin/chromium-browser"),
+    "chromedriver": ("/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"),
+}
 
 
 @pytest.fixture
 def open_browser(tmp_path):
-  """Opens real headless Chromiums driven by selenium (Debian's chromium + chromium-driver, which
-  .ci/run installs), with any extra command-line flags: open_browser("--use-fake-ui-for-media-stream").
-  Missing outside CI: the test is skipped; under CI=true it fails. All are closed afterwards."""
-  found = {name: next((p for p in paths if os.path.exists(p)), None) for name, paths in BROWSER_PATHS.items()}
-  if not all(found.values()):
-    missing = ", ".join(name for name, path in found.items() if path is None)
-    if os.environ.get("CI"):
-      pytest.fail(f"CI needs {missing} (apt-get install chromium chromium-driver; .ci/run does it)")
-    pytest.skip(f"no {missing} on this machine (apt-get install chromium chromium-driver)")
-  from selenium import webdriver
-  from selenium.webdriver.chrome.service import Service
-  drivers = []
+    """Opens real headless Chromiums driven by selenium (Debian's chromium + chromium-driver, which
+    .ci/run installs), with any extra command-line flags: open_browser("--use-fake-ui-for-media-stream").
+    Missing outside CI: the test is skipped; under CI=true it fails. All are closed afterwards."""
+    found = {
+        name: next((p for p in paths if os.path.exists(p)), None)
+        for name, paths in BROWSER_PATHS.items()
+    }
+    if not all(found.values()):
+        missing = ", ".join(name for name, path in found.items() if path is None)
+        if os.environ.get("CI"):
+            pytest.fail(
+                f"CI needs {missing} (apt-get install chromium chromium-driver; .ci/run does it)"
+            )
+        pytest.skip(f"no {missing} on this machine (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
 
-  def open_one(*flags: str):
-    options = webdriver.ChromeOptions()
-    options.binary_location = found["chromium"]
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--window-size=1280,1000",
-                 # this machine's network is closed: no background connections, no updates
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--disable-quic", f"--user-data-dir={tmp_path / f'chromium-profile-{len(drivers)}'}",
-                 *flags):
-      options.add_argument(flag)
-    # an explicit driver path: selenium never looks for (or downloads) a driver of its own
-    driver = webdriver.Chrome(service=Service(executable_path=found["chromedriver"]), options=options)
-    driver.set_page_load_timeout(60)
-    drivers.append(driver)
-    return driver
+    drivers = []
 
-  try:
-    yield open_one
-  finally:
-    for driver in drivers:
-      driver.quit()
+    def open_one(*flags: str):
+        options = webdriver.ChromeOptions()
+        options.binary_location = found["chromium"]
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,1000",
+            # this machine's network is closed: no background connections, no updates
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-quic",
+            f"--user-data-dir={tmp_path / f'chromium-profile-{len(drivers)}'}",
+            *flags,
+        ):
+            options.add_argument(flag)
+        # an explicit driver path: selenium never looks for (or downloads) a driver of its own
+        driver = webdriver.Chrome(
+            service=Service(executable_path=found["chromedriver"]), options=options
+        )
+        driver.set_page_load_timeout(60)
+        drivers.append(driver)
+        return driver
+
+    try:
+        yield open_one
+    finally:
+        for driver in drivers:
+            driver.quit()
 
 
 @pytest.fixture
 def browser(open_browser):
-  """One real headless Chromium (see open_browser)."""
-  return open_browser()
+    """One real headless Chromium (see open_browser)."""
+    return open_browser()
 
 
 def run_s2f(*args, env=None, timeout=600):
-  """Runs the `s2f` command in a fresh process (the way users run it)."""
-  import subprocess
-  import sys
-  full_env = dict(os.environ)
-  full_env.update(env or {})
-  return subprocess.run([sys.executable, "-m", "s2f_tf.app.cli", *args], capture_output=True, text=True,
-                        timeout=timeout, env=full_env)
+    """Runs the `s2f` command in a fresh process (the way users run it)."""
+    import subprocess
+    import sys
+
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "s2f_tf.app.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
-  """A tiny synthetic corpus (8 identities x 3 clips, 32 px faces) prepared once per session. Seed
-  24 puts 4 identities in train, 2 in validation and 2 in test: the fewest speakers that retrieval,
-  matching and validation while training accept."""
-  from pipelines.common import run_prepare
-  from pipelines.synthetic import SyntheticSource
-  from s2f_tf import factory
-  from s2f_tf.configs import get_config
-  out = str(tmp_path_factory.mktemp("tiny_corpus"))
-  run_prepare(SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=24), out,
-              items_per_shard=8, beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-              log=lambda *_: None, texture_warp=factory.texture_warp(get_config("tiny")))
-  return out
+    """A tiny synthetic corpus (8 identities x 3 clips, 32 px faces) prepared once per session. Seed
+    24 puts 4 identities in train, 2 in validation and 2 in test: the fewest speakers that retrieval,
+    matching and validation while training accept."""
+    from pipelines.common import run_prepare
+    from pipelines.synthetic import SyntheticSource
+    from s2f_tf import factory
+    from s2f_tf.configs import get_config
+
+    out = str(tmp_path_factory.mktemp("tiny_corpus"))
+    run_prepare(
+        SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=24),
+        out,
+        items_per_shard=8,
+        beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+        log=lambda *_: None,
+        texture_warp=factory.texture_warp(get_config("tiny")),
+    )
+    return out
 
 
 @pytest.fixture(scope="session")
 def tiny_faces_workdir(tiny_corpus, tmp_path_factory):
-  """A workdir with stages 1 and 2 trained (tiny preset), for the voice-encoder tests to copy."""
-  workdir = str(tmp_path_factory.mktemp("faces_workdir"))
-  for stage in ("face_encoder", "face_decoder"):
-    r = run_s2f("train", "--config=tiny", f"--stage={stage}", f"--workdir={workdir}", f"--data={tiny_corpus}")
-    assert r.returncode == 0, r.stderr[-3000:]
-  return workdir
+    """A workdir with stages 1 and 2 trained (tiny preset), for the voice-encoder tests to copy."""
+    workdir = str(tmp_path_factory.mktemp("faces_workdir"))
+    for stage in ("face_encoder", "face_decoder"):
+        r = run_s2f(
+            "train",
+            "--config=tiny",
+            f"--stage={stage}",
+            f"--workdir={workdir}",
+            f"--data={tiny_corpus}",
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+    return workdir
 
 
 @pytest.fixture(scope="session")
 def tiny_trained_workdir(tiny_corpus, tiny_faces_workdir, tmp_path_factory):
-  """All three stages trained at tiny size (for evaluate/export/serve tests)."""
-  import shutil
-  workdir = str(tmp_path_factory.mktemp("trained") / "run")
-  shutil.copytree(tiny_faces_workdir, workdir)
-  r = run_s2f("train", "--config=tiny", "--stage=voice_encoder", f"--workdir={workdir}", f"--data={tiny_corpus}")
-  assert r.returncode == 0, r.stderr[-3000:]
-  return workdir
+    """All three stages trained at tiny size (for evaluate/export/serve tests)."""
+    import shutil
+
+    workdir = str(tmp_path_factory.mktemp("trained") / "run")
+    shutil.copytree(tiny_faces_workdir, workdir)
+    r = run_s2f(
+        "train",
+        "--config=tiny",
+        "--stage=voice_encoder",
+        f"--workdir={workdir}",
+        f"--data={tiny_corpus}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    return workdir

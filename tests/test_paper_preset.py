@@ -20,98 +20,154 @@ import tensorflow as tf
 # the feature's direction, Adam(1e-3, beta1 0.5, eps 1e-4) with a 50-step warm-up, lambda1 0.025,
 # lambda2 200, T 2.
 REDUCED = [
-    "audio.clip_seconds=2.7", "audio.min_seconds=2.7", "audio.max_seconds=10",   # valid padding: >= 2.6 s
-    "voice_encoder.width=0.0625", "voice_encoder.fc_units=64",
-    "face_encoder.image_size=32", "face_encoder.width=0.0625", "face_encoder.fc_units=64",
-    "face_decoder.bottleneck=64", "face_decoder.num_landmarks=68", "face_decoder.landmark_hidden=64",
-    "face_decoder.texture_start_size=4", "face_decoder.texture_base_channels=32",
+    "audio.clip_seconds=2.7",
+    "audio.min_seconds=2.7",
+    "audio.max_seconds=10",  # valid padding: >= 2.6 s
+    "voice_encoder.width=0.0625",
+    "voice_encoder.fc_units=64",
+    "face_encoder.image_size=32",
+    "face_encoder.width=0.0625",
+    "face_encoder.fc_units=64",
+    "face_decoder.bottleneck=64",
+    "face_decoder.num_landmarks=68",
+    "face_decoder.landmark_hidden=64",
+    "face_decoder.texture_start_size=4",
+    "face_decoder.texture_base_channels=32",
     "face_decoder.texture_min_channels=8",
-    "train.batch_size=4", "train.face_encoder_steps=8", "train.face_decoder_steps=8",
-    "train.voice_encoder_steps=8", "train.log_every=2", "train.image_every=4", "train.checkpoint_every=4",
-    "train.shuffle_buffer=16", "train.validate_every=4", "train.validation_clips=16",
-    "train.precision=mixed_bfloat16",                 # what accelerators train in (here: XLA on CPU)
+    "train.batch_size=4",
+    "train.face_encoder_steps=8",
+    "train.face_decoder_steps=8",
+    "train.voice_encoder_steps=8",
+    "train.log_every=2",
+    "train.image_every=4",
+    "train.checkpoint_every=4",
+    "train.shuffle_buffer=16",
+    "train.validate_every=4",
+    "train.validation_clips=16",
+    "train.precision=mixed_bfloat16",  # what accelerators train in (here: XLA on CPU)
 ]
 
 
 @pytest.fixture(scope="module")
 def paper_small():
-  from s2f_tf import factory
-  from s2f_tf.configs import get_config
-  config = factory.validate(get_config("paper", REDUCED))
-  assert config.name == "paper"
-  return config
+    from s2f_tf import factory
+    from s2f_tf.configs import get_config
+
+    config = factory.validate(get_config("paper", REDUCED))
+    assert config.name == "paper"
+    return config
 
 
 def test_reduced_paper_preset_keeps_the_paper_structure(paper_small):
-  from s2f_tf.configs import get_config
-  paper = get_config("paper")
-  for section, field in [("voice_encoder", "padding"), ("voice_encoder", "kernel_size"),
-                         ("face_encoder", "batchnorm"), ("face_encoder", "dropout"),
-                         ("face_decoder", "upsample"), ("face_decoder", "warp_interpolation"),
-                         ("face_decoder", "normalize_input"), ("loss", None), ("optimizer", None)]:
-    ours, theirs = getattr(paper_small, section), getattr(paper, section)
-    assert (getattr(ours, field) if field else ours) == (getattr(theirs, field) if field else theirs), section
+    from s2f_tf.configs import get_config
+
+    paper = get_config("paper")
+    for section, field in [
+        ("voice_encoder", "padding"),
+        ("voice_encoder", "kernel_size"),
+        ("face_encoder", "batchnorm"),
+        ("face_encoder", "dropout"),
+        ("face_decoder", "upsample"),
+        ("face_decoder", "warp_interpolation"),
+        ("face_decoder", "normalize_input"),
+        ("loss", None),
+        ("optimizer", None),
+    ]:
+        ours, theirs = getattr(paper_small, section), getattr(paper, section)
+        assert (getattr(ours, field) if field else ours) == (
+            getattr(theirs, field) if field else theirs
+        ), section
 
 
 def test_paper_preset_trains_exports_and_serves_at_reduced_size(paper_small, tmp_path):
-  from pipelines.common import run_prepare
-  from pipelines.synthetic import SyntheticSource
-  from s2f_tf import factory
-  from s2f_tf.export import export_workdir
-  from s2f_tf.train.loop import TrainOptions, train
-  from serving.server import AUTO_PORT, DevServer
-  from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
 
-  data = str(tmp_path / "data")
-  run_prepare(SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=24), data,
-              items_per_shard=8, beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-              log=lambda *_: None, texture_warp=factory.texture_warp(paper_small))
-  workdir = str(tmp_path / "run")
-  results, lines = {}, []
-  for stage in ("face_encoder", "face_decoder", "voice_encoder"):
-    results[stage] = train(paper_small, TrainOptions(stage=stage, workdir=workdir, data_dir=data,
-                                                     jit_compile=True, progress=False), log=lines.append)
-    r = results[stage]
-    assert r["steps"] == 8 and r["precision"] == "mixed_bfloat16" and all(math.isfinite(v) for v in r["losses"].values()), r
-  # the decoder's landmarks stay where faces are (normalised coordinates): no jump by the image size
-  assert results["face_decoder"]["losses"]["landmark_mse"] < 0.01, results["face_decoder"]
-  # the voice stage's three terms are all live (the distillation is not a saturated 0)
-  voice = results["voice_encoder"]["losses"]
-  assert voice["decoder_l1"] > 0 and voice["feature_l2"] > 0 and voice["distill"] > 0, voice
-  # the loss balance at the start is reported: each weighted term and its pull on v_s
-  start = results["voice_encoder"]["start"]
-  reported = [line for line in lines if " at the start: " in line]              # the face stages report none
-  assert len(reported) == 1 and reported[0].startswith("[voice_encoder] at the start: loss terms (weighted) "
-                                                       "decoder_l1 ") and "teacher softmax top probability" in reported[0]
-  assert set(start["weighted_terms"]) == set(start["gradient_norms"]) == {"decoder_l1", "feature_l2", "distill"}
-  assert all(v > 0 and math.isfinite(v) for v in start["gradient_norms"].values()), start
-  with open(os.path.join(workdir, "config.json")) as f:
-    stored = json.load(f)
-  assert stored["voice_encoder"]["padding"] == "valid"
-  classes = stored["face_encoder"]["num_identities"]                         # fc8: the corpus's 8 speakers
-  assert classes == 8 and 1 / classes <= start["teacher_top_probability"] <= 1
-  assert 0 <= start["teacher_entropy"] <= math.log(classes) + 1e-4
+    from pipelines.common import run_prepare
+    from pipelines.synthetic import SyntheticSource
+    from s2f_tf import factory
+    from s2f_tf.export import export_workdir
+    from s2f_tf.train.loop import TrainOptions, train
+    from serving.server import AUTO_PORT, DevServer
 
-  version_dir = export_workdir(workdir, str(tmp_path / "exports"), "s2f")
-  model_dir = os.path.dirname(version_dir)
-  loaded = tf.saved_model.load(version_dir)
-  wave = (np.random.RandomState(0).randn(1, paper_small.audio.clip_samples) * 0.05).astype(np.float32)
-  expected = {k: v.numpy() for k, v in loaded.signatures["serving_default"](waveform=tf.constant(wave)).items()}
+    data = str(tmp_path / "data")
+    run_prepare(
+        SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=24),
+        data,
+        items_per_shard=8,
+        beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+        log=lambda *_: None,
+        texture_warp=factory.texture_warp(paper_small),
+    )
+    workdir = str(tmp_path / "run")
+    results, lines = {}, []
+    for stage in ("face_encoder", "face_decoder", "voice_encoder"):
+        results[stage] = train(
+            paper_small,
+            TrainOptions(
+                stage=stage, workdir=workdir, data_dir=data, jit_compile=True, progress=False
+            ),
+            log=lines.append,
+        )
+        r = results[stage]
+        assert (
+            r["steps"] == 8
+            and r["precision"] == "mixed_bfloat16"
+            and all(math.isfinite(v) for v in r["losses"].values())
+        ), r
+    # the decoder's landmarks stay where faces are (normalised coordinates): no jump by the image size
+    assert results["face_decoder"]["losses"]["landmark_mse"] < 0.01, results["face_decoder"]
+    # the voice stage's three terms are all live (the distillation is not a saturated 0)
+    voice = results["voice_encoder"]["losses"]
+    assert voice["decoder_l1"] > 0 and voice["feature_l2"] > 0 and voice["distill"] > 0, voice
+    # the loss balance at the start is reported: each weighted term and its pull on v_s
+    start = results["voice_encoder"]["start"]
+    reported = [line for line in lines if " at the start: " in line]  # the face stages report none
+    assert (
+        len(reported) == 1
+        and reported[0].startswith(
+            "[voice_encoder] at the start: loss terms (weighted) decoder_l1 "
+        )
+        and "teacher softmax top probability" in reported[0]
+    )
+    assert (
+        set(start["weighted_terms"])
+        == set(start["gradient_norms"])
+        == {"decoder_l1", "feature_l2", "distill"}
+    )
+    assert all(v > 0 and math.isfinite(v) for v in start["gradient_norms"].values()), start
+    with open(os.path.join(workdir, "config.json")) as f:
+        stored = json.load(f)
+    assert stored["voice_encoder"]["padding"] == "valid"
+    classes = stored["face_encoder"]["num_identities"]  # fc8: the corpus's 8 speakers
+    assert classes == 8 and 1 / classes <= start["teacher_top_probability"] <= 1
+    assert 0 <= start["teacher_entropy"] <= math.log(classes) + 1e-4
 
-  server = DevServer(model_dir, "s2f", port=AUTO_PORT, rest_api_port=AUTO_PORT, poll_seconds=0.5)
-  server.start()
-  try:
-    with grpc.insecure_channel(server.grpc_target) as channel:
-      stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-      request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="s2f",
-                                                                          signature_name="serving_default"))
-      request.inputs["waveform"].CopyFrom(tf.make_tensor_proto(wave))
-      response = stub.Predict(request, timeout=60)
-  finally:
-    server.stop()
-  served = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
-  assert set(served) == set(expected)
-  assert served["face_feature"].shape == (1, paper_small.feature_dim)
-  assert served["face_image"].shape[1:3] == (32, 32)
-  for k in expected:
-    np.testing.assert_allclose(served[k], expected[k], atol=1e-4, err_msg=k)
+    version_dir = export_workdir(workdir, str(tmp_path / "exports"), "s2f")
+    model_dir = os.path.dirname(version_dir)
+    loaded = tf.saved_model.load(version_dir)
+    wave = (np.random.RandomState(0).randn(1, paper_small.audio.clip_samples) * 0.05).astype(
+        np.float32
+    )
+    expected = {
+        k: v.numpy()
+        for k, v in loaded.signatures["serving_default"](waveform=tf.constant(wave)).items()
+    }
+
+    server = DevServer(model_dir, "s2f", port=AUTO_PORT, rest_api_port=AUTO_PORT, poll_seconds=0.5)
+    server.start()
+    try:
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name="s2f", signature_name="serving_default")
+            )
+            request.inputs["waveform"].CopyFrom(tf.make_tensor_proto(wave))
+            response = stub.Predict(request, timeout=60)
+    finally:
+        server.stop()
+    served = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
+    assert set(served) == set(expected)
+    assert served["face_feature"].shape == (1, paper_small.feature_dim)
+    assert served["face_image"].shape[1:3] == (32, 32)
+    for k in expected:
+        np.testing.assert_allclose(served[k], expected[k], atol=1e-4, err_msg=k)

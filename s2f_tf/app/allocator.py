@@ -24,57 +24,64 @@ import os
 import sys
 
 LIBRARIES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4")
-DIRECTORIES = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
-               "/usr/local/lib")
-SWITCH = "S2F_ALLOCATOR"                       # "system": never preload
+DIRECTORIES = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
+)
+SWITCH = "S2F_ALLOCATOR"  # "system": never preload
 
 
 def find_tcmalloc() -> str | None:
-  """The first TCMalloc shared library in the usual places, or None."""
-  for directory in DIRECTORIES:
-    for name in LIBRARIES:
-      path = os.path.join(directory, name)
-      if os.path.isfile(path):
-        return path
-  return None
+    """The first TCMalloc shared library in the usual places, or None."""
+    for directory in DIRECTORIES:
+        for name in LIBRARIES:
+            path = os.path.join(directory, name)
+            if os.path.isfile(path):
+                return path
+    return None
 
 
 def preload_env(env: dict[str, str], library: str) -> dict[str, str] | None:
-  """The environment to re-execute with, or None when nothing is to change (the switch says
-  system, or TCMalloc is already preloaded)."""
-  if env.get(SWITCH, "").lower() == "system":
-    return None
-  preloaded = env.get("LD_PRELOAD", "")
-  if any(os.path.basename(p).startswith("libtcmalloc") for p in preloaded.replace(":", " ").split()):
-    return None
-  out = dict(env)
-  out["LD_PRELOAD"] = f"{library} {preloaded}".strip()
-  # TCMalloc reports each allocation over 1 GB on stderr; the paper preset makes such blocks.
-  out.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
-  return out
+    """The environment to re-execute with, or None when nothing is to change (the switch says
+    system, or TCMalloc is already preloaded)."""
+    if env.get(SWITCH, "").lower() == "system":
+        return None
+    preloaded = env.get("LD_PRELOAD", "")
+    if any(
+        os.path.basename(p).startswith("libtcmalloc") for p in preloaded.replace(":", " ").split()
+    ):
+        return None
+    out = dict(env)
+    out["LD_PRELOAD"] = f"{library} {preloaded}".strip()
+    # TCMalloc reports each allocation over 1 GB on stderr; the paper preset makes such blocks.
+    out.setdefault("TCMALLOC_LARGE_ALLOC_REPORT_THRESHOLD", str(1 << 40))
+    return out
 
 
 def loaded() -> str:
-  """Which allocator this process runs under: "tcmalloc" (mapped into it) or "system"."""
-  try:
-    with open("/proc/self/maps") as f:
-      return "tcmalloc" if "libtcmalloc" in f.read() else "system"
-  except OSError:
-    return "system"
+    """Which allocator this process runs under: "tcmalloc" (mapped into it) or "system"."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "tcmalloc" if "libtcmalloc" in f.read() else "system"
+    except OSError:
+        return "system"
 
 
 def reexec_with_tcmalloc(argv: list[str]) -> None:
-  """Replaces this process with `python -m s2f_tf.app.cli argv...` under TCMalloc, when it applies
-  (Linux, TCMalloc found, not yet loaded, not switched off). Returns only when it does not."""
-  if not sys.platform.startswith("linux"):
-    return
-  library = find_tcmalloc()
-  env = preload_env(dict(os.environ), library) if library else None
-  if env is None:
-    return
-  sys.stdout.flush()
-  sys.stderr.flush()
-  try:
-    os.execve(sys.executable, [sys.executable, "-m", "s2f_tf.app.cli", *argv], env)
-  except OSError:
-    return                                         # cannot re-execute: run on with glibc's malloc
+    """Replaces this process with `python -m s2f_tf.app.cli argv...` under TCMalloc, when it applies
+    (Linux, TCMalloc found, not yet loaded, not switched off). Returns only when it does not."""
+    if not sys.platform.startswith("linux"):
+        return
+    library = find_tcmalloc()
+    env = preload_env(dict(os.environ), library) if library else None
+    if env is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "s2f_tf.app.cli", *argv], env)
+    except OSError:
+        return  # cannot re-execute: run on with glibc's malloc

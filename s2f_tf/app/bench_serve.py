@@ -23,7 +23,7 @@ import math
 import os
 import threading
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -33,133 +33,187 @@ TARGET_OVERHEAD = 0.10
 
 
 def _stats(latencies: list[float], busy_seconds: float) -> dict:
-  if not latencies:
-    return {"requests": 0, "p50_ms": None, "p99_ms": None, "mean_ms": None, "requests_per_second": None}
-  ms = np.asarray(latencies) * 1e3
-  return {"requests": len(latencies), "p50_ms": round(float(np.percentile(ms, 50)), 3),
-          "p99_ms": round(float(np.percentile(ms, 99)), 3), "mean_ms": round(float(ms.mean()), 3),
-          "requests_per_second": round(len(latencies) / busy_seconds, 2) if busy_seconds > 0 else None}
+    if not latencies:
+        return {
+            "requests": 0,
+            "p50_ms": None,
+            "p99_ms": None,
+            "mean_ms": None,
+            "requests_per_second": None,
+        }
+    ms = np.asarray(latencies) * 1e3
+    return {
+        "requests": len(latencies),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "requests_per_second": round(len(latencies) / busy_seconds, 2)
+        if busy_seconds > 0
+        else None,
+    }
 
 
-def _run(call: Callable[[], object], concurrency: int, count: int, deadline: float,
-         latencies: list[float]) -> float:
-  """Issues `count` calls from `concurrency` threads (stops issuing at `deadline`); appends each
-  call's latency; returns the wall time."""
-  lock = threading.Lock()
-  issued = [0]
-  errors: list[BaseException] = []
+def _run(
+    call: Callable[[], object],
+    concurrency: int,
+    count: int,
+    deadline: float,
+    latencies: list[float],
+) -> float:
+    """Issues `count` calls from `concurrency` threads (stops issuing at `deadline`); appends each
+    call's latency; returns the wall time."""
+    lock = threading.Lock()
+    issued = [0]
+    errors: list[BaseException] = []
 
-  def worker():
-    while True:
-      with lock:
-        if issued[0] >= count or time.monotonic() > deadline or errors:
-          return
-        issued[0] += 1
-      start = time.perf_counter()
-      try:
-        call()
-      except BaseException as e:                                 # surfaced below
-        errors.append(e)
-        return
-      latencies.append(time.perf_counter() - start)
+    def worker():
+        while True:
+            with lock:
+                if issued[0] >= count or time.monotonic() > deadline or errors:
+                    return
+                issued[0] += 1
+            start = time.perf_counter()
+            try:
+                call()
+            except BaseException as e:  # noqa: BLE001 -- surfaced below
+                errors.append(e)
+                return
+            latencies.append(time.perf_counter() - start)
 
-  threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-  start = time.perf_counter()
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  if errors:
-    raise errors[0]
-  return time.perf_counter() - start
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return time.perf_counter() - start
 
 
-def bench_serve(model_base_path: str, model_name: str = "s2f", requests: int = 200,
-                concurrency: Sequence[int] = (1, 8), batch_size: int = 1, samples: int | None = None,
-                time_limit_seconds: float = 120.0, rounds: int = 4, warmup: int = 8, seed: int = 0) -> dict:
-  """Measures p50/p99 latency and requests/s over gRPC and in-process at each concurrency level.
+def bench_serve(
+    model_base_path: str,
+    model_name: str = "s2f",
+    requests: int = 200,
+    concurrency: Sequence[int] = (1, 8),
+    batch_size: int = 1,
+    samples: int | None = None,
+    time_limit_seconds: float = 120.0,
+    rounds: int = 4,
+    warmup: int = 8,
+    seed: int = 0,
+) -> dict:
+    """Measures p50/p99 latency and requests/s over gRPC and in-process at each concurrency level.
 
-  Args:
-    model_base_path: `<export_base>/<model_name>`, holding integer version directories (the newest
-      is measured).
-    model_name: the served name.
-    requests: requests per mode and level (split over `rounds` alternating rounds).
-    concurrency: levels (threads issuing requests at once); overhead is reported at the lowest,
-      throughput ratio at the highest.
-    batch_size: clips per request.
-    samples: clip length; default the export's clip_samples (s2f_model.json).
-    time_limit_seconds: overall bound; rounds stop issuing requests once it has passed.
-  Returns a JSON-able dict (see the module docstring for the two headline figures).
-  """
-  import tensorflow as tf
-  from serving.client import GrpcClient
-  from serving.server import AUTO_PORT, DevServer
+    Args:
+      model_base_path: `<export_base>/<model_name>`, holding integer version directories (the newest
+        is measured).
+      model_name: the served name.
+      requests: requests per mode and level (split over `rounds` alternating rounds).
+      concurrency: levels (threads issuing requests at once); overhead is reported at the lowest,
+        throughput ratio at the highest.
+      batch_size: clips per request.
+      samples: clip length; default the export's clip_samples (s2f_model.json).
+      time_limit_seconds: overall bound; rounds stop issuing requests once it has passed.
+    Returns a JSON-able dict (see the module docstring for the two headline figures).
+    """
+    import tensorflow as tf
 
-  if requests < 1 or batch_size < 1 or not concurrency:
-    raise ValueError("requests and batch_size must be >= 1 and concurrency non-empty")
-  levels = sorted({int(c) for c in concurrency})
-  started = time.monotonic()
-  deadline = started + time_limit_seconds
-  rounds = max(1, min(rounds, requests))
-  per_round = math.ceil(requests / rounds)
+    from serving.client import GrpcClient
+    from serving.server import AUTO_PORT, DevServer
 
-  server = DevServer(model_base_path, model_name, port=AUTO_PORT, rest_api_port=0, host="127.0.0.1",
-                     poll_seconds=3600.0, max_batch=max(64, batch_size),
-                     grpc_max_threads=max(16, 2 * levels[-1]))
-  with server:
-    if not server.versions():
-      raise FileNotFoundError(f"no loadable version under {model_base_path}")
-    version = server.versions()[0]
-    path = os.path.join(server.model_base_path, str(version))
-    info = server._servables[version].info
-    samples = int(samples or info.get("clip_samples") or contract.SAMPLE_RATE)
-    wave = (np.random.RandomState(seed).randn(batch_size, samples) * 0.05).astype(np.float32)  # [B, N]
+    if requests < 1 or batch_size < 1 or not concurrency:
+        raise ValueError("requests and batch_size must be >= 1 and concurrency non-empty")
+    levels = sorted({int(c) for c in concurrency})
+    started = time.monotonic()
+    deadline = started + time_limit_seconds
+    rounds = max(1, min(rounds, requests))
+    per_round = math.ceil(requests / rounds)
 
-    loaded = tf.saved_model.load(path)                           # the in-process baseline
-    fn = loaded.signatures[contract.SIGNATURE]
+    server = DevServer(
+        model_base_path,
+        model_name,
+        port=AUTO_PORT,
+        rest_api_port=0,
+        host="127.0.0.1",
+        poll_seconds=3600.0,
+        max_batch=max(64, batch_size),
+        grpc_max_threads=max(16, 2 * levels[-1]),
+    )
+    with server:
+        if not server.versions():
+            raise FileNotFoundError(f"no loadable version under {model_base_path}")
+        version = server.versions()[0]
+        path = os.path.join(server.model_base_path, str(version))
+        info = server._servables[version].info
+        samples = int(samples or info.get("clip_samples") or contract.SAMPLE_RATE)
+        wave = (np.random.RandomState(seed).randn(batch_size, samples) * 0.05).astype(
+            np.float32
+        )  # [B, N]
 
-    def in_process():
-      return {k: v.numpy() for k, v in fn(**{contract.INPUT: tf.constant(wave)}).items()}
+        loaded = tf.saved_model.load(path)  # the in-process baseline
+        fn = loaded.signatures[contract.SIGNATURE]
 
-    with GrpcClient(server.grpc_target, model_name, version=version, max_concurrency=levels[-1],
-                    timeout_seconds=60.0, retries=0) as client:
-      def over_grpc():
-        return client.predict(wave)
+        def in_process():
+            return {k: v.numpy() for k, v in fn(**{contract.INPUT: tf.constant(wave)}).items()}
 
-      modes = {"in_process": in_process, "server": over_grpc}
-      results = []
-      truncated = False
-      for level in levels:
-        for call in modes.values():                              # warm threads, caches, channel
-          _run(call, level, max(warmup, level), deadline + 60.0, [])
-        lat = {m: [] for m in modes}
-        busy = {m: 0.0 for m in modes}
-        for r in range(rounds):
-          order = list(modes) if r % 2 == 0 else list(reversed(modes))
-          for m in order:
-            busy[m] += _run(modes[m], level, per_round, deadline, lat[m])
-        if any(len(lat[m]) < per_round * rounds for m in modes):
-          truncated = True
-        row = {"concurrency": level, **{m: _stats(lat[m], busy[m]) for m in modes}}
-        a, b = row["in_process"], row["server"]
-        if a["requests"] and b["requests"]:
-          row["latency_overhead_p50"] = round(b["p50_ms"] / a["p50_ms"] - 1, 4)
-          row["latency_overhead_p99"] = round(b["p99_ms"] / a["p99_ms"] - 1, 4)
-          row["throughput_ratio"] = round(b["requests_per_second"] / a["requests_per_second"], 4)
-        results.append(row)
+        with GrpcClient(
+            server.grpc_target,
+            model_name,
+            version=version,
+            max_concurrency=levels[-1],
+            timeout_seconds=60.0,
+            retries=0,
+        ) as client:
 
-  low, high = results[0], results[-1]
-  overhead = low.get("latency_overhead_p50")
-  return {
-      "benchmark": "serve", "transport": "grpc", "model_name": model_name, "version": version,
-      "config": info.get("config"), "batch_size": batch_size, "samples": samples,
-      "clip_seconds": contract.seconds(samples, info.get("sample_rate", contract.SAMPLE_RATE)),
-      "requests": requests, "rounds": rounds, "levels": results,
-      "latency_overhead": overhead, "latency_overhead_concurrency": low["concurrency"],
-      "throughput_ratio": high.get("throughput_ratio"), "throughput_concurrency": high["concurrency"],
-      "target_overhead": TARGET_OVERHEAD,
-      "meets_target": overhead is not None and overhead <= TARGET_OVERHEAD,
-      "truncated": truncated, "seconds": round(time.monotonic() - started, 2),
-      "cpu_count": os.cpu_count(),
-  }
+            def over_grpc():
+                return client.predict(wave)
 
+            modes = {"in_process": in_process, "server": over_grpc}
+            results = []
+            truncated = False
+            for level in levels:
+                for call in modes.values():  # warm threads, caches, channel
+                    _run(call, level, max(warmup, level), deadline + 60.0, [])
+                lat = {m: [] for m in modes}
+                busy = {m: 0.0 for m in modes}
+                for r in range(rounds):
+                    order = list(modes) if r % 2 == 0 else list(reversed(modes))
+                    for m in order:
+                        busy[m] += _run(modes[m], level, per_round, deadline, lat[m])
+                if any(len(lat[m]) < per_round * rounds for m in modes):
+                    truncated = True
+                row = {"concurrency": level, **{m: _stats(lat[m], busy[m]) for m in modes}}
+                a, b = row["in_process"], row["server"]
+                if a["requests"] and b["requests"]:
+                    row["latency_overhead_p50"] = round(b["p50_ms"] / a["p50_ms"] - 1, 4)
+                    row["latency_overhead_p99"] = round(b["p99_ms"] / a["p99_ms"] - 1, 4)
+                    row["throughput_ratio"] = round(
+                        b["requests_per_second"] / a["requests_per_second"], 4
+                    )
+                results.append(row)
+
+    low, high = results[0], results[-1]
+    overhead = low.get("latency_overhead_p50")
+    return {
+        "benchmark": "serve",
+        "transport": "grpc",
+        "model_name": model_name,
+        "version": version,
+        "config": info.get("config"),
+        "batch_size": batch_size,
+        "samples": samples,
+        "clip_seconds": contract.seconds(samples, info.get("sample_rate", contract.SAMPLE_RATE)),
+        "requests": requests,
+        "rounds": rounds,
+        "levels": results,
+        "latency_overhead": overhead,
+        "latency_overhead_concurrency": low["concurrency"],
+        "throughput_ratio": high.get("throughput_ratio"),
+        "throughput_concurrency": high["concurrency"],
+        "target_overhead": TARGET_OVERHEAD,
+        "meets_target": overhead is not None and overhead <= TARGET_OVERHEAD,
+        "truncated": truncated,
+        "seconds": round(time.monotonic() - started, 2),
+        "cpu_count": os.cpu_count(),
+    }

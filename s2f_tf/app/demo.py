@@ -25,162 +25,241 @@ IDENTITIES = 600
 CLIPS_PER_IDENTITY = 8
 R1_OVER_CHANCE = 5.0
 SEX_AGREEMENT = 0.90
-FACE_TO_FACE_R1 = 0.90                # faces decoded from the true feature find their speaker (gallery 70)
-FACE_TO_FACE_SHARPNESS = 0.5          # ... and keep half the canonical targets' fine detail
+FACE_TO_FACE_R1 = 0.90  # faces decoded from the true feature find their speaker (gallery 70)
+FACE_TO_FACE_SHARPNESS = 0.5  # ... and keep half the canonical targets' fine detail
 
 
-def _served_predictions(out_dir: str, model_base_path: str, data_dir: str, config, count: int, log) -> dict:
-  """Starts the development server, sends held-out voices through the gRPC client, saves faces."""
-  import soundfile
-  from PIL import Image
+def _served_predictions(
+    out_dir: str, model_base_path: str, data_dir: str, config, count: int, log
+) -> dict:
+    """Starts the development server, sends held-out voices through the gRPC client, saves faces."""
+    import soundfile
+    from PIL import Image
 
-  from s2f_tf.data.dataset import InputOptions, make_dataset
-  from s2f_tf.predict import save_face
-  from serving.client import GrpcClient
-  from serving.server import AUTO_PORT, DevServer
+    from s2f_tf.data.dataset import InputOptions, make_dataset
+    from s2f_tf.predict import save_face
+    from serving.client import GrpcClient
+    from serving.server import AUTO_PORT, DevServer
 
-  served_dir = os.path.join(out_dir, "served")
-  os.makedirs(served_dir, exist_ok=True)
-  options = InputOptions(batch_size=64, clip_samples=config.audio.clip_samples, training=False,
-                         fields=("pcm", "image", "speaker", "clip_id"), drop_remainder=False, repeat=False)
-  picks, seen = [], set()
-  for batch in make_dataset(data_dir, "test", options):
-    for pcm, image, speaker, clip in zip(batch["pcm"].numpy(), batch["image"].numpy(),
-                                         batch["speaker"].numpy(), batch["clip_id"].numpy()):
-      if int(speaker) not in seen:
-        seen.add(int(speaker))
-        picks.append((clip.decode().split("/")[0], pcm, image))
-    if len(picks) >= count:
-      break
-  picks = picks[:count]
-  rows = []
-  with DevServer(model_base_path, "s2f", port=AUTO_PORT, rest_api_port=0) as server:
-    log(f"   development server on {server.grpc_target} (gRPC), model versions {server.versions()}")
-    client = GrpcClient(server.grpc_target, "s2f", timeout_seconds=30)
-    client.wait_until_available(60)
+    served_dir = os.path.join(out_dir, "served")
+    os.makedirs(served_dir, exist_ok=True)
+    options = InputOptions(
+        batch_size=64,
+        clip_samples=config.audio.clip_samples,
+        training=False,
+        fields=("pcm", "image", "speaker", "clip_id"),
+        drop_remainder=False,
+        repeat=False,
+    )
+    picks, seen = [], set()
+    for batch in make_dataset(data_dir, "test", options):
+        for pcm, image, speaker, clip in zip(
+            batch["pcm"].numpy(),
+            batch["image"].numpy(),
+            batch["speaker"].numpy(),
+            batch["clip_id"].numpy(),
+        ):
+            if int(speaker) not in seen:
+                seen.add(int(speaker))
+                picks.append((clip.decode().split("/")[0], pcm, image))
+        if len(picks) >= count:
+            break
+    picks = picks[:count]
+    rows = []
+    with DevServer(model_base_path, "s2f", port=AUTO_PORT, rest_api_port=0) as server:
+        log(
+            f"   development server on {server.grpc_target} (gRPC), model versions {server.versions()}"
+        )
+        client = GrpcClient(server.grpc_target, "s2f", timeout_seconds=30)
+        client.wait_until_available(60)
+        started = time.time()
+        for speaker, pcm, image in picks:
+            wave = contract.pcm_to_float(pcm)[None, :]
+            out = client.predict(wave)
+            face = out["face_image"][0]
+            save_face(face, os.path.join(served_dir, f"{speaker}.png"))
+            soundfile.write(
+                os.path.join(served_dir, f"{speaker}.wav"), pcm, config.audio.sample_rate
+            )
+            rows.append(np.concatenate([face, image], axis=1))
+        seconds = time.time() - started
+    grid = np.concatenate(rows, axis=0)  # per row: predicted | true
+    picture = Image.fromarray(grid)
+    picture = picture.resize((picture.width * 2, picture.height * 2), Image.NEAREST)
+    picture.save(os.path.join(out_dir, "served_faces.png"))
+    return {
+        "speakers": [p[0] for p in picks],
+        "requests": len(picks),
+        "seconds": round(seconds, 2),
+        "dir": served_dir,
+        "grid": os.path.join(out_dir, "served_faces.png"),
+    }
+
+
+def run_demo(
+    out_dir: str,
+    config,
+    identities: int = IDENTITIES,
+    clips_per_identity: int = CLIPS_PER_IDENTITY,
+    seed: int = 0,
+    log=print,
+) -> dict:
+    from pipelines.common import run_prepare
+    from pipelines.synthetic import SyntheticSource
+    from s2f_tf import factory
+    from s2f_tf.evaluate import evaluate
+    from s2f_tf.export import export_workdir
+    from s2f_tf.train.loop import TrainOptions, train
+    from s2f_tf.workdir import STAGES
+
     started = time.time()
-    for speaker, pcm, image in picks:
-      wave = contract.pcm_to_float(pcm)[None, :]
-      out = client.predict(wave)
-      face = out["face_image"][0]
-      save_face(face, os.path.join(served_dir, f"{speaker}.png"))
-      soundfile.write(os.path.join(served_dir, f"{speaker}.wav"), pcm, config.audio.sample_rate)
-      rows.append(np.concatenate([face, image], axis=1))
-    seconds = time.time() - started
-  grid = np.concatenate(rows, axis=0)                                   # per row: predicted | true
-  picture = Image.fromarray(grid)
-  picture = picture.resize((picture.width * 2, picture.height * 2), Image.NEAREST)
-  picture.save(os.path.join(out_dir, "served_faces.png"))
-  return {"speakers": [p[0] for p in picks], "requests": len(picks), "seconds": round(seconds, 2),
-          "dir": served_dir, "grid": os.path.join(out_dir, "served_faces.png")}
+    os.makedirs(out_dir, exist_ok=True)
+    times: dict = {}
+    summary: dict = {"config": config.name}
 
+    def stage(name):
+        times[name] = round(time.time() - stage.t0, 1)
+        stage.t0 = time.time()
 
-def run_demo(out_dir: str, config, identities: int = IDENTITIES,
-             clips_per_identity: int = CLIPS_PER_IDENTITY, seed: int = 0,
-             log=print) -> dict:
-  from pipelines.common import run_prepare
-  from s2f_tf import factory
-  from pipelines.synthetic import SyntheticSource
-  from s2f_tf.evaluate import evaluate
-  from s2f_tf.export import export_workdir
-  from s2f_tf.train.loop import TrainOptions, train
-  from s2f_tf.workdir import STAGES
-
-  started = time.time()
-  os.makedirs(out_dir, exist_ok=True)
-  times: dict = {}
-  summary: dict = {"config": config.name}
-
-  def stage(name):
-    times[name] = round(time.time() - stage.t0, 1)
     stage.t0 = time.time()
-  stage.t0 = time.time()
 
-  log("== [1] prepare the synthetic corpus (Apache Beam, speaker-disjoint splits)")
-  data_dir = os.path.join(out_dir, "data")
-  size = config.face_encoder.image_size
-  info = run_prepare(SyntheticSource(identities, clips_per_identity, size, seed), data_dir,
-                     arguments={"identities": identities, "clips_per_identity": clips_per_identity,
-                                "image_size": size, "seed": seed}, log=log,
-                     texture_warp=factory.texture_warp(config))
-  summary["data"] = {"dir": data_dir, "clips": info.counts, "speakers": info.speaker_counts}
-  stage("prepare")
+    log("== [1] prepare the synthetic corpus (Apache Beam, speaker-disjoint splits)")
+    data_dir = os.path.join(out_dir, "data")
+    size = config.face_encoder.image_size
+    info = run_prepare(
+        SyntheticSource(identities, clips_per_identity, size, seed),
+        data_dir,
+        arguments={
+            "identities": identities,
+            "clips_per_identity": clips_per_identity,
+            "image_size": size,
+            "seed": seed,
+        },
+        log=log,
+        texture_warp=factory.texture_warp(config),
+    )
+    summary["data"] = {"dir": data_dir, "clips": info.counts, "speakers": info.speaker_counts}
+    stage("prepare")
 
-  workdir = os.path.join(out_dir, "run")
-  results = {}
-  for i, name in enumerate(STAGES, start=2):
-    log(f"== [{i}] train the {name.replace('_', ' ')} ({getattr(config.train, f'{name}_steps')} steps)")
-    results[name] = train(config, TrainOptions(stage=name, workdir=workdir, data_dir=data_dir,
-                                               jit_compile=False), log=log)
-    log(f"   {results[name]['examples_per_second']:.0f} examples/s, final losses "
-        + ", ".join(f"{k} {v:.3g}" for k, v in results[name]["losses"].items()))
-    stage(name)
-  summary["training"] = {k: {"steps": v["steps"], "losses": v["losses"]} for k, v in results.items()}
+    workdir = os.path.join(out_dir, "run")
+    results = {}
+    for i, name in enumerate(STAGES, start=2):
+        log(
+            f"== [{i}] train the {name.replace('_', ' ')} ({getattr(config.train, f'{name}_steps')} steps)"
+        )
+        results[name] = train(
+            config,
+            TrainOptions(stage=name, workdir=workdir, data_dir=data_dir, jit_compile=False),
+            log=log,
+        )
+        log(
+            f"   {results[name]['examples_per_second']:.0f} examples/s, final losses "
+            + ", ".join(f"{k} {v:.3g}" for k, v in results[name]["losses"].items())
+        )
+        stage(name)
+    summary["training"] = {
+        k: {"steps": v["steps"], "losses": v["losses"]} for k, v in results.items()
+    }
 
-  log("== [5] evaluate on held-out speakers")
-  metrics = evaluate(workdir, data_dir, out_dir=out_dir, log=log)
-  stage("evaluate")
+    log("== [5] evaluate on held-out speakers")
+    metrics = evaluate(workdir, data_dir, out_dir=out_dir, log=log)
+    stage("evaluate")
 
-  log("== [6] export a SavedModel for TF Serving")
-  export_base = os.path.join(out_dir, "export")
-  version_dir = export_workdir(workdir, export_base, "s2f")
-  log(f"   {version_dir}")
-  stage("export")
+    log("== [6] export a SavedModel for TF Serving")
+    export_base = os.path.join(out_dir, "export")
+    version_dir = export_workdir(workdir, export_base, "s2f")
+    log(f"   {version_dir}")
+    stage("export")
 
-  log("== [7] serve it on 127.0.0.1 and predict faces for held-out voices over gRPC")
-  summary["served"] = _served_predictions(out_dir, os.path.join(export_base, "s2f"), data_dir, config, 8, log)
-  stage("serve_predict")
+    log("== [7] serve it on 127.0.0.1 and predict faces for held-out voices over gRPC")
+    summary["served"] = _served_predictions(
+        out_dir, os.path.join(export_base, "s2f"), data_dir, config, 8, log
+    )
+    stage("serve_predict")
 
-  key = next(iter(metrics["inputs"]))
-  entry = metrics["inputs"][key]
-  retrieval = entry["retrieval"]
-  r1, chance = retrieval["cosine"]["R@1"], retrieval["chance"]["R@1"]
-  sex = entry.get("attributes", {}).get("sex", {}).get("agreement")
-  f2f = metrics["face_to_face"]
-  f2f_r1 = f2f["image_retrieval"]["cosine"]["R@1"]
-  f2f_sharpness = f2f["sharpness"]["relative_to_targets"]
-  summary["headline"] = {
-      "input": key, "gallery_size": retrieval["gallery_size"], "cosine_R@1": r1, "chance_R@1": chance,
-      "R@1_over_chance": round(r1 / chance, 2), "sex_agreement": sex,
-      "cosine_angle_degrees": entry["similarity"]["cosine_angle_degrees"]["mean"],
-      "face_to_face_image_R@1": f2f_r1, "face_to_face_sharpness": f2f_sharpness,
-      "confidence_intervals": entry.get("confidence_intervals", {}),
-      "matching_1:2": {k: v["accuracy"] for k, v in entry.get("matching", {}).items()},
-      "bars": {"R@1_over_chance >= 5": r1 / chance >= R1_OVER_CHANCE,
-               "sex_agreement >= 0.90": sex is not None and sex >= SEX_AGREEMENT,
-               "face_to_face_image_R@1 >= 0.90": f2f_r1 >= FACE_TO_FACE_R1,
-               "face_to_face_sharpness >= 0.5": f2f_sharpness >= FACE_TO_FACE_SHARPNESS}}
-  tensorboard = os.path.join(out_dir, "tensorboard")
-  if not os.path.exists(tensorboard):
-    os.symlink(os.path.join("run", "tensorboard"), tensorboard)
-  summary["times_seconds"] = times
-  summary["wall_seconds"] = round(time.time() - started, 1)
-  with open(os.path.join(out_dir, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+    key = next(iter(metrics["inputs"]))
+    entry = metrics["inputs"][key]
+    retrieval = entry["retrieval"]
+    r1, chance = retrieval["cosine"]["R@1"], retrieval["chance"]["R@1"]
+    sex = entry.get("attributes", {}).get("sex", {}).get("agreement")
+    f2f = metrics["face_to_face"]
+    f2f_r1 = f2f["image_retrieval"]["cosine"]["R@1"]
+    f2f_sharpness = f2f["sharpness"]["relative_to_targets"]
+    summary["headline"] = {
+        "input": key,
+        "gallery_size": retrieval["gallery_size"],
+        "cosine_R@1": r1,
+        "chance_R@1": chance,
+        "R@1_over_chance": round(r1 / chance, 2),
+        "sex_agreement": sex,
+        "cosine_angle_degrees": entry["similarity"]["cosine_angle_degrees"]["mean"],
+        "face_to_face_image_R@1": f2f_r1,
+        "face_to_face_sharpness": f2f_sharpness,
+        "confidence_intervals": entry.get("confidence_intervals", {}),
+        "matching_1:2": {k: v["accuracy"] for k, v in entry.get("matching", {}).items()},
+        "bars": {
+            "R@1_over_chance >= 5": r1 / chance >= R1_OVER_CHANCE,
+            "sex_agreement >= 0.90": sex is not None and sex >= SEX_AGREEMENT,
+            "face_to_face_image_R@1 >= 0.90": f2f_r1 >= FACE_TO_FACE_R1,
+            "face_to_face_sharpness >= 0.5": f2f_sharpness >= FACE_TO_FACE_SHARPNESS,
+        },
+    }
+    tensorboard = os.path.join(out_dir, "tensorboard")
+    if not os.path.exists(tensorboard):
+        os.symlink(os.path.join("run", "tensorboard"), tensorboard)
+    summary["times_seconds"] = times
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
 
-  h = summary["headline"]
-  log("== done in %.0f s. Held-out speakers (%s input, gallery %d):" % (summary["wall_seconds"], key,
-                                                                       h["gallery_size"]))
-  log(f"   retrieval R@1 (cosine) {100 * r1:.1f}% = {h['R@1_over_chance']:.1f}x chance ({100 * chance:.1f}%)"
-      f"  [bar: 5x] {'met' if h['bars']['R@1_over_chance >= 5'] else 'NOT MET'}")
-  ci = h["confidence_intervals"]
+    h = summary["headline"]
+    log(
+        f"== done in {summary['wall_seconds']:.0f} s. Held-out speakers"
+        f" ({key} input, gallery {h['gallery_size']}):"
+    )
+    log(
+        f"   retrieval R@1 (cosine) {100 * r1:.1f}% = {h['R@1_over_chance']:.1f}x chance"
+        f" ({100 * chance:.1f}%)"
+        f"  [bar: 5x] {'met' if h['bars']['R@1_over_chance >= 5'] else 'NOT MET'}"
+    )
+    ci = h["confidence_intervals"]
 
-  def interval(name: str) -> str:
-    return f" [95% {100 * ci[name]['low']:.1f}-{100 * ci[name]['high']:.1f}]" if name in ci else ""
-  log(f"   retrieval R@1{interval('retrieval_R@1')}; 1:2 matching "
-      + ", ".join(f"{label} {100 * h['matching_1:2'][k]:.1f}%{interval(name)}"
-                  for k, label, name in (("unconstrained", "any distractor", "matching_1:2"),
-                                         ("same_sex", "same-sex distractor", "matching_1:2_same_sex"))
-                  if k in h["matching_1:2"]) + " (chance 50%)")
-  if sex is not None:
-    log(f"   sex agreement, voice-predicted vs true face: {100 * sex:.0f}%{interval('sex_agreement')}  [bar: 90%] "
-        f"{'met' if h['bars']['sex_agreement >= 0.90'] else 'NOT MET'}")
-  log(f"   face to face (decoded from the true feature, re-encoded): image-space R@1 {100 * f2f_r1:.1f}% "
-      f"[bar: 90%] {'met' if h['bars']['face_to_face_image_R@1 >= 0.90'] else 'NOT MET'}; sharpness "
-      f"{f2f_sharpness:.2f} of the canonical targets' [bar: 0.5] "
-      f"{'met' if h['bars']['face_to_face_sharpness >= 0.5'] else 'NOT MET'}")
-  log(f"   faces: {out_dir}/faces.png (clip's face | target | from the true feature | from the voice), "
-      f"{out_dir}/served_faces.png (served over gRPC: predicted | true)")
-  log(f"   report: {out_dir}/report.html   metrics: {out_dir}/metrics.json   summary: {out_dir}/summary.json")
-  log(f"   SavedModel: {version_dir}   TensorBoard: tensorboard --logdir {tensorboard}")
-  return summary
+    def interval(name: str) -> str:
+        return (
+            f" [95% {100 * ci[name]['low']:.1f}-{100 * ci[name]['high']:.1f}]" if name in ci else ""
+        )
+
+    log(
+        f"   retrieval R@1{interval('retrieval_R@1')}; 1:2 matching "
+        + ", ".join(
+            f"{label} {100 * h['matching_1:2'][k]:.1f}%{interval(name)}"
+            for k, label, name in (
+                ("unconstrained", "any distractor", "matching_1:2"),
+                ("same_sex", "same-sex distractor", "matching_1:2_same_sex"),
+            )
+            if k in h["matching_1:2"]
+        )
+        + " (chance 50%)"
+    )
+    if sex is not None:
+        log(
+            f"   sex agreement, voice-predicted vs true face: {100 * sex:.0f}%"
+            f"{interval('sex_agreement')}  [bar: 90%] "
+            f"{'met' if h['bars']['sex_agreement >= 0.90'] else 'NOT MET'}"
+        )
+    log(
+        f"   face to face (decoded from the true feature, re-encoded): image-space R@1 {100 * f2f_r1:.1f}% "
+        f"[bar: 90%] {'met' if h['bars']['face_to_face_image_R@1 >= 0.90'] else 'NOT MET'}; sharpness "
+        f"{f2f_sharpness:.2f} of the canonical targets' [bar: 0.5] "
+        f"{'met' if h['bars']['face_to_face_sharpness >= 0.5'] else 'NOT MET'}"
+    )
+    log(
+        f"   faces: {out_dir}/faces.png (clip's face | target | from the true feature | from the voice), "
+        f"{out_dir}/served_faces.png (served over gRPC: predicted | true)"
+    )
+    log(
+        f"   report: {out_dir}/report.html   metrics: {out_dir}/metrics.json"
+        f"   summary: {out_dir}/summary.json"
+    )
+    log(f"   SavedModel: {version_dir}   TensorBoard: tensorboard --logdir {tensorboard}")
+    return summary

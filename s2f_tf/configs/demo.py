@@ -100,27 +100,62 @@ and sharpness 0.73, in 9 min 41 s, the same day as the code before it: 9.75x and
 0.49 (its s2f demo part 8 min 53 s against 8 min 32 s).
 """
 
-from s2f_tf.configs.base import (AudioConfig, Config, FaceDecoderConfig, FaceEncoderConfig, LossConfig,
-                                 OptimizerConfig, TrainConfig, VoiceEncoderConfig)
+from s2f_tf.configs.base import (
+    AudioConfig,
+    Config,
+    FaceDecoderConfig,
+    FaceEncoderConfig,
+    LossConfig,
+    OptimizerConfig,
+    TrainConfig,
+    VoiceEncoderConfig,
+)
 
 
 def get_config() -> Config:
-  return Config(
-      name="demo",
-      audio=AudioConfig(clip_seconds=2.0, min_seconds=0.5, max_seconds=30.0, hop_samples=320, max_bins=129),
-      voice_encoder=VoiceEncoderConfig(width=0.125, padding="same", fc_units=256),
-      # num_identities (fc8) is replaced by the data's speaker count when training starts
-      face_encoder=FaceEncoderConfig(image_size=64, width=0.25, fc_units=256, num_identities=200,
-                                     dropout=0.2, batchnorm=True),
-      face_decoder=FaceDecoderConfig(bottleneck=256, num_landmarks=68, landmark_hidden=(256,),
-                                     texture_start_size=8, texture_base_channels=128,
-                                     texture_min_channels=32, normalize_input=True,
-                                     warp_interpolation="bspline", warp_flow_grid=33),
-      loss=LossConfig(lambda_feature=100.0, lambda_distill=10.0, decoder_texture=10.0,
-                      decoder_perceptual=3.0, decoder_edges=10.0, decoder_adversarial=0.03),
-      optimizer=OptimizerConfig(cooldown_steps=300),
-      train=TrainConfig(batch_size=32, face_encoder_steps=1300, face_decoder_steps=1100,
-                        voice_encoder_steps=1200, voice_encoder_precision="float32", face_encoder_learning_rate=1e-3,
-                        face_decoder_learning_rate=3e-3, log_every=25, image_every=100,
-                        checkpoint_every=200, shuffle_buffer=512, validate_every=500, validation_clips=256),
-  )
+    return Config(
+        name="demo",
+        audio=AudioConfig(
+            clip_seconds=2.0, min_seconds=0.5, max_seconds=30.0, hop_samples=320, max_bins=129
+        ),
+        voice_encoder=VoiceEncoderConfig(width=0.125, padding="same", fc_units=256),
+        # num_identities (fc8) is replaced by the data's speaker count when training starts
+        face_encoder=FaceEncoderConfig(
+            image_size=64, width=0.25, fc_units=256, num_identities=200, dropout=0.2, batchnorm=True
+        ),
+        face_decoder=FaceDecoderConfig(
+            bottleneck=256,
+            num_landmarks=68,
+            landmark_hidden=(256,),
+            texture_start_size=8,
+            texture_base_channels=128,
+            texture_min_channels=32,
+            normalize_input=True,
+            warp_interpolation="bspline",
+            warp_flow_grid=33,
+        ),
+        loss=LossConfig(
+            lambda_feature=100.0,
+            lambda_distill=10.0,
+            decoder_texture=10.0,
+            decoder_perceptual=3.0,
+            decoder_edges=10.0,
+            decoder_adversarial=0.03,
+        ),
+        optimizer=OptimizerConfig(cooldown_steps=300),
+        train=TrainConfig(
+            batch_size=32,
+            face_encoder_steps=1300,
+            face_decoder_steps=1100,
+            voice_encoder_steps=1200,
+            voice_encoder_precision="float32",
+            face_encoder_learning_rate=1e-3,
+            face_decoder_learning_rate=3e-3,
+            log_every=25,
+            image_every=100,
+            checkpoint_every=200,
+            shuffle_buffer=512,
+            validate_every=500,
+            validation_clips=256,
+        ),
+    )

@@ -28,7 +28,9 @@ from s2f_tf.configs.base import Config, FaceDecoderConfig, OptimizerConfig, Trai
 
 
 def get_config() -> Config:
-  return Config(name="paper",
-                face_decoder=FaceDecoderConfig(normalize_input=True),
-                optimizer=OptimizerConfig(warmup_steps=50),
-                train=TrainConfig(face_encoder_learning_rate=1e-4))
+    return Config(
+        name="paper",
+        face_decoder=FaceDecoderConfig(normalize_input=True),
+        optimizer=OptimizerConfig(warmup_steps=50),
+        train=TrainConfig(face_encoder_learning_rate=1e-4),
+    )

@@ -44,231 +44,276 @@ import tensorflow as tf
 from s2f_tf.contract import SAMPLE_RATE, SPLITS
 from s2f_tf.files import write_atomic
 
-SCHEMA_VERSION = 2                  # 2: target/image, target/landmarks, target/texture
+SCHEMA_VERSION = 2  # 2: target/image, target/landmarks, target/texture
 INFO_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.jsonl"
 
 
 @dataclasses.dataclass
 class Clip:
-  """One prepared clip, in memory (what writers fill and `decode_numpy` returns)."""
-  clip_id: str
-  speaker_id: str
-  speaker_index: int
-  split: str
-  pcm: np.ndarray                      # int16 [samples] at 16 kHz
-  face_png: bytes                      # PNG of an RGB square face crop
-  face_size: int
-  landmarks: np.ndarray                # float32 [K, 2] normalised (x, y)
-  feature: np.ndarray | None = None    # float32 [D]
-  target_png: bytes = b""              # the decoder's target face (PNG); empty: the clip's own face
-  target_landmarks: np.ndarray | None = None   # float32 [K, 2]; None: the clip's own landmarks
-  texture_png: bytes = b""             # the target warped to the mean landmarks (prepare fills it in)
-  attributes: dict[str, float] = dataclasses.field(default_factory=dict)
-  source_path: str = ""
-  source_start: float = 0.0
-  source_end: float = 0.0
-  text: str = ""
+    """One prepared clip, in memory (what writers fill and `decode_numpy` returns)."""
+
+    clip_id: str
+    speaker_id: str
+    speaker_index: int
+    split: str
+    pcm: np.ndarray  # int16 [samples] at 16 kHz
+    face_png: bytes  # PNG of an RGB square face crop
+    face_size: int
+    landmarks: np.ndarray  # float32 [K, 2] normalised (x, y)
+    feature: np.ndarray | None = None  # float32 [D]
+    target_png: bytes = b""  # the decoder's target face (PNG); empty: the clip's own face
+    target_landmarks: np.ndarray | None = None  # float32 [K, 2]; None: the clip's own landmarks
+    texture_png: bytes = b""  # the target warped to the mean landmarks (prepare fills it in)
+    attributes: dict[str, float] = dataclasses.field(default_factory=dict)
+    source_path: str = ""
+    source_start: float = 0.0
+    source_end: float = 0.0
+    text: str = ""
 
 
 def encode_png(image: np.ndarray) -> bytes:
-  """uint8 [S, S, 3] RGB -> PNG bytes."""
-  from PIL import Image
-  image = np.asarray(image)
-  if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or image.shape[0] != image.shape[1]:
-    raise ValueError(f"face image must be uint8 [S, S, 3], got {image.dtype} {image.shape}")
-  buf = io.BytesIO()
-  Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-  return buf.getvalue()
+    """uint8 [S, S, 3] RGB -> PNG bytes."""
+    from PIL import Image
+
+    image = np.asarray(image)
+    if (
+        image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+        or image.shape[0] != image.shape[1]
+    ):
+        raise ValueError(f"face image must be uint8 [S, S, 3], got {image.dtype} {image.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def _bytes(values) -> tf.train.Feature:
-  return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
 def _ints(values) -> tf.train.Feature:
-  return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=values))
 
 
 def _floats(values) -> tf.train.Feature:
-  return tf.train.Feature(float_list=tf.train.FloatList(value=values))
+    return tf.train.Feature(float_list=tf.train.FloatList(value=values))
 
 
 def encode(clip: Clip) -> bytes:
-  """Clip -> serialized tf.train.Example; validates what it writes."""
-  pcm = np.asarray(clip.pcm)
-  if pcm.dtype != np.int16 or pcm.ndim != 1 or pcm.size == 0:
-    raise ValueError(f"clip {clip.clip_id}: pcm must be non-empty int16 [samples], got {pcm.dtype} {pcm.shape}")
-  if clip.split not in SPLITS:
-    raise ValueError(f"clip {clip.clip_id}: split must be one of {SPLITS}, got {clip.split!r}")
-  landmarks = np.asarray(clip.landmarks, np.float32)
-  if landmarks.ndim != 2 or landmarks.shape[1] != 2:
-    raise ValueError(f"clip {clip.clip_id}: landmarks must be [K, 2], got {landmarks.shape}")
-  feature = np.zeros([0], np.float32) if clip.feature is None else np.asarray(clip.feature, np.float32).ravel()
-  if not clip.texture_png:
-    raise ValueError(f"clip {clip.clip_id}: no target texture (prepare makes it, pipelines/targets.py)")
-  target_landmarks = landmarks if clip.target_landmarks is None else np.asarray(clip.target_landmarks, np.float32)
-  if target_landmarks.shape != landmarks.shape:
-    raise ValueError(f"clip {clip.clip_id}: target landmarks {target_landmarks.shape} differ from the face's "
-                     f"{landmarks.shape}")
-  names = sorted(clip.attributes)
-  features = {
-      "schema_version": _ints([SCHEMA_VERSION]),
-      "clip_id": _bytes([clip.clip_id.encode()]),
-      "speaker_id": _bytes([clip.speaker_id.encode()]),
-      "speaker_index": _ints([int(clip.speaker_index)]),
-      "split": _bytes([clip.split.encode()]),
-      "audio/pcm": _bytes([pcm.astype("<i2").tobytes()]),
-      "audio/sample_rate": _ints([SAMPLE_RATE]),
-      "audio/num_samples": _ints([pcm.size]),
-      "face/image": _bytes([clip.face_png]),
-      "face/size": _ints([int(clip.face_size)]),
-      "face/landmarks": _floats(landmarks.ravel().tolist()),
-      "face/feature": _floats(feature.tolist()),
-      "target/image": _bytes([clip.target_png or clip.face_png]),
-      "target/landmarks": _floats(target_landmarks.ravel().tolist()),
-      "target/texture": _bytes([clip.texture_png]),
-      "attributes/names": _bytes([n.encode() for n in names]),
-      "attributes/values": _floats([float(clip.attributes[n]) for n in names]),
-      "source/path": _bytes([clip.source_path.encode()]),
-      "source/start": _floats([float(clip.source_start)]),
-      "source/end": _floats([float(clip.source_end)]),
-      "text": _bytes([clip.text.encode()]),
-  }
-  example = tf.train.Example(features=tf.train.Features(feature=features))
-  return example.SerializeToString(deterministic=True)      # map order fixed: byte-identical re-runs
+    """Clip -> serialized tf.train.Example; validates what it writes."""
+    pcm = np.asarray(clip.pcm)
+    if pcm.dtype != np.int16 or pcm.ndim != 1 or pcm.size == 0:
+        raise ValueError(
+            f"clip {clip.clip_id}: pcm must be non-empty int16 [samples], got {pcm.dtype} {pcm.shape}"
+        )
+    if clip.split not in SPLITS:
+        raise ValueError(f"clip {clip.clip_id}: split must be one of {SPLITS}, got {clip.split!r}")
+    landmarks = np.asarray(clip.landmarks, np.float32)
+    if landmarks.ndim != 2 or landmarks.shape[1] != 2:
+        raise ValueError(f"clip {clip.clip_id}: landmarks must be [K, 2], got {landmarks.shape}")
+    feature = (
+        np.zeros([0], np.float32)
+        if clip.feature is None
+        else np.asarray(clip.feature, np.float32).ravel()
+    )
+    if not clip.texture_png:
+        raise ValueError(
+            f"clip {clip.clip_id}: no target texture (prepare makes it, pipelines/targets.py)"
+        )
+    target_landmarks = (
+        landmarks
+        if clip.target_landmarks is None
+        else np.asarray(clip.target_landmarks, np.float32)
+    )
+    if target_landmarks.shape != landmarks.shape:
+        raise ValueError(
+            f"clip {clip.clip_id}: target landmarks {target_landmarks.shape} differ from the face's "
+            f"{landmarks.shape}"
+        )
+    names = sorted(clip.attributes)
+    features = {
+        "schema_version": _ints([SCHEMA_VERSION]),
+        "clip_id": _bytes([clip.clip_id.encode()]),
+        "speaker_id": _bytes([clip.speaker_id.encode()]),
+        "speaker_index": _ints([int(clip.speaker_index)]),
+        "split": _bytes([clip.split.encode()]),
+        "audio/pcm": _bytes([pcm.astype("<i2").tobytes()]),
+        "audio/sample_rate": _ints([SAMPLE_RATE]),
+        "audio/num_samples": _ints([pcm.size]),
+        "face/image": _bytes([clip.face_png]),
+        "face/size": _ints([int(clip.face_size)]),
+        "face/landmarks": _floats(landmarks.ravel().tolist()),
+        "face/feature": _floats(feature.tolist()),
+        "target/image": _bytes([clip.target_png or clip.face_png]),
+        "target/landmarks": _floats(target_landmarks.ravel().tolist()),
+        "target/texture": _bytes([clip.texture_png]),
+        "attributes/names": _bytes([n.encode() for n in names]),
+        "attributes/values": _floats([float(clip.attributes[n]) for n in names]),
+        "source/path": _bytes([clip.source_path.encode()]),
+        "source/start": _floats([float(clip.source_start)]),
+        "source/end": _floats([float(clip.source_end)]),
+        "text": _bytes([clip.text.encode()]),
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=features))
+    return example.SerializeToString(deterministic=True)  # map order fixed: byte-identical re-runs
 
 
 def decode_numpy(serialized: bytes) -> Clip:
-  """Serialized Example -> Clip, in plain Python (tools and tests; training uses dataset.py)."""
-  ex = tf.train.Example.FromString(serialized)
-  f = ex.features.feature
+    """Serialized Example -> Clip, in plain Python (tools and tests; training uses dataset.py)."""
+    ex = tf.train.Example.FromString(serialized)
+    f = ex.features.feature
 
-  def one(key, kind):
-    values = getattr(f[key], kind).value
-    if len(values) != 1:
-      raise ValueError(f"record field {key!r}: expected one value, got {len(values)}")
-    return values[0]
+    def one(key, kind):
+        values = getattr(f[key], kind).value
+        if len(values) != 1:
+            raise ValueError(f"record field {key!r}: expected one value, got {len(values)}")
+        return values[0]
 
-  version = one("schema_version", "int64_list")
-  if version != SCHEMA_VERSION:
-    raise ValueError(f"record schema_version {version}, this reader needs {SCHEMA_VERSION}")
-  names = [n.decode() for n in f["attributes/names"].bytes_list.value]
-  values = list(f["attributes/values"].float_list.value)
-  feature = np.asarray(f["face/feature"].float_list.value, np.float32)
-  return Clip(
-      clip_id=one("clip_id", "bytes_list").decode(), speaker_id=one("speaker_id", "bytes_list").decode(),
-      speaker_index=one("speaker_index", "int64_list"), split=one("split", "bytes_list").decode(),
-      pcm=np.frombuffer(one("audio/pcm", "bytes_list"), "<i2").astype(np.int16),
-      face_png=one("face/image", "bytes_list"), face_size=one("face/size", "int64_list"),
-      landmarks=np.asarray(f["face/landmarks"].float_list.value, np.float32).reshape(-1, 2),
-      feature=feature if feature.size else None, target_png=one("target/image", "bytes_list"),
-      target_landmarks=np.asarray(f["target/landmarks"].float_list.value, np.float32).reshape(-1, 2),
-      texture_png=one("target/texture", "bytes_list"), attributes=dict(zip(names, values)),
-      source_path=one("source/path", "bytes_list").decode(),
-      source_start=one("source/start", "float_list"), source_end=one("source/end", "float_list"),
-      text=one("text", "bytes_list").decode())
+    version = one("schema_version", "int64_list")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"record schema_version {version}, this reader needs {SCHEMA_VERSION}")
+    names = [n.decode() for n in f["attributes/names"].bytes_list.value]
+    values = list(f["attributes/values"].float_list.value)
+    feature = np.asarray(f["face/feature"].float_list.value, np.float32)
+    return Clip(
+        clip_id=one("clip_id", "bytes_list").decode(),
+        speaker_id=one("speaker_id", "bytes_list").decode(),
+        speaker_index=one("speaker_index", "int64_list"),
+        split=one("split", "bytes_list").decode(),
+        pcm=np.frombuffer(one("audio/pcm", "bytes_list"), "<i2").astype(np.int16),
+        face_png=one("face/image", "bytes_list"),
+        face_size=one("face/size", "int64_list"),
+        landmarks=np.asarray(f["face/landmarks"].float_list.value, np.float32).reshape(-1, 2),
+        feature=feature if feature.size else None,
+        target_png=one("target/image", "bytes_list"),
+        target_landmarks=np.asarray(f["target/landmarks"].float_list.value, np.float32).reshape(
+            -1, 2
+        ),
+        texture_png=one("target/texture", "bytes_list"),
+        attributes=dict(zip(names, values)),
+        source_path=one("source/path", "bytes_list").decode(),
+        source_start=one("source/start", "float_list"),
+        source_end=one("source/end", "float_list"),
+        text=one("text", "bytes_list").decode(),
+    )
 
 
-def feature_spec(num_landmarks: int, feature_dim: int = 0, num_attributes: int = 0,
-                 targets: bool = False) -> dict[str, Any]:
-  """tf.io.parse_example spec with static shapes (from DatasetInfo); `targets`: the decoder's too."""
-  spec = {
-      "schema_version": tf.io.FixedLenFeature([], tf.int64),
-      "clip_id": tf.io.FixedLenFeature([], tf.string),
-      "speaker_index": tf.io.FixedLenFeature([], tf.int64),
-      "audio/pcm": tf.io.FixedLenFeature([], tf.string),
-      "audio/num_samples": tf.io.FixedLenFeature([], tf.int64),
-      "face/image": tf.io.FixedLenFeature([], tf.string),
-      "face/landmarks": tf.io.FixedLenFeature([num_landmarks * 2], tf.float32),
-  }
-  if feature_dim:
-    spec["face/feature"] = tf.io.FixedLenFeature([feature_dim], tf.float32)
-  if num_attributes:
-    spec["attributes/values"] = tf.io.FixedLenFeature([num_attributes], tf.float32)
-  if targets:
-    spec["target/image"] = tf.io.FixedLenFeature([], tf.string)
-    spec["target/landmarks"] = tf.io.FixedLenFeature([num_landmarks * 2], tf.float32)
-    spec["target/texture"] = tf.io.FixedLenFeature([], tf.string)
-  return spec
+def feature_spec(
+    num_landmarks: int, feature_dim: int = 0, num_attributes: int = 0, targets: bool = False
+) -> dict[str, Any]:
+    """tf.io.parse_example spec with static shapes (from DatasetInfo); `targets`: the decoder's too."""
+    spec = {
+        "schema_version": tf.io.FixedLenFeature([], tf.int64),
+        "clip_id": tf.io.FixedLenFeature([], tf.string),
+        "speaker_index": tf.io.FixedLenFeature([], tf.int64),
+        "audio/pcm": tf.io.FixedLenFeature([], tf.string),
+        "audio/num_samples": tf.io.FixedLenFeature([], tf.int64),
+        "face/image": tf.io.FixedLenFeature([], tf.string),
+        "face/landmarks": tf.io.FixedLenFeature([num_landmarks * 2], tf.float32),
+    }
+    if feature_dim:
+        spec["face/feature"] = tf.io.FixedLenFeature([feature_dim], tf.float32)
+    if num_attributes:
+        spec["attributes/values"] = tf.io.FixedLenFeature([num_attributes], tf.float32)
+    if targets:
+        spec["target/image"] = tf.io.FixedLenFeature([], tf.string)
+        spec["target/landmarks"] = tf.io.FixedLenFeature([num_landmarks * 2], tf.float32)
+        spec["target/texture"] = tf.io.FixedLenFeature([], tf.string)
+    return spec
 
 
 @dataclasses.dataclass
 class DatasetInfo:
-  """`dataset.json` next to the shards: what a reader needs to know before reading a record."""
-  schema_version: int = SCHEMA_VERSION
-  source: str = ""                                # synthetic | avspeech | folders
-  sample_rate: int = SAMPLE_RATE
-  image_size: int = 0
-  num_landmarks: int = 0
-  feature_dim: int = 0                            # 0: no face/feature stored
-  attribute_names: list[str] = dataclasses.field(default_factory=list)
-  # categorical attributes: name -> class names (the stored value is the class index); others are
-  # continuous (e.g. age in years)
-  attribute_classes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-  num_speakers: int = 0                           # speaker_index ranges over [0, num_speakers)
-  speakers: dict[str, int] = dataclasses.field(default_factory=dict)          # speaker_id -> index
-  shards: dict[str, list[str]] = dataclasses.field(default_factory=dict)      # split -> file names
-  counts: dict[str, int] = dataclasses.field(default_factory=dict)            # split -> clips
-  speaker_counts: dict[str, int] = dataclasses.field(default_factory=dict)    # split -> speakers
-  # The decoder's layout [K, 2]: target/texture is aligned to it (synthetic: the mean of the train
-  # identities' canonical landmarks; real data: the face alignment's canonical layout).
-  mean_landmarks: list[list[float]] = dataclasses.field(default_factory=list)
-  texture_warp: dict[str, Any] = dataclasses.field(default_factory=dict)   # border_points, regularization,
-                                                                              # interpolation
-  decoder_target: str = ""                        # canonical | clip: what target/image holds
-  extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    """`dataset.json` next to the shards: what a reader needs to know before reading a record."""
 
-  def write(self, data_dir: str) -> None:
-    write_atomic(os.path.join(data_dir, INFO_FILE), json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True))
+    schema_version: int = SCHEMA_VERSION
+    source: str = ""  # synthetic | avspeech | folders
+    sample_rate: int = SAMPLE_RATE
+    image_size: int = 0
+    num_landmarks: int = 0
+    feature_dim: int = 0  # 0: no face/feature stored
+    attribute_names: list[str] = dataclasses.field(default_factory=list)
+    # categorical attributes: name -> class names (the stored value is the class index); others are
+    # continuous (e.g. age in years)
+    attribute_classes: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    num_speakers: int = 0  # speaker_index ranges over [0, num_speakers)
+    speakers: dict[str, int] = dataclasses.field(default_factory=dict)  # speaker_id -> index
+    shards: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # split -> file names
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> clips
+    speaker_counts: dict[str, int] = dataclasses.field(default_factory=dict)  # split -> speakers
+    # The decoder's layout [K, 2]: target/texture is aligned to it (synthetic: the mean of the train
+    # identities' canonical landmarks; real data: the face alignment's canonical layout).
+    mean_landmarks: list[list[float]] = dataclasses.field(default_factory=list)
+    texture_warp: dict[str, Any] = dataclasses.field(
+        default_factory=dict
+    )  # border_points, regularization,
+    # interpolation
+    decoder_target: str = ""  # canonical | clip: what target/image holds
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-  @classmethod
-  def read(cls, data_dir: str) -> "DatasetInfo":
-    path = os.path.join(data_dir, INFO_FILE)
-    if not tf.io.gfile.isdir(data_dir):
-      raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"{path} is missing: {data_dir!r} is not a prepared s2f dataset "
-                              "(run `s2f prepare ...` first)")
-    with tf.io.gfile.GFile(path) as f:
-      data = json.load(f)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-      raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
-    info = cls(**data)
-    if info.schema_version != SCHEMA_VERSION:
-      raise ValueError(f"{path}: schema_version {info.schema_version}, this version of s2f reads "
-                       f"{SCHEMA_VERSION}; re-run `s2f prepare`")
-    return info
+    def write(self, data_dir: str) -> None:
+        write_atomic(
+            os.path.join(data_dir, INFO_FILE),
+            json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True),
+        )
 
-  def files(self, data_dir: str, split: str) -> list[str]:
-    if split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    names = self.shards.get(split, [])
-    if not names:
-      raise ValueError(f"{data_dir}: no shards for split {split!r} (have: "
-                       f"{', '.join(s for s in SPLITS if self.shards.get(s)) or 'none'})")
-    paths = [os.path.join(data_dir, n) for n in names]
-    missing = [p for p in paths if not tf.io.gfile.exists(p)]
-    if missing:
-      raise FileNotFoundError(f"{data_dir}: {len(missing)} shard(s) listed in {INFO_FILE} are missing, "
-                              f"e.g. {missing[0]}")
-    return paths
+    @classmethod
+    def read(cls, data_dir: str) -> DatasetInfo:
+        path = os.path.join(data_dir, INFO_FILE)
+        if not tf.io.gfile.isdir(data_dir):
+            raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
+        if not tf.io.gfile.exists(path):
+            raise FileNotFoundError(
+                f"{path} is missing: {data_dir!r} is not a prepared s2f dataset "
+                "(run `s2f prepare ...` first)"
+            )
+        with tf.io.gfile.GFile(path) as f:
+            data = json.load(f)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown fields {sorted(unknown)}")
+        info = cls(**data)
+        if info.schema_version != SCHEMA_VERSION:
+            raise ValueError(
+                f"{path}: schema_version {info.schema_version}, this version of s2f reads "
+                f"{SCHEMA_VERSION}; re-run `s2f prepare`"
+            )
+        return info
+
+    def files(self, data_dir: str, split: str) -> list[str]:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        names = self.shards.get(split, [])
+        if not names:
+            raise ValueError(
+                f"{data_dir}: no shards for split {split!r} (have: "
+                f"{', '.join(s for s in SPLITS if self.shards.get(s)) or 'none'})"
+            )
+        paths = [os.path.join(data_dir, n) for n in names]
+        missing = [p for p in paths if not tf.io.gfile.exists(p)]
+        if missing:
+            raise FileNotFoundError(
+                f"{data_dir}: {len(missing)} shard(s) listed in {INFO_FILE} are missing, "
+                f"e.g. {missing[0]}"
+            )
+        return paths
 
 
 def write_shard(path: str, records) -> int:
-  """Writes serialized records to `path` atomically: a temporary name, renamed when complete, so
-  a reader (or a re-run) never sees half a shard. Returns the record count."""
-  tmp = f"{path}.tmp-{os.getpid()}"
-  count = 0
-  try:
-    with tf.io.TFRecordWriter(tmp) as writer:
-      for record in records:
-        writer.write(record)
-        count += 1
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  finally:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
-  return count
+    """Writes serialized records to `path` atomically: a temporary name, renamed when complete, so
+    a reader (or a re-run) never sees half a shard. Returns the record count."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    count = 0
+    try:
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for record in records:
+                writer.write(record)
+                count += 1
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    finally:
+        if tf.io.gfile.exists(tmp):
+            tf.io.gfile.remove(tmp)
+    return count

@@ -18,23 +18,34 @@ NO_FACE = "no_face"
 SEVERAL_FACES = "several_faces"
 NO_FACE_NEAR_CENTER = "no_face_near_center"
 NO_SPEECH = "no_speech"
-REASONS = (MISSING_FILE, UNDECODABLE, TOO_SHORT, NO_FACE, SEVERAL_FACES, NO_FACE_NEAR_CENTER, NO_SPEECH)
+REASONS = (
+    MISSING_FILE,
+    UNDECODABLE,
+    TOO_SHORT,
+    NO_FACE,
+    SEVERAL_FACES,
+    NO_FACE_NEAR_CENTER,
+    NO_SPEECH,
+)
 
 
 class MediaError(S2FError):
-  """A typed, expected failure on one media file; `reason` is one of `REASONS`."""
+    """A typed, expected failure on one media file; `reason` is one of `REASONS`."""
 
-  def __init__(self, reason: str, detail: str):
-    if reason not in REASONS:
-      raise ValueError(f"unknown media failure reason {reason!r}; known: {REASONS}")
-    super().__init__(f"{reason}: {detail}")
-    self.reason = reason
-    self.detail = detail
+    def __init__(self, reason: str, detail: str):
+        if reason not in REASONS:
+            raise ValueError(f"unknown media failure reason {reason!r}; known: {REASONS}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 def require_file(path) -> str:
-  """path -> path as a str; MediaError(MISSING_FILE) unless it names a file (a directory is not one)."""
-  path = os.fspath(path)
-  if not os.path.isfile(path):
-    raise MediaError(MISSING_FILE, f"{path}: {'a directory, not a file' if os.path.isdir(path) else 'no such file'}")
-  return path
+    """path -> path as a str; MediaError(MISSING_FILE) unless it names a file (a directory is not one)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MediaError(
+            MISSING_FILE,
+            f"{path}: {'a directory, not a file' if os.path.isdir(path) else 'no such file'}",
+        )
+    return path

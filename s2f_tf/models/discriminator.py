@@ -20,24 +20,32 @@ from keras import layers, ops
 
 @keras.saving.register_keras_serializable(package="s2f")
 class PatchDiscriminator(keras.Model):
-  """call(images [B, S, S, 3] in [0, 1]) -> patch scores [B, S / 2**layers, S / 2**layers] float32."""
+    """call(images [B, S, S, 3] in [0, 1]) -> patch scores [B, S / 2**layers, S / 2**layers] float32."""
 
-  def __init__(self, channels: int = 32, layers_count: int = 3, **kwargs):
-    super().__init__(**kwargs)
-    if channels < 1 or layers_count < 1:
-      raise ValueError(f"a patch discriminator needs channels >= 1 and layers >= 1, got {channels}, {layers_count}")
-    self.channels, self.layers_count = int(channels), int(layers_count)
-    self.downs = [layers.Conv2D(self.channels * 2 ** i, 4, strides=2, padding="same", name=f"down{i + 1}")
-                  for i in range(self.layers_count)]
-    self.score = layers.Conv2D(1, 3, padding="same", name="score")
+    def __init__(self, channels: int = 32, layers_count: int = 3, **kwargs):
+        super().__init__(**kwargs)
+        if channels < 1 or layers_count < 1:
+            raise ValueError(
+                f"a patch discriminator needs channels >= 1 and layers >= 1, got {channels}, {layers_count}"
+            )
+        self.channels, self.layers_count = int(channels), int(layers_count)
+        self.downs = [
+            layers.Conv2D(self.channels * 2**i, 4, strides=2, padding="same", name=f"down{i + 1}")
+            for i in range(self.layers_count)
+        ]
+        self.score = layers.Conv2D(1, 3, padding="same", name="score")
 
-  def call(self, images):
-    x = ops.cast(images, self.compute_dtype) * 2.0 - 1.0           # [B, S, S, 3] in [-1, 1]
-    for down in self.downs:
-      x = down(x)
-      x = ops.maximum(x, 0.2 * x)              # leaky ReLU [B, S / 2, S / 2, C] ... (TF's fused LeakyRelu
-                                               # op trips grappler's remapper on its gradient: an error line)
-    return ops.cast(self.score(x)[..., 0], "float32")               # [B, P, P]
+    def call(self, images):
+        x = ops.cast(images, self.compute_dtype) * 2.0 - 1.0  # [B, S, S, 3] in [-1, 1]
+        for down in self.downs:
+            x = down(x)
+            x = ops.maximum(x, 0.2 * x)  # leaky ReLU [B, S / 2, S / 2, C] ... (TF's fused LeakyRelu
+            # op trips grappler's remapper on its gradient: an error line)
+        return ops.cast(self.score(x)[..., 0], "float32")  # [B, P, P]
 
-  def get_config(self):
-    return {**super().get_config(), "channels": self.channels, "layers_count": self.layers_count}
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "channels": self.channels,
+            "layers_count": self.layers_count,
+        }

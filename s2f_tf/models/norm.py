@@ -20,27 +20,44 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="s2f")
 class FusedBatchNormalization(keras.layers.BatchNormalization):
-
-  def call(self, inputs, training=None, mask=None):
-    if (mask is not None or len(inputs.shape) != 4 or self.axis not in (-1, 3) or not self.center
-        or not self.scale or keras.backend.backend() != "tensorflow"):
-      return super().call(inputs, training=training, mask=mask)
-    x = tf.convert_to_tensor(inputs)
-    if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
-      x = tf.cast(x, self.compute_dtype)
-    gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
-    if training and self.trainable:
-      y, mean, variance = tf.compat.v1.nn.fused_batch_norm(x, gamma, beta, epsilon=self.epsilon,
-                                                           data_format="NHWC", is_training=True)
-      n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-      variance = variance * (n - 1.0) / tf.maximum(n, 1.0)     # the op's is unbiased; Keras keeps biased
-      m = self.momentum
-      self.moving_mean.assign(self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m))
-      self.moving_variance.assign(self.moving_variance * m
-                                  + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m))
-    else:
-      y, _, _ = tf.compat.v1.nn.fused_batch_norm(
-          x, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
-          variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon, data_format="NHWC",
-          is_training=False)
-    return tf.cast(y, self.compute_dtype)
+    def call(self, inputs, training=None, mask=None):
+        if (
+            mask is not None
+            or len(inputs.shape) != 4
+            or self.axis not in (-1, 3)
+            or not self.center
+            or not self.scale
+            or keras.backend.backend() != "tensorflow"
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.convert_to_tensor(inputs)
+        if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
+            x = tf.cast(x, self.compute_dtype)
+        gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )
+            n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+            variance = (
+                variance * (n - 1.0) / tf.maximum(n, 1.0)
+            )  # the op's is unbiased; Keras keeps biased
+            m = self.momentum
+            self.moving_mean.assign(
+                self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m)
+            )
+            self.moving_variance.assign(
+                self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m)
+            )
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x,
+                gamma,
+                beta,
+                mean=tf.cast(self.moving_mean, tf.float32),
+                variance=tf.cast(self.moving_variance, tf.float32),
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=False,
+            )
+        return tf.cast(y, self.compute_dtype)

@@ -14,33 +14,36 @@ import keras
 
 @keras.saving.register_keras_serializable(package="s2f")
 class Speech2Face(keras.Model):
-  """call(waveform) -> {'face_feature', 'face_image', 'landmarks'} (float32)."""
+    """call(waveform) -> {'face_feature', 'face_image', 'landmarks'} (float32)."""
 
-  def __init__(self, front_end, voice_encoder, face_decoder, **kwargs):
-    super().__init__(**kwargs)
-    self.front_end = front_end
-    self.voice_encoder = voice_encoder
-    self.face_decoder = face_decoder
+    def __init__(self, front_end, voice_encoder, face_decoder, **kwargs):
+        super().__init__(**kwargs)
+        self.front_end = front_end
+        self.voice_encoder = voice_encoder
+        self.face_decoder = face_decoder
 
-  def encode(self, waveform, training=None):
-    """waveform [B, N] -> face feature [B, D] (the voice encoder's prediction v_s)."""
-    return self.voice_encoder(self.front_end(waveform), training=training)
+    def encode(self, waveform, training=None):
+        """waveform [B, N] -> face feature [B, D] (the voice encoder's prediction v_s)."""
+        return self.voice_encoder(self.front_end(waveform), training=training)
 
-  def call(self, waveform, training=None):
-    feature = self.encode(waveform, training=training)               # [B, D]
-    decoded = self.face_decoder(feature, training=False)             # frozen in stage 3
-    return {"face_feature": feature, "face_image": decoded["image"],
-            "landmarks": decoded["landmarks"]}
+    def call(self, waveform, training=None):
+        feature = self.encode(waveform, training=training)  # [B, D]
+        decoded = self.face_decoder(feature, training=False)  # frozen in stage 3
+        return {
+            "face_feature": feature,
+            "face_image": decoded["image"],
+            "landmarks": decoded["landmarks"],
+        }
 
-  def get_config(self):
-    config = super().get_config()
-    for name in ("front_end", "voice_encoder", "face_decoder"):
-      config[name] = keras.saving.serialize_keras_object(getattr(self, name))
-    return config
+    def get_config(self):
+        config = super().get_config()
+        for name in ("front_end", "voice_encoder", "face_decoder"):
+            config[name] = keras.saving.serialize_keras_object(getattr(self, name))
+        return config
 
-  @classmethod
-  def from_config(cls, config):
-    config = dict(config)
-    for name in ("front_end", "voice_encoder", "face_decoder"):
-      config[name] = keras.saving.deserialize_keras_object(config[name])
-    return cls(**config)
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in ("front_end", "voice_encoder", "face_decoder"):
+            config[name] = keras.saving.deserialize_keras_object(config[name])
+        return cls(**config)

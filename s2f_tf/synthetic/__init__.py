@@ -3,18 +3,24 @@
 No real paired voice/face corpus is available offline, so this package draws one. Every synthetic
 identity has hidden attributes (`ATTRIBUTE_NAMES`) that drive BOTH sides:
 
-| attribute | voice (espeak-ng + post-processing)                         | face (procedural drawing)                          |
-|-----------|-------------------------------------------------------------|----------------------------------------------------|
-| sex       | F0 ~118 Hz male / ~210 Hz female; formants x1.15 (shorter   | jaw squareness/width, chin taper, hair length and  |
-|           | vocal tract); breathier female phonation; wider F0 range    | style, beard (some males), brow thickness/arch,    |
-|           |                                                             | eyeliner, lipstick (some females), lip fullness    |
-| age       | slower speaking rate, F0 drift (male up, female down),      | grey hair, forehead/nasolabial/crow's-feet lines,  |
-|           | more flutter (F0 wobble), roughness and breath, less range  | eye bags, receding hairline (males), jowls         |
-| size      | vocal-tract length: formants scaled by resampling, lower F0 | face width and jaw length, cheek fullness, neck    |
-| timbre    | formant peak heights/widths (dark <-> bright), spectral tilt| hair base colour (blond -> black), eye colour      |
-| rasp      | roughness (creak), flutter, breath noise                    | brow thickness, nose width, cheek ruddiness        |
-| ancestry  | accent: one of ACCENTS (espeak-ng English variants), for    | skin-tone range: group k centres on SKIN_PALETTE   |
-|           | P_ACCENT_OF_ANCESTRY of people, else a uniform draw         | at (k + 0.5) / groups, private spread around it    |
+What each attribute drives, in the voice (espeak-ng + post-processing) and in the face
+(procedural drawing):
+
+- sex: voice F0 ~118 Hz male / ~210 Hz female, formants x1.15 (shorter vocal tract), breathier
+  female phonation, wider F0 range; face jaw squareness/width, chin taper, hair length and style,
+  beard (some males), brow thickness/arch, eyeliner, lipstick (some females), lip fullness.
+- age: voice slower speaking rate, F0 drift (male up, female down), more flutter (F0 wobble),
+  roughness and breath, less range; face grey hair, forehead/nasolabial/crow's-feet lines, eye bags,
+  receding hairline (males), jowls.
+- size: voice vocal-tract length (formants scaled by resampling), lower F0; face width and jaw
+  length, cheek fullness, neck.
+- timbre: voice formant peak heights/widths (dark <-> bright), spectral tilt; face hair base colour
+  (blond -> black), eye colour.
+- rasp: voice roughness (creak), flutter, breath noise; face brow thickness, nose width, cheek
+  ruddiness.
+- ancestry: voice accent, one of ACCENTS (espeak-ng English variants) for P_ACCENT_OF_ANCESTRY of
+  people, else a uniform draw; face skin-tone range, group k centres on SKIN_PALETTE at
+  (k + 0.5) / groups, with a private spread around it.
 
 `ancestry` is a group index 0..len(ACCENTS)-1, an ordinal along skin tone. It stands in for the
 third demographic attribute the Speech2Face paper reads from voices besides sex and age, ethnicity,
@@ -65,14 +71,40 @@ from s2f_tf.contract import SAMPLE_RATE, SPLIT_FRACTIONS, SPLITS
 from s2f_tf.synthetic.clip import make_clip
 from s2f_tf.synthetic.face import canonical_landmarks, draw_canonical_face, draw_face
 from s2f_tf.synthetic.identity import Identity, make_identity, split_of
-from s2f_tf.synthetic.params import (ACCENTS, AGE_RANGE, ATTRIBUTE_CLASSES, ATTRIBUTE_NAMES, MAX_SECONDS,
-                                     MIN_SECONDS, NUM_LANDMARKS, P_ACCENT_OF_ANCESTRY, PEAK_LIMIT)
+from s2f_tf.synthetic.params import (
+    ACCENTS,
+    AGE_RANGE,
+    ATTRIBUTE_CLASSES,
+    ATTRIBUTE_NAMES,
+    MAX_SECONDS,
+    MIN_SECONDS,
+    NUM_LANDMARKS,
+    P_ACCENT_OF_ANCESTRY,
+    PEAK_LIMIT,
+)
 from s2f_tf.synthetic.text import sentence
 from s2f_tf.synthetic.voice import synthesize_voice
 
 __all__ = [
-    "ACCENTS", "AGE_RANGE", "ATTRIBUTE_CLASSES", "ATTRIBUTE_NAMES", "Identity", "MAX_SECONDS", "MIN_SECONDS", "NUM_LANDMARKS",
-    "PEAK_LIMIT", "P_ACCENT_OF_ANCESTRY", "SAMPLE_RATE", "SPLITS", "SPLIT_FRACTIONS", "canonical_landmarks",
-    "draw_canonical_face", "draw_face",
-    "make_clip", "make_identity", "sentence", "split_of", "synthesize_voice",
+    "ACCENTS",
+    "AGE_RANGE",
+    "ATTRIBUTE_CLASSES",
+    "ATTRIBUTE_NAMES",
+    "Identity",
+    "MAX_SECONDS",
+    "MIN_SECONDS",
+    "NUM_LANDMARKS",
+    "PEAK_LIMIT",
+    "P_ACCENT_OF_ANCESTRY",
+    "SAMPLE_RATE",
+    "SPLITS",
+    "SPLIT_FRACTIONS",
+    "canonical_landmarks",
+    "draw_canonical_face",
+    "draw_face",
+    "make_clip",
+    "make_identity",
+    "sentence",
+    "split_of",
+    "synthesize_voice",
 ]
