@@ -3,25 +3,17 @@
 6 s at 16 kHz -> 598 x 257 x 2 spectrogram -> Table 1 voice encoder (valid padding, 1 x 57 x 512
 before the FC layers) -> 4096-D; VGG-Face at 224 x 224 (fc7 4096, fc8 2622); Cole et al. decoder
 (FC 1000, 72 landmarks, 14 -> 224 texture). Adam(beta1=0.5, eps=1e-4), lr 1e-3 x 0.95 every 10k
-steps, batch 8.
+steps, batch 8. Stage 1 (the face encoder) is VGG-Face: pass its weights and skip the stage.
 
   s2f describe --config=paper
   s2f train --stage=voice_encoder --config=paper --workdir=runs/paper \
       --vgg_face_weights=vgg_face.h5 --data=DATA   # needs GPUs and a prepared AVSpeech corpus
 
-Stage 1 (the face encoder) is VGG-Face: pass its weights and skip the stage. Trained from scratch
-instead (the synthetic corpus), VGG-16 at 224 px learns with batch norm and a 1e-4 learning rate
-(`--set=face_encoder.batchnorm=true`; this preset's face_encoder_learning_rate): measured at 48
-identities, plain VGG-16 at 1e-3 stayed at chance for 600 steps and with batch norm at 1e-3 its
-loss jumped to 20 first (BUILD.md, "The paper preset at paper size").
-
-Two changes for stable training at this size, each measured there (same architecture and losses):
-the decoder reads the feature's direction (face_decoder.normalize_input: one batch threw the
-landmarks by a third of the image without it), and the learning rate ramps up over the first 50
-steps (optimizer.warmup_steps: Adam's first steps threw the voice stage's loss from 1.4e3 to 8e3).
-
 Expected (paper, AVSpeech test): 6 s cosine R@1 10.92 % against a 1 % chance (gallery 100);
 feature cosine angle 45.75 +- 5.09 degrees.
+
+Measured at paper size on two CPU cores (stage 1 from scratch: batch norm and a 1e-4 learning rate;
+the decoder reads the feature's direction; a 50-step warm-up): docs/experiments/2026-12-01-paper-size-runs.md.
 """
 
 from s2f_tf.configs.base import Config, FaceDecoderConfig, OptimizerConfig, TrainConfig

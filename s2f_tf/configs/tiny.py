@@ -1,6 +1,8 @@
 """`tiny`: the smallest working Speech2Face, for tests (every network builds and steps in seconds).
 
-s2f describe --config=tiny
+  s2f describe --config=tiny
+
+Expected figures: none; it checks that the code runs, not what it learns.
 """
 
 from s2f_tf.configs.base import (
