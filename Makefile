@@ -1,5 +1,7 @@
 # s2f: the two commands. `make demo` and `make test` set everything up on a fresh machine
-# (Python 3.11 or 3.12, nothing installed, no GPU). Pins: requirements.lock (see BUILD.md).
+# (Python 3.11 or 3.12, nothing installed, no GPU): the package with every extra but gpu, and the
+# test tools (pyproject.toml). Pins: requirements.lock (see BUILD.md). `make test` lints and checks
+# the format (ruff, pinned in the test extra) before it runs the tests.
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -19,18 +21,20 @@ PYTEST_ARGS ?=
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock setup.py
+$(STAMP): requirements.lock pyproject.toml setup.py
 	@if [ "$(PYTHON)" = none ]; then echo "error: need Python 3.11 or 3.12 on PATH (or make PYTHON=/path/to/python3.12)" >&2; exit 1; fi
 	@echo "== setting up $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@set -o pipefail; $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-	  -c requirements.lock -e ".[test]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	  -c requirements.lock -e ".[all,test]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/s2f demo --config=demo --demo_dir=$(DEMO_OUT) $(DEMO_ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
 
 clean:

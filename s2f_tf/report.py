@@ -1,10 +1,11 @@
 """report.html: `s2f evaluate`'s figures as one self-contained page (plots inline, no network).
 
 render_report(metrics, faces_png) reads only metrics.json's content (evaluate.py makes it) and the
-faces grid; plots are drawn with matplotlib (figure objects, the Agg canvas, no pyplot state) and
-embedded as PNG data URIs. Sections: headline figures with their intervals, retrieval, 1:2
-matching, feature angles, attributes (confusion matrices as the paper's Fig. 4), craniofacial
-measurements (the paper's Table 4), decoded faces, figures by group, and a model card.
+faces grid; plots are drawn with matplotlib (the `report` extra: without it, tables only; figure
+objects, the Agg canvas, no pyplot state) and embedded as PNG data URIs. Sections: headline
+figures with their intervals, retrieval, 1:2 matching, feature angles, attributes (confusion
+matrices as the paper's Fig. 4), craniofacial measurements (the paper's Table 4), decoded faces,
+figures by group, and a model card.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ KS = (1, 2, 5, 10)
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 
 
-def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
+class _NoFigure:  # a Figure and its axes without matplotlib: every call draws nothing
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self
 
+
+def _figure(width: float, height: float):
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:  # the `report` extra is not installed: the tables without their plots
+        return _NoFigure()
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
 def _img(fig, alt: str) -> str:
+    if isinstance(fig, _NoFigure):
+        return ""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     data = base64.b64encode(buf.getvalue()).decode()
@@ -575,6 +585,8 @@ def render_report(metrics: dict, faces_png: bytes) -> str:
         "model-card": _model_card(metrics),
     }
     nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS)
+    if isinstance(_figure(1, 1), _NoFigure):
+        nav = f"<p>The plots need matplotlib: <code>pip install 's2f[report]'</code></p>{nav}"
     sections = "".join(
         f'<section id="{anchor}"><h2>{title}</h2>{body[anchor]}</section>'
         for anchor, title in SECTIONS
