@@ -47,6 +47,7 @@ from typing import Any
 from pipelines import common
 from s2f_tf.data import schema
 from s2f_tf.media import faces, video
+from s2f_tf.media.errors import MISSING_FILE
 
 VIDEO_EXTENSIONS = (
     ".mp4",
@@ -220,7 +221,7 @@ class AVSpeechSource:
         start, end = item["start"], item["end"]
         if item["path"] is None:
             raise common.ItemError(
-                common.MISSING_FILE,
+                MISSING_FILE,
                 f"no video for {item['speaker_id']} in {self.videos_dir} (looked for "
                 f"{item['speaker_id']}.<ext> and {item['speaker_id']}_<start>_<end>.<ext>)",
             )

@@ -58,7 +58,7 @@ from s2f_tf.contract import SAMPLE_RATE
 from s2f_tf.data import schema
 from s2f_tf.media import faces
 from s2f_tf.media.audio import load_audio
-from s2f_tf.media.errors import TOO_SHORT, MediaError
+from s2f_tf.media.errors import MISSING_FILE, TOO_SHORT, MediaError
 
 AUDIO_EXTENSIONS = (
     ".wav",
@@ -296,7 +296,7 @@ class FoldersSource:
     def process(self, item: dict[str, Any], speaker_index: int) -> schema.Clip:
         if item["image"] is None:
             raise common.ItemError(
-                common.MISSING_FILE,
+                MISSING_FILE,
                 f"speaker folder {item['speaker_id']!r} has no face "
                 f"images ({', '.join(IMAGE_EXTENSIONS)})",
             )

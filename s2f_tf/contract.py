@@ -1,4 +1,5 @@
-"""The s2f contract: the facts every layer agrees on, each stated once. Imports no TensorFlow or Keras.
+"""The s2f contract: the facts every layer agrees on, each stated once. Imports no Keras, and
+TensorFlow only inside the functions that read an export's files (tf.io.gfile, local or remote).
 
   audio     SAMPLE_RATE 16 kHz mono; int16 PCM <-> float by PCM_SCALE (1/32768); centre crops
   splits    SPLITS (train | validation | test, speaker-disjoint) and their default SPLIT_FRACTIONS
@@ -98,18 +99,11 @@ SAVED_MODEL_FILE = "saved_model.pb"
 
 
 def _gfile():
-    """tf.io.gfile for remote paths (gs://, hdfs://); imported only when such a path is used."""
+    """tf.io.gfile, for local and remote (gs://, hdfs://) paths alike; TensorFlow is imported only
+    when a function here touches a file."""
     import tensorflow as tf
 
     return tf.io.gfile
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
-def _exists(path: str) -> bool:
-    return _gfile().exists(path) if _is_remote(path) else os.path.exists(path)
 
 
 _VERSION_NAME = re.compile(r"0|[1-9][0-9]*")  # "7", not "007" or "7.tmp"
@@ -118,16 +112,13 @@ _VERSION_NAME = re.compile(r"0|[1-9][0-9]*")  # "7", not "007" or "7.tmp"
 def versions(model_dir: str, complete: bool = True) -> list[int]:
     """The integer version directories under <export_base>/<model_name>, ascending; with `complete`
     only those holding saved_model.pb. Temporary export directories are not versions."""
-    if _is_remote(model_dir):
-        gfile = _gfile()
-        names = gfile.listdir(model_dir) if gfile.isdir(model_dir) else []
-    else:
-        names = os.listdir(model_dir) if os.path.isdir(model_dir) else []
+    gfile = _gfile()
+    names = gfile.listdir(model_dir) if gfile.isdir(model_dir) else []
     found = []
     for name in names:
         name = name.strip("/")
         if _VERSION_NAME.fullmatch(name) and (
-            not complete or _exists(os.path.join(model_dir, name, SAVED_MODEL_FILE))
+            not complete or gfile.exists(os.path.join(model_dir, name, SAVED_MODEL_FILE))
         ):
             found.append(int(name))
     return sorted(found)
@@ -139,7 +130,7 @@ def version_dir(model_dir: str, version: int) -> str:
 
 def newest_version_dir(model_dir: str) -> str:
     """`model_dir` itself if it is a SavedModel, else its newest integer version directory."""
-    if _exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
+    if _gfile().exists(os.path.join(model_dir, SAVED_MODEL_FILE)):
         return model_dir
     found = versions(model_dir)
     if not found:
@@ -186,12 +177,10 @@ def model_info_path(version_path: str) -> str:
 def read_model_info(version_path: str) -> dict[str, Any]:
     """assets.extra/MODEL_INFO_FILE of one version directory; {} for an export without one."""
     path = model_info_path(version_path)
-    if not _exists(path):
+    gfile = _gfile()
+    if not gfile.exists(path):
         return {}
-    if _is_remote(path):
-        with _gfile().GFile(path) as f:
-            return json.load(f)
-    with open(path) as f:
+    with gfile.GFile(path) as f:
         return json.load(f)
 
 
@@ -308,12 +297,3 @@ def check_finite(
             f"non-finite values: {expected}, finite; got "
             f"{waveform.dtype.name} {shape_str(waveform.shape)} containing {kind}",
         )
-
-
-def clean_tf_message(message: str) -> str:
-    """The useful part of a TensorFlow graph error ("assertion failed: [waveform too short ...]"),
-    without TF's "Graph execution error: Detected at node ..." preamble."""
-    lines = [line.strip() for line in str(message).splitlines()]
-    noise = ("Graph execution error", "Detected at node", "<stack traces unavailable>", "[[", "Op:")
-    lines = [line for line in lines if line and not line.startswith(noise)]
-    return " ".join(lines)[:2000] or str(message)[:2000]

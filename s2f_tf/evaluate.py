@@ -30,9 +30,11 @@ true feature | decoded from the voice) and report.html (s2f_tf/report.py), each 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -45,9 +47,7 @@ from s2f_tf.report import render_report
 from s2f_tf.workdir import Workdir, float32_policy, load_frozen_face_encoder, load_trained_model
 
 JUDGE_IMAGES = 4000  # true training faces the attribute judge learns from, at most ...
-JUDGE_IMAGE_BYTES = (
-    256 * 2**20
-)  # ... and no more than this much uint8 image memory (224 px: ~1,700)
+JUDGE_IMAGE_BYTES = 256 * 2**20  # ... and at most this much uint8 image memory (224 px: ~1,700)
 DEFAULT_CLASSES = {"sex": ["male", "female"]}  # datasets written before attribute_classes existed
 
 
@@ -98,7 +98,31 @@ def train_attribute_classifier(
         ],
         name="attribute_classifier",
     )
-    optimizer = keras.optimizers.Adam(2e-3)
+    step = _attribute_step(model, keras.optimizers.Adam(2e-3), classes, offsets)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        idx = rng.integers(0, len(images), batch_size)
+        step(images[idx], target[idx], finite[idx])
+
+    def predict(x) -> dict[str, np.ndarray]:
+        out = model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0)
+        return {
+            name: (
+                np.argmax(out[:, offsets[j] : offsets[j + 1]], axis=1).astype(np.float64)
+                if classes[name]
+                else out[:, offsets[j]] * sd[j] + mu[j]
+            )
+            for j, name in enumerate(names)
+        }
+
+    return predict
+
+
+def _attribute_step(model, optimizer, classes: dict, offsets: np.ndarray):
+    """One training step (a tf.function) of (images [B, S, S, 3], standardised values [B, A], known
+    [B, A]): a categorical attribute's outputs offsets[j]:offsets[j + 1] are its logits, a continuous
+    one's single output its value; unknown values are left out of the mean loss."""
+    names = list(classes)
 
     @tf.function
     def step(x, y, ok):
@@ -123,23 +147,7 @@ def train_attribute_classifier(
         optimizer.apply(grads, model.trainable_variables)
         return loss
 
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        idx = rng.integers(0, len(images), batch_size)
-        step(images[idx], target[idx], finite[idx])
-
-    def predict(x) -> dict[str, np.ndarray]:
-        out = model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0)
-        return {
-            name: (
-                np.argmax(out[:, offsets[j] : offsets[j + 1]], axis=1).astype(np.float64)
-                if classes[name]
-                else out[:, offsets[j]] * sd[j] + mu[j]
-            )
-            for j, name in enumerate(names)
-        }
-
-    return predict
+    return step
 
 
 class _Models:
@@ -365,15 +373,90 @@ def _evaluate(
     out_dir = out_dir or Workdir(workdir).eval_dir
     info = DatasetInfo.read(data_dir)
     models = _Models(workdir, vgg_face_weights)
-    config = models.config
-    long = config.audio.clip_samples
-    short = max(config.audio.min_samples, long // 2)
+    long = models.config.audio.clip_samples
+    short = max(models.config.audio.min_samples, long // 2)
     lengths = [long, short]
     log(
         f"evaluate: {split} split of {data_dir}, inputs of {contract.seconds(long):g} s and "
         f"{contract.seconds(short):g} s"
     )
-    test = _collect(models, data_dir, split, info, long, lengths, None, with_voice=True)
+    held = _held_out(models, data_dir, split, info, lengths, gallery_size)
+    report = {
+        "workdir": workdir,
+        "data": data_dir,
+        "split": split,
+        "clips": int(len(held.speakers)),
+        "speakers": int(len(np.unique(held.speakers))),
+        "config": models.config.name,
+        "definitions": DEFINITIONS,
+        "dataset": {
+            "source": info.source,
+            "counts": info.counts,
+            "speaker_counts": info.speaker_counts,
+            "attribute_names": info.attribute_names,
+            "attribute_classes": held.classes,
+            "decoder_target": info.decoder_target,
+        },
+        "inputs": {},
+    }
+    if info.attribute_names and "train" in info.shards and len(held.data["attributes"]):
+        held.set_judge(_train_judge(models, data_dir, info, long, held.classes, train_limit, log))
+    from_true, f2f_landmarks = models.decode_faces(held.data["v_f"])  # [N, S, S, 3], [N, K, 2]
+    report["face_to_face"] = _face_to_face_figures(models, held, from_true, log)
+    voice_faces = {}
+    for n in lengths:
+        key = f"{contract.seconds(n):g}s"
+        entry, voice_faces[n] = _voice_figures(models, held, held.data[f"v_s_{n}"], f2f_landmarks)
+        report["inputs"][key] = entry
+        _log_voice_figures(key, entry, log)
+    png = _faces_png(held.data, from_true, voice_faces[long])
+    report["outputs"] = _write_outputs(out_dir, report, png)
+    return report
+
+
+@dataclasses.dataclass
+class _HeldOut:
+    """The evaluated split's clips (`_collect`'s arrays) and what every figure of them needs."""
+
+    data: dict
+    speakers: np.ndarray  # [N] data["speaker"]
+    references: dict  # what decoded faces' sharpness is relative to
+    gallery_size: int
+    classes: dict  # attribute name -> class names, or None (continuous)
+    labels: np.ndarray  # [N, A] the clips' true attribute values
+    groupings: dict  # what figures are broken down by (`_groupings`)
+    sex: np.ndarray | None  # [N], for same-sex matching
+    judge: Any = None  # the attribute classifier's predict(images), where the data has attributes
+    true_reading: dict | None = None  # its reading of the clips' true faces
+
+    def set_judge(self, judge) -> None:
+        self.judge, self.true_reading = judge, judge(self.data["images"])
+
+    def add_attributes(self, entry: dict, per_query: dict, decoded: np.ndarray) -> None:
+        """The judge's reading of `decoded` faces against its reading of the true ones."""
+        if self.judge is None:
+            return
+        reading = self.judge(decoded)
+        entry["attributes"] = metrics.attribute_figures(
+            self.classes, self.true_reading, reading, _labels(self.classes, self.labels)
+        )
+        per_query.update(_agreements(self.classes, self.true_reading, reading))
+
+    def summarise(self, entry: dict, per_query: dict) -> None:
+        entry["confidence_intervals"] = metrics.mean_intervals(per_query, self.speakers)
+        entry["by_group"] = metrics.group_breakdown(per_query, self.speakers, self.groupings)
+
+
+def _held_out(
+    models: _Models,
+    data_dir: str,
+    split: str,
+    info: DatasetInfo,
+    lengths: list[int],
+    gallery_size: int,
+) -> _HeldOut:
+    """The split's clips through the models, at every input length; at least 2 speakers."""
+    test = _collect(models, data_dir, split, info, lengths[0], lengths, None, with_voice=True)
     speakers = test["speaker"]
     n_speakers = len(np.unique(speakers))
     if n_speakers < 2:
@@ -383,123 +466,113 @@ def _evaluate(
         )
     classes = attribute_classes(info)
     labels = test["attributes"] if len(test["attributes"]) else np.zeros((len(speakers), 0))
-    groupings = _groupings(classes, info.attribute_names, labels)
-    sex = labels[:, info.attribute_names.index("sex")] if "sex" in info.attribute_names else None
-    report: dict = {
-        "workdir": workdir,
-        "data": data_dir,
-        "split": split,
-        "clips": int(len(speakers)),
-        "speakers": int(n_speakers),
-        "config": config.name,
-        "definitions": DEFINITIONS,
-        "dataset": {
-            "source": info.source,
-            "counts": info.counts,
-            "speaker_counts": info.speaker_counts,
-            "attribute_names": info.attribute_names,
-            "attribute_classes": classes,
-            "decoder_target": info.decoder_target,
-        },
-        "inputs": {},
-    }
-    predict_attributes = None
-    if info.attribute_names and "train" in info.shards and len(test["attributes"]):
-        size = config.face_encoder.image_size
-        train_limit = train_limit or max(
-            1000, min(JUDGE_IMAGES, JUDGE_IMAGE_BYTES // (size * size * 3))
-        )
-        train = _collect(
-            models, data_dir, "train", info, long, [], train_limit, with_voice=False, features=False
-        )  # the attribute judge needs images and labels only
-        log(f"  training the attribute classifier on {len(train['images'])} true training faces")
-        predict_attributes = train_attribute_classifier(
-            train["images"], train["attributes"], classes
-        )
-        true_reading = predict_attributes(test["images"])
-    references = {"targets": test["targets"], "input_faces": test["images"]}
-
-    def summarise(entry: dict, per_query: dict) -> None:
-        entry["confidence_intervals"] = metrics.mean_intervals(per_query, speakers)
-        entry["by_group"] = metrics.group_breakdown(per_query, speakers, groupings)
-
-    from_true, f2f_landmarks = models.decode_faces(test["v_f"])  # [N, S, S, 3] 0..255, [N, K, 2]
-    per_query: dict = {}
-    f2f = report["face_to_face"] = fidelity_figures(
-        models, from_true, test, references, gallery_size, per_query
+    names = info.attribute_names
+    return _HeldOut(
+        data=test,
+        speakers=speakers,
+        references={"targets": test["targets"], "input_faces": test["images"]},
+        gallery_size=gallery_size,
+        classes=classes,
+        labels=labels,
+        groupings=_groupings(classes, names, labels),
+        sex=labels[:, names.index("sex")] if "sex" in names else None,
     )
-    if predict_attributes is not None:
-        reading = predict_attributes(from_true)
-        f2f["attributes"] = metrics.attribute_figures(
-            classes, true_reading, reading, _labels(classes, labels)
-        )
-        per_query.update(_agreements(classes, true_reading, reading))
-    summarise(f2f, per_query)
+
+
+def _train_judge(
+    models: _Models,
+    data_dir: str,
+    info: DatasetInfo,
+    samples: int,
+    classes: dict,
+    train_limit: int | None,
+    log,
+):
+    """The attribute classifier, trained on the training split's true faces (at most
+    `train_limit`, default JUDGE_IMAGES within JUDGE_IMAGE_BYTES)."""
+    size = models.config.face_encoder.image_size
+    train_limit = train_limit or max(
+        1000, min(JUDGE_IMAGES, JUDGE_IMAGE_BYTES // (size * size * 3))
+    )
+    train = _collect(
+        models, data_dir, "train", info, samples, [], train_limit, with_voice=False, features=False
+    )  # the attribute judge needs images and labels only
+    log(f"  training the attribute classifier on {len(train['images'])} true training faces")
+    return train_attribute_classifier(train["images"], train["attributes"], classes)
+
+
+def _face_to_face_figures(models: _Models, held: _HeldOut, from_true: np.ndarray, log) -> dict:
+    """What faces decoded from the true feature ([N, S, S, 3] 0..255) keep: the decoder's ceiling."""
+    per_query: dict = {}
+    f2f = fidelity_figures(
+        models, from_true, held.data, held.references, held.gallery_size, per_query
+    )
+    held.add_attributes(f2f, per_query, from_true)
+    held.summarise(f2f, per_query)
     log(
         f"  face to face (decoded from the true feature): image-space R@1 "
         f"{100 * f2f['image_retrieval']['cosine']['R@1']:.1f}% (chance "
         f"{100 * f2f['image_retrieval']['chance']['R@1']:.1f}%), sharpness "
         f"{f2f['sharpness']['relative_to_targets']:.2f} of the targets'"
     )
-    voice_faces = {}
-    for n in lengths:
-        key = f"{contract.seconds(n):g}s"
-        v_s = test[f"v_s_{n}"]
-        decoded, landmarks = models.decode_faces(v_s)  # [N, S, S, 3] 0..255
-        voice_faces[n] = decoded
-        ranks, _ = metrics.retrieval_ranks(v_s, test["v_f"], speakers, gallery_size)
-        per_query = {
-            f"retrieval_R@{k}": (ranks["cosine"] < k).astype(np.float64) for k in (1, 5, 10)
-        }
-        per_query["matching_1:2"] = metrics.matching_outcomes(v_s, test["v_f"], speakers)
-        if sex is not None:
-            per_query["matching_1:2_same_sex"] = metrics.matching_outcomes(
-                v_s, test["v_f"], speakers, sex
-            )
-        angle = per_query["angle_degrees"] = metrics.angles(v_s, test["v_f"])
-        other = np.roll(
-            np.arange(len(speakers)), len(speakers) // 2
-        )  # a clip half the list away ...
-        apart = speakers[other] != speakers  # ... of another speaker
-        entry = {
-            "similarity": metrics.similarity_figures(v_s, test["v_f"]),
-            "retrieval": metrics.retrieval_figures(v_s, test["v_f"], speakers, gallery_size),
-            "matching": {"unconstrained": metrics.matching_figures(v_s, test["v_f"], speakers)},
-            "angles": {
-                "own_face": metrics.histogram(angle),
-                "other_speakers_faces": metrics.histogram(
-                    metrics.angles(v_s[apart], test["v_f"][other[apart]])
-                ),
-            },
-            **fidelity_figures(models, decoded, test, references, gallery_size, per_query),
-        }
-        if sex is not None:
-            entry["matching"]["same_sex"] = metrics.matching_figures(
-                v_s, test["v_f"], speakers, sex
-            )
-        if landmarks.shape[1] == metrics.CRANIOFACIAL_LANDMARKS:
-            entry["craniofacial"] = metrics.craniofacial_figures(f2f_landmarks, landmarks, speakers)
-        if predict_attributes is not None:
-            reading = predict_attributes(decoded)
-            entry["attributes"] = metrics.attribute_figures(
-                classes, true_reading, reading, _labels(classes, labels)
-            )
-            per_query.update(_agreements(classes, true_reading, reading))
-        summarise(entry, per_query)
-        report["inputs"][key] = entry
-        r = entry["retrieval"]
-        log(
-            f"  {key}: angle {entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "
-            f"cosine R@1 {100 * r['cosine']['R@1']:.1f}% (chance {100 * r['chance']['R@1']:.1f}%, "
-            f"gallery {r['gallery_size']}), 1:2 matching "
-            f"{100 * entry['matching']['unconstrained']['accuracy']:.1f}%"
-            + (
-                f", sex agreement {100 * entry['attributes']['sex']['agreement']:.0f}%"
-                if "sex" in entry.get("attributes", {})
-                else ""
-            )
+    return f2f
+
+
+def _voice_figures(
+    models: _Models, held: _HeldOut, v_s: np.ndarray, f2f_landmarks: np.ndarray
+) -> tuple[dict, np.ndarray]:
+    """The figures of the voice's features v_s [N, D] at one input length, and the faces decoded
+    from them [N, S, S, 3] (0..255)."""
+    v_f, speakers, sex = held.data["v_f"], held.speakers, held.sex
+    decoded, landmarks = models.decode_faces(v_s)  # [N, S, S, 3] 0..255
+    ranks, _ = metrics.retrieval_ranks(v_s, v_f, speakers, held.gallery_size)
+    per_query = {f"retrieval_R@{k}": (ranks["cosine"] < k).astype(np.float64) for k in (1, 5, 10)}
+    per_query["matching_1:2"] = metrics.matching_outcomes(v_s, v_f, speakers)
+    if sex is not None:
+        per_query["matching_1:2_same_sex"] = metrics.matching_outcomes(v_s, v_f, speakers, sex)
+    angle = per_query["angle_degrees"] = metrics.angles(v_s, v_f)
+    other = np.roll(np.arange(len(speakers)), len(speakers) // 2)  # a clip half the list away ...
+    apart = speakers[other] != speakers  # ... of another speaker
+    entry = {
+        "similarity": metrics.similarity_figures(v_s, v_f),
+        "retrieval": metrics.retrieval_figures(v_s, v_f, speakers, held.gallery_size),
+        "matching": {"unconstrained": metrics.matching_figures(v_s, v_f, speakers)},
+        "angles": {
+            "own_face": metrics.histogram(angle),
+            "other_speakers_faces": metrics.histogram(
+                metrics.angles(v_s[apart], v_f[other[apart]])
+            ),
+        },
+        **fidelity_figures(
+            models, decoded, held.data, held.references, held.gallery_size, per_query
+        ),
+    }
+    if sex is not None:
+        entry["matching"]["same_sex"] = metrics.matching_figures(v_s, v_f, speakers, sex)
+    if landmarks.shape[1] == metrics.CRANIOFACIAL_LANDMARKS:
+        entry["craniofacial"] = metrics.craniofacial_figures(f2f_landmarks, landmarks, speakers)
+    held.add_attributes(entry, per_query, decoded)
+    held.summarise(entry, per_query)
+    return entry, decoded
+
+
+def _log_voice_figures(key: str, entry: dict, log) -> None:
+    r = entry["retrieval"]
+    log(
+        f"  {key}: angle {entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "
+        f"cosine R@1 {100 * r['cosine']['R@1']:.1f}% (chance {100 * r['chance']['R@1']:.1f}%, "
+        f"gallery {r['gallery_size']}), 1:2 matching "
+        f"{100 * entry['matching']['unconstrained']['accuracy']:.1f}%"
+        + (
+            f", sex agreement {100 * entry['attributes']['sex']['agreement']:.0f}%"
+            if "sex" in entry.get("attributes", {})
+            else ""
         )
-    png = _faces_png(test, from_true, voice_faces[long])
+    )
+
+
+def _write_outputs(out_dir: str, report: dict, png: bytes) -> dict:
+    """metrics.json, faces.png and report.html into `out_dir`, each whole; returns their paths."""
     outputs = {
         "metrics.json": json.dumps(report, indent=2).encode(),
         "faces.png": png,
@@ -508,8 +581,7 @@ def _evaluate(
     tf.io.gfile.makedirs(out_dir)
     for name, content in outputs.items():  # each file whole or not at all
         write_atomic(os.path.join(out_dir, name), content)
-    report["outputs"] = {k: os.path.join(out_dir, k) for k in outputs}
-    return report
+    return {k: os.path.join(out_dir, k) for k in outputs}
 
 
 def _labels(classes: dict, values: np.ndarray) -> dict:

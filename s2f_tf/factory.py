@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from s2f_tf import configs
-from s2f_tf.audio import SpectrogramFrontEnd
 from s2f_tf.configs import Config
+from s2f_tf.frontend import SpectrogramFrontEnd
 from s2f_tf.models.discriminator import PatchDiscriminator
 from s2f_tf.models.face_decoder import FaceDecoder
 from s2f_tf.models.face_encoder import FaceEncoder

@@ -10,7 +10,8 @@ With no usable speech it raises MediaError(no_speech) and writes nothing.
 A predictor is anything with `predict(waveform float32 [B, N]) -> {output name: array}` and
 `decode(feature float32 [B, D]) -> {"face_image", "landmarks"}`: the gRPC client
 (serving/client.py) or `LocalModel` here, which checks its input against the export's contract
-(s2f_tf/contract.py) the way the server does, so both paths fail with the same short message.
+(s2f_tf/contract.py) and loads and calls the SavedModel (s2f_tf/savedmodel.py) the way the server
+does, so both paths fail with the same short message.
 """
 
 from __future__ import annotations
@@ -19,20 +20,10 @@ import io
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from s2f_tf import contract
+from s2f_tf import contract, savedmodel
 from s2f_tf.files import write_atomic
 from s2f_tf.media.audio import load_audio
-
-
-def _call(fn, input_name: str, array: np.ndarray) -> dict[str, np.ndarray]:
-    """One signature on a checked input; a failure inside the model is an S2FError."""
-    try:
-        out = fn(**{input_name: tf.constant(array)})
-    except tf.errors.OpError as e:
-        raise contract.S2FError(f"model error: {contract.clean_tf_message(e.message)}") from None
-    return {k: v.numpy() for k, v in out.items()}
 
 
 class LocalModel:
@@ -41,14 +32,7 @@ class LocalModel:
 
     def __init__(self, model_dir: str):
         self.path = contract.newest_version_dir(model_dir)
-        try:
-            signatures = tf.saved_model.load(self.path).signatures
-        except (OSError, ValueError, tf.errors.OpError) as e:
-            raise contract.S2FError(f"{self.path} is not a loadable SavedModel: {e}") from None
-        if contract.SIGNATURE not in signatures:
-            raise contract.S2FError(
-                f"{self.path} has no {contract.SIGNATURE!r} signature (has {sorted(signatures)})"
-            )
+        signatures = savedmodel.load(self.path).signatures
         self.fn = signatures[contract.SIGNATURE]
         self.decoder = signatures.get(contract.DECODE_SIGNATURE)  # None: an export before it
         self.info = contract.read_model_info(self.path)
@@ -59,7 +43,7 @@ class LocalModel:
         array = contract.as_waveform(waveform)
         contract.check_waveform(self.info, array.dtype.name, array.shape)
         contract.check_finite(self.info, array)
-        return _call(self.fn, contract.INPUT, array)
+        return savedmodel.call(self.fn, contract.INPUT, array)
 
     def decode(self, features: np.ndarray) -> dict[str, np.ndarray]:
         """face features float32 [B, D] -> {"face_image", "landmarks"} (the DECODE_SIGNATURE)."""
@@ -71,7 +55,7 @@ class LocalModel:
         array = np.asarray(features, np.float32)
         contract.check_feature(self.info, array.dtype.name, array.shape)
         contract.check_finite(self.info, array, expected=contract.describe_feature(self.info))
-        return _call(self.decoder, contract.FEATURE_INPUT, array)
+        return savedmodel.call(self.decoder, contract.FEATURE_INPUT, array)
 
 
 def save_face(image: np.ndarray, path: str, scale: int = 1) -> None:

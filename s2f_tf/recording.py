@@ -37,6 +37,7 @@ BIC_PENALTY = 2.5  # lambda of the BIC's parameter penalty (measured: BUILD.md)
 MIN_SHARE = 0.10  # a speaker holds at least this share of the speech (BUILD.md)
 MAX_PIECES = 2000  # longer recordings get longer pieces (the clustering is O(pieces^2))
 MAX_BATCH = 8  # windows per predict request
+MFCC_HOP_SAMPLES = 160  # the speaker MFCC frames' hop: 10 ms at 16 kHz
 
 
 @dataclass
@@ -75,6 +76,42 @@ def pieces(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
                 continue
             out.append((s, e))
     return out
+
+
+def mfcc_frames(
+    pcm: np.ndarray,
+    coefficients: int = 12,
+    sample_rate: int = contract.SAMPLE_RATE,
+    chunk_frames: int = 6000,
+) -> np.ndarray:
+    """int16 [N] -> float64 [frames, coefficients]: MFCCs 1..coefficients (c0, the loudness, left
+    out) of 25 ms Hann frames every MFCC_HOP_SAMPLES, 40 mel bands from 60 Hz to 7.6 kHz. Computed
+    `chunk_frames` frames at a time (the same frames as at once), so an hour of audio needs the
+    memory of a minute."""
+    import tensorflow as tf
+
+    from s2f_tf.frontend import num_frames
+
+    window = 400
+    mel = tf.signal.linear_to_mel_weight_matrix(
+        40, 257, sample_rate, 60.0, min(7600.0, sample_rate / 2)
+    )
+    total = num_frames(len(pcm), window, MFCC_HOP_SAMPLES) if len(pcm) >= window else 0
+    out = [np.zeros([0, coefficients])]
+    for first in range(0, total, chunk_frames):
+        count = min(chunk_frames, total - first)
+        start = first * MFCC_HOP_SAMPLES
+        x = tf.constant(
+            contract.pcm_to_float(pcm[start : start + (count - 1) * MFCC_HOP_SAMPLES + window])
+        )
+        power = tf.abs(tf.signal.stft(x, window, MFCC_HOP_SAMPLES, 512)) ** 2  # [count, 257]
+        log_mel = tf.math.log(tf.matmul(power, mel) + 1e-6)  # [count, 40]
+        out.append(
+            tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[:, 1 : coefficients + 1]
+            .numpy()
+            .astype(np.float64)
+        )
+    return np.concatenate(out)
 
 
 class _Gaussian:
@@ -229,8 +266,6 @@ def analyse(
 ) -> Analysis:
     """int16 [N] at 16 kHz -> Analysis (no speakers when there is no usable speech). `info` is the
     export's model info (clip_samples, min_samples, max_samples)."""
-    from s2f_tf.audio import MFCC_HOP_SAMPLES, mfcc_frames
-
     sr = int(info.get("sample_rate", contract.SAMPLE_RATE))
     clip = int(info.get("clip_samples") or 6 * sr)
     min_samples = int(info.get("min_samples") or 1)

@@ -29,7 +29,7 @@ import tensorflow as tf
 
 from s2f_tf import factory
 from s2f_tf.configs import Config, from_dict
-from s2f_tf.files import write_atomic
+from s2f_tf.files import atomic_path, write_atomic
 from s2f_tf.models.face_encoder import load_vggface_weights
 
 STAGES = ("face_encoder", "face_decoder", "voice_encoder")
@@ -108,9 +108,8 @@ def load_config(workdir: str) -> Config:
 
 def save_weights_atomic(model, path: str) -> None:
     """Keras .weights.h5 written under a temporary name and renamed when complete."""
-    tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
-    model.save_weights(tmp)
-    tf.io.gfile.rename(tmp, path, overwrite=True)
+    with atomic_path(path, suffix=".weights.h5") as tmp:
+        model.save_weights(tmp)
 
 
 def load_stage_weights(model, workdir: str, stage: str) -> None:
@@ -122,8 +121,8 @@ def load_stage_weights(model, workdir: str, stage: str) -> None:
     model.load_weights(path)
 
 
-def build_face_encoder(config: Config):
-    """A new, built face encoder (trainable)."""
+def new_face_encoder(config: Config):
+    """A new face encoder, its weights built (trainable): stage 1 trains it."""
     fe = factory.build_face_encoder(config)
     size = config.face_encoder.image_size
     fe(np.zeros((1, size, size, 3), np.float32))  # build
@@ -132,7 +131,7 @@ def build_face_encoder(config: Config):
 
 def load_frozen_face_encoder(config: Config, workdir: str, vgg_face_weights: str | None = None):
     """The trained face encoder, frozen: from a VGG-Face HDF5 file, or from stage 1's weights."""
-    fe = build_face_encoder(config)
+    fe = new_face_encoder(config)
     if vgg_face_weights:
         load_vggface_weights(fe, vgg_face_weights)
     else:
@@ -141,16 +140,21 @@ def load_frozen_face_encoder(config: Config, workdir: str, vgg_face_weights: str
     return fe
 
 
-def build_face_decoder(config: Config, workdir: str | None = None, mean_landmarks=None):
-    """A built face decoder: frozen with stage 2's weights when `workdir` is given, else new and
-    trainable (starting from `mean_landmarks` [K, 2] if given)."""
+def new_face_decoder(config: Config, mean_landmarks=None):
+    """A new face decoder, its weights built (trainable), starting from `mean_landmarks` [K, 2] if
+    given: stage 2 trains it."""
     dec = factory.build_face_decoder(config)
     dec(np.zeros((1, config.feature_dim), np.float32))  # build
-    if workdir is not None:
-        load_stage_weights(dec, workdir, "face_decoder")
-        dec.trainable = False
-    elif mean_landmarks is not None and len(mean_landmarks):
+    if mean_landmarks is not None and len(mean_landmarks):
         dec.set_mean_landmarks(np.asarray(mean_landmarks, np.float32))
+    return dec
+
+
+def load_frozen_face_decoder(config: Config, workdir: str):
+    """The trained face decoder (stage 2's weights), frozen."""
+    dec = new_face_decoder(config)
+    load_stage_weights(dec, workdir, "face_decoder")
+    dec.trainable = False
     return dec
 
 

@@ -1,8 +1,8 @@
 """One loaded model version: `load_servable` reads a version directory written by `s2f export`
 (the SavedModel, its SIGNATURE and DECODE_SIGNATURE, the signature_defs TF Serving reports,
-assets.extra/MODEL_INFO_FILE), `Signature.run` calls one, and `warm_up` replays
-assets.extra/WARMUP_FILE the way TF Serving does
-before a version goes AVAILABLE.
+assets.extra/MODEL_INFO_FILE), `Signature.run` calls one (both through s2f_tf/savedmodel.py, as
+`s2f predict` does), and `warm_up` replays assets.extra/WARMUP_FILE the way TF Serving does before a
+version goes AVAILABLE.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
-from s2f_tf import contract
+from s2f_tf import contract, savedmodel
 from serving.validation import RequestError, grpc_code, input_from_proto
 
 
@@ -36,12 +36,9 @@ class Signature:
     def run(self, array: np.ndarray) -> dict[str, np.ndarray]:
         """The checked input [B, ...] -> {output name: ndarray}. Graph errors -> RequestError."""
         try:
-            out = self.fn(**{self.input_name: tf.constant(array)})
-            return {k: v.numpy() for k, v in out.items()}
-        except tf.errors.OpError as e:
-            raise RequestError(
-                grpc_code(e.error_code), f"model error: {contract.clean_tf_message(e.message)}"
-            ) from None
+            return savedmodel.call(self.fn, self.input_name, array)
+        except savedmodel.ModelError as e:
+            raise RequestError(grpc_code(e.error_code), str(e)) from None
 
 
 @dataclass
@@ -80,11 +77,7 @@ class Servable:
 
 def load_servable(path: str, name: str, version: int) -> Servable:
     """Loads `path` (one version directory) and reads its signatures, contract and metadata."""
-    loaded = tf.saved_model.load(path)
-    if contract.SIGNATURE not in loaded.signatures:
-        raise ValueError(
-            f"{path} has no {contract.SIGNATURE!r} signature (has {sorted(loaded.signatures)})"
-        )
+    loaded = savedmodel.load(path)
     saved_model = saved_model_pb2.SavedModel()
     with open(os.path.join(path, contract.SAVED_MODEL_FILE), "rb") as f:
         saved_model.ParseFromString(f.read())

@@ -39,7 +39,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import threading
 from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
@@ -59,14 +58,6 @@ log = logging.getLogger("s2f.serving")
 
 AUTO_PORT = -1  # port=-1: any free port (0 disables, as in TF Serving)
 _State = get_model_status_pb2.ModelVersionStatus
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (for tests and benchmarks)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 @dataclass

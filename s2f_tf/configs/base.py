@@ -14,6 +14,7 @@ import math
 from typing import Any
 
 from s2f_tf import contract
+from s2f_tf.models.checks import check_face_decoder, check_voice_encoder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,8 +263,17 @@ def from_dict(data: dict[str, Any]) -> Config:
 
 
 def validate(config: Config) -> Config:
-    """Checks cross-field consistency; returns the config or raises ValueError naming the field."""
-    a = config.audio
+    """Checks cross-field consistency; returns the config or raises ValueError naming the field.
+    The networks' own argument checks are the models' (`s2f_tf.models.checks`, no Keras); the ones
+    that need the networks' geometry are `factory.validate`'s."""
+    _check_audio(config.audio)
+    _check_networks(config)
+    _check_loss(config.loss)
+    _check_training(config)
+    return config
+
+
+def _check_audio(a: AudioConfig) -> None:
     if a.sample_rate != contract.SAMPLE_RATE:
         raise ValueError(
             f"audio.sample_rate must be {contract.SAMPLE_RATE} (s2f prepares, trains on and serves "
@@ -284,44 +294,26 @@ def validate(config: Config) -> Config:
         )
     if a.min_samples < a.window_samples:
         raise ValueError(f"audio.min_seconds ({a.min_seconds}) is shorter than one STFT window")
-    if config.voice_encoder.padding not in ("valid", "same"):
-        raise ValueError(
-            f"voice_encoder.padding must be 'valid' or 'same', got {config.voice_encoder.padding!r}"
-        )
-    if len(config.voice_encoder.channels) != 9:
-        raise ValueError(
-            "voice_encoder.channels needs 9 entries (Table 1 blocks 1-9), got"
-            f" {len(config.voice_encoder.channels)}"
-        )
-    fe = config.face_encoder
+
+
+def _check_networks(config: Config) -> None:
+    check_voice_encoder(
+        config.voice_encoder.channels, config.voice_encoder.padding, prefix="voice_encoder."
+    )
+    fe, fd = config.face_encoder, config.face_decoder
     if fe.channel_order not in ("RGB", "BGR"):
         raise ValueError(f"face_encoder.channel_order must be RGB or BGR, got {fe.channel_order!r}")
     if fe.image_size % 32:
         raise ValueError(
             f"face_encoder.image_size must be a multiple of 32 (5 VGG pools), got {fe.image_size}"
         )
-    fd = config.face_decoder
-    ups = fe.image_size // fd.texture_start_size
-    if fe.image_size % fd.texture_start_size or ups & (ups - 1):
-        raise ValueError(
-            f"face_decoder.texture_start_size ({fd.texture_start_size}) times a power of two must give "
-            f"face_encoder.image_size ({fe.image_size})"
-        )
-    if config.loss.decoder_perceptual and not all(
-        1 <= b <= 5 for b in config.loss.perceptual_blocks or (0,)
-    ):
-        raise ValueError(
-            f"loss.perceptual_blocks must name VGG blocks 1..5, got {config.loss.perceptual_blocks}"
-        )
-    if not (
-        math.isfinite(config.loss.decoder_adversarial) and config.loss.decoder_adversarial >= 0
-    ):
-        raise ValueError(
-            f"loss.decoder_adversarial must be a finite number >= 0 (0: no critic), got "
-            f"{config.loss.decoder_adversarial}"
-        )
-    if config.loss.decoder_adversarial and config.loss.critic_channels < 1:
-        raise ValueError(f"loss.critic_channels must be >= 1, got {config.loss.critic_channels}")
+    check_face_decoder(
+        fe.image_size,
+        fd.texture_start_size,
+        fd.upsample,
+        prefix="face_decoder.",
+        image_size_name="face_encoder.image_size",
+    )
     if fd.warp_interpolation not in ("bilinear", "bicubic", "bspline", "bspline5"):
         raise ValueError(
             "face_decoder.warp_interpolation must be bilinear, bicubic, bspline or bspline5, got "
@@ -332,10 +324,23 @@ def validate(config: Config) -> Config:
             f"face_decoder.warp_flow_grid must be 0 (the spline at every pixel) or 2..image_size "
             f"({fe.image_size}), got {fd.warp_flow_grid}"
         )
-    if fd.upsample not in ("transposed", "resize_conv"):
+
+
+def _check_loss(loss: LossConfig) -> None:
+    if loss.decoder_perceptual and not all(1 <= b <= 5 for b in loss.perceptual_blocks or (0,)):
         raise ValueError(
-            f"face_decoder.upsample must be transposed or resize_conv, got {fd.upsample!r}"
+            f"loss.perceptual_blocks must name VGG blocks 1..5, got {loss.perceptual_blocks}"
         )
+    if not (math.isfinite(loss.decoder_adversarial) and loss.decoder_adversarial >= 0):
+        raise ValueError(
+            f"loss.decoder_adversarial must be a finite number >= 0 (0: no critic), got "
+            f"{loss.decoder_adversarial}"
+        )
+    if loss.decoder_adversarial and loss.critic_channels < 1:
+        raise ValueError(f"loss.critic_channels must be >= 1, got {loss.critic_channels}")
+
+
+def _check_training(config: Config) -> None:
     precisions = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
     for field, allowed in (
         ("precision", precisions),
@@ -350,24 +355,22 @@ def validate(config: Config) -> Config:
                 f"train.{field} must be {'empty (train.precision), ' if '' in allowed else ''}"
                 f"auto, float32, mixed_bfloat16 or mixed_float16, got {value!r}"
             )
-    if config.optimizer.warmup_steps < 0:
+    o = config.optimizer
+    if o.warmup_steps < 0:
         raise ValueError(
-            f"optimizer.warmup_steps must be >= 0 (0: no warm-up), got {config.optimizer.warmup_steps}"
+            f"optimizer.warmup_steps must be >= 0 (0: no warm-up), got {o.warmup_steps}"
         )
-    if config.optimizer.cooldown_steps < 0:
+    if o.cooldown_steps < 0:
         raise ValueError(
-            f"optimizer.cooldown_steps must be >= 0 (0: no cool-down), got {config.optimizer.cooldown_steps}"
+            f"optimizer.cooldown_steps must be >= 0 (0: no cool-down), got {o.cooldown_steps}"
         )
-    if not (
-        math.isfinite(config.optimizer.clip_global_norm) and config.optimizer.clip_global_norm >= 0
-    ):
+    if not (math.isfinite(o.clip_global_norm) and o.clip_global_norm >= 0):
         raise ValueError(
             "optimizer.clip_global_norm must be a finite number >= 0 (0: no clipping), got "
-            f"{config.optimizer.clip_global_norm}"
+            f"{o.clip_global_norm}"
         )
     if config.train.validate_every < 0 or config.train.validation_clips < 1:
         raise ValueError(
             "train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "
             f"{config.train.validate_every} and {config.train.validation_clips}"
         )
-    return config

@@ -8,7 +8,7 @@
     -> faces: decode PNG -> [B, S, S, 3] uint8 (only the images asked for: the face, the decoder's
        target face and its precomputed texture)
     -> prefetch
-PCM stays int16 all the way to the device; the STFT runs in the model (s2f_tf/audio.py).
+PCM stays int16 all the way to the device; the STFT runs in the model (s2f_tf/frontend.py).
 
 The input position is two numbers, (epoch, records of that epoch already read): training asks for
 the "position" field (int64 [B, 2], the epoch and index of every record in the batch) and saves the

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from s2f_tf.contract import SAMPLE_RATE, SPLITS
-from s2f_tf.files import write_atomic
+from s2f_tf.files import atomic_path, write_atomic
 
 SCHEMA_VERSION = 2  # 2: target/image, target/landmarks, target/texture
 INFO_FILE = "dataset.json"
@@ -303,17 +303,11 @@ class DatasetInfo:
 
 
 def write_shard(path: str, records) -> int:
-    """Writes serialized records to `path` atomically: a temporary name, renamed when complete, so
-    a reader (or a re-run) never sees half a shard. Returns the record count."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    """Writes serialized records to `path` whole (`files.atomic_path`), so a reader (or a re-run)
+    never sees half a shard. Returns the record count."""
     count = 0
-    try:
-        with tf.io.TFRecordWriter(tmp) as writer:
-            for record in records:
-                writer.write(record)
-                count += 1
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    finally:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
+    with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+        for record in records:
+            writer.write(record)
+            count += 1
     return count

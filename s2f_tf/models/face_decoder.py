@@ -22,9 +22,8 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from s2f_tf.models.checks import check_face_decoder
 from s2f_tf.models.warp import SplineWarp
-
-UPSAMPLERS = ("transposed", "resize_conv")
 
 
 def default_mean_landmarks(num_landmarks: int) -> np.ndarray:
@@ -58,12 +57,7 @@ class FaceDecoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        ups = image_size // texture_start_size
-        if image_size % texture_start_size or ups & (ups - 1):
-            raise ValueError(
-                f"image_size ({image_size}) must be texture_start_size ({texture_start_size}) "
-                "times a power of two"
-            )
+        check_face_decoder(image_size, texture_start_size, upsample)
         self.image_size = int(image_size)
         self.bottleneck = int(bottleneck)
         self.num_landmarks = int(num_landmarks)
@@ -75,10 +69,8 @@ class FaceDecoder(keras.Model):
         self.warp_border_points = int(warp_border_points)
         self.warp_regularization = float(warp_regularization)
         self.normalize_input = bool(normalize_input)
-        if upsample not in UPSAMPLERS:
-            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLERS)}, got {upsample!r}")
         self.upsample = upsample
-        self.num_upsamples = int(round(math.log2(ups)))
+        self.num_upsamples = int(round(math.log2(self.image_size // self.texture_start_size)))
 
         self.fc_bottleneck = layers.Dense(self.bottleneck, activation="relu", name="fc_bottleneck")
         self.landmark_mlp = [

@@ -221,29 +221,11 @@ def _cubic_sample(image: tf.Tensor, query: tf.Tensor, weights, offsets=(-1, 0, 1
     height, width, channels = _dim(image, 1), _dim(image, 2), _dim(image, 3)
     out_h, out_w = _dim(query, 1), _dim(query, 2)
 
-    def axis(coord: tf.Tensor, size):
-        """-> taps n x [B, h, w] int, weights and their derivatives n x [B, h, w], and 1 where the
-        position is inside the image (the clamp's gradient)."""
-        size_f = tf.cast(size, tf.float32)
-        inside = tf.cast((coord >= 0.0) & (coord <= size_f - 1.0), tf.float32)
-        coord = tf.clip_by_value(coord, 0.0, size_f - 1.0)
-        low = tf.floor(coord)
-        t = coord - low  # [B, h, w] in [0, 1)
-        with tf.autodiff.ForwardAccumulator(t, tf.ones_like(t)) as acc:
-            w = weights(t)
-        low_i, last = tf.cast(low, tf.int32), tf.cast(size, tf.int32) - 1
-        return (
-            [tf.clip_by_value(low_i + k, 0, last) for k in offsets],
-            w,
-            [acc.jvp(x) for x in w],
-            inside,
-        )
-
     @tf.custom_gradient
     def run(image, query):
         flat = tf.reshape(image, [-1, height * width, channels])  # [B, H*W, C]
-        rows, wy, dwy, inside_y = axis(query[..., 0], height)
-        cols, wx, dwx, inside_x = axis(query[..., 1], width)
+        rows, wy, dwy, inside_y = _cubic_axis(query[..., 0], height, weights, offsets)
+        cols, wx, dwx, inside_x = _cubic_axis(query[..., 1], width, weights, offsets)
         index = [
             tf.reshape(r * width + c, [-1, out_h * out_w]) for r in rows for c in cols
         ]  # n*n x [B, h*w]
@@ -253,13 +235,7 @@ def _cubic_sample(image: tf.Tensor, query: tf.Tensor, weights, offsets=(-1, 0, 1
         ]
         n = len(offsets)
         grid = [values[i * n : (i + 1) * n] for i in range(n)]  # [row tap][col tap] -> [B, h, w, C]
-
-        def along_cols(col_weights):  # per row tap: sum over the column taps
-            return [
-                tf.add_n([w[..., None] * v for w, v in zip(col_weights, line)]) for line in grid
-            ]
-
-        lines = along_cols(wx)
+        lines = _along_cols(grid, wx)
         out = tf.add_n([w[..., None] * line for w, line in zip(wy, lines)])  # [B, h, w, C]
 
         def grad(upstream):  # [B, h, w, C]
@@ -277,7 +253,7 @@ def _cubic_sample(image: tf.Tensor, query: tf.Tensor, weights, offsets=(-1, 0, 1
             )
             d_row = tf.add_n([w[..., None] * line for w, line in zip(dwy, lines)])  # d out / d row
             d_col = tf.add_n(
-                [w[..., None] * line for w, line in zip(wy, along_cols(dwx))]
+                [w[..., None] * line for w, line in zip(wy, _along_cols(grid, dwx))]
             )  # d out / d col
             d_query = tf.stack(
                 [
@@ -291,6 +267,30 @@ def _cubic_sample(image: tf.Tensor, query: tf.Tensor, weights, offsets=(-1, 0, 1
         return out, grad
 
     return run(image, query)
+
+
+def _cubic_axis(coord: tf.Tensor, size, weights, offsets):
+    """One axis of `_cubic_sample`: -> taps n x [B, h, w] int, weights and their derivatives
+    n x [B, h, w], and 1 where the position is inside the image (the clamp's gradient)."""
+    size_f = tf.cast(size, tf.float32)
+    inside = tf.cast((coord >= 0.0) & (coord <= size_f - 1.0), tf.float32)
+    coord = tf.clip_by_value(coord, 0.0, size_f - 1.0)
+    low = tf.floor(coord)
+    t = coord - low  # [B, h, w] in [0, 1)
+    with tf.autodiff.ForwardAccumulator(t, tf.ones_like(t)) as acc:
+        w = weights(t)
+    low_i, last = tf.cast(low, tf.int32), tf.cast(size, tf.int32) - 1
+    return (
+        [tf.clip_by_value(low_i + k, 0, last) for k in offsets],
+        w,
+        [acc.jvp(x) for x in w],
+        inside,
+    )
+
+
+def _along_cols(grid: list[list[tf.Tensor]], col_weights: list[tf.Tensor]) -> list[tf.Tensor]:
+    """Per row tap of `grid` ([row tap][col tap] -> [B, h, w, C]): the sum over its column taps."""
+    return [tf.add_n([w[..., None] * v for w, v in zip(col_weights, line)]) for line in grid]
 
 
 _SAMPLERS = {

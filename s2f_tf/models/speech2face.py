@@ -1,7 +1,7 @@
 """Speech2Face composition: waveform -> face feature -> face image (what is exported and served).
 
   waveform [B, N] float32 (or int16 PCM) at 16 kHz
-    -> SpectrogramFrontEnd  [B, T, 257, 2]  (s2f_tf/audio.py; float32)
+    -> SpectrogramFrontEnd  [B, T, 257, 2]  (s2f_tf/frontend.py; float32)
     -> VoiceEncoder         [B, D]          face feature (VGG-Face fc7 space)
     -> FaceDecoder          [B, S, S, 3] image in [0, 1], [B, K, 2] landmarks
 The face encoder (VGG-Face) is a training-time teacher only and is not part of this model.

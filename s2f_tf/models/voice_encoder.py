@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 from keras import layers, ops
 
+from s2f_tf.models.checks import check_voice_encoder
 from s2f_tf.models.norm import FusedBatchNormalization
 
 # Which blocks end with a 2x1 max pool over time, and which convs use stride 2 (Table 1).
@@ -78,10 +79,7 @@ class VoiceEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if len(channels) != 9:
-            raise ValueError(f"channels needs 9 entries (Table 1 blocks 1-9), got {len(channels)}")
-        if padding not in ("valid", "same"):
-            raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
+        check_voice_encoder(channels, padding)
         self.channels = tuple(int(c) for c in channels)
         self.width = float(width)
         self.kernel_size = int(kernel_size)

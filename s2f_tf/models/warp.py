@@ -318,15 +318,48 @@ def sparse_image_warp(
 
     source_px = _landmarks_to_pixels(source, height, width)  # [B, K, 2] (r, c)
     dest_px = _landmarks_to_pixels(dest, height, width)  # [B, K, 2] (r, c)
+    control_points, control_flow = _control_points(
+        source_px, dest_px, height, width, num_border_points
+    )
+    query = _flow_queries(dest_px, height, width, flow_grid)  # [B, N*N or H*W, 2]
+    dense_flow = interpolate_spline(
+        control_points * scale,
+        control_flow,
+        query * scale,
+        order=2,
+        regularization=regularization,
+    )  # [B, N*N or H*W, 2]
+    flow = _flow_image(dense_flow, height, width, flow_grid)  # [B, H, W, 2]
+    flow.set_shape(image.shape[:3].concatenate([2]))
+
+    warped = dense_image_warp(image, flow, interpolation, compiled_sampling)  # [B, H, W, C]
+    return warped, flow
+
+
+def _control_points(
+    source_px: tf.Tensor,
+    dest_px: tf.Tensor,
+    height: int | tf.Tensor,
+    width: int | tf.Tensor,
+    num_border_points: int,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The spline's control points [B, K(+Nb), 2] (r, c): the destination landmarks, with their
+    displacements (dy, dx), plus the zero-displacement border points."""
     control_flow = dest_px - source_px  # [B, K, 2] (dy, dx)
     control_points = dest_px  # [B, K, 2]
-
     if num_border_points:
         border = _border_points(height, width, num_border_points)  # [Nb, 2]
         border = tf.zeros_like(dest_px[:, :1, :1]) + border[None]  # [B, Nb, 2]
         control_points = tf.concat([control_points, border], axis=1)  # [B, K+Nb, 2]
         control_flow = tf.concat([control_flow, tf.zeros_like(border)], axis=1)  # [B, K+Nb, 2]
+    return control_points, control_flow
 
+
+def _flow_queries(
+    dest_px: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor, flow_grid: int
+) -> tf.Tensor:
+    """[B, N*N or H*W, 2] (r, c): where the spline is evaluated, the flow_grid's N x N positions
+    spanning the pixel centres, or every pixel."""
     if flow_grid:
         rows = tf.linspace(0.0, height - 1.0, flow_grid)  # [N]
         cols = tf.linspace(0.0, width - 1.0, flow_grid)  # [N]
@@ -335,29 +368,23 @@ def sparse_image_warp(
         )  # [N*N, 2]
     else:
         grid = tf.reshape(_pixel_grid(height, width), [-1, 2])  # [H*W, 2]
-    query = tf.zeros_like(dest_px[:, :1, :1]) + grid[None]  # [B, N*N or H*W, 2]
+    return tf.zeros_like(dest_px[:, :1, :1]) + grid[None]  # [B, N*N or H*W, 2]
 
-    dense_flow = interpolate_spline(
-        control_points * scale,
-        control_flow,
-        query * scale,
-        order=2,
-        regularization=regularization,
-    )  # [B, N*N or H*W, 2]
+
+def _flow_image(
+    dense_flow: tf.Tensor, height: int | tf.Tensor, width: int | tf.Tensor, flow_grid: int
+) -> tf.Tensor:
+    """The spline's values at the queries -> the flow [B, H, W, 2] (linearly upsampled from the
+    flow_grid's N x N)."""
     if flow_grid:
         coarse = tf.reshape(dense_flow, [-1, flow_grid, flow_grid, 2])  # [B, N, N, 2]
-        flow = tf.einsum(
+        return tf.einsum(
             "hn,bnmc,wm->bhwc",
             _linear_upsampler(height, flow_grid),
             coarse,
             _linear_upsampler(width, flow_grid),
         )  # [B, H, W, 2]
-    else:
-        flow = tf.reshape(dense_flow, [-1, height, width, 2])  # [B, H, W, 2]
-    flow.set_shape(image.shape[:3].concatenate([2]))
-
-    warped = dense_image_warp(image, flow, interpolation, compiled_sampling)  # [B, H, W, C]
-    return warped, flow
+    return tf.reshape(dense_flow, [-1, height, width, 2])  # [B, H, W, 2]
 
 
 # ----------------------------------------------------------------------------

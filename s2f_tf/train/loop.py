@@ -43,8 +43,8 @@ from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.files import write_atomic
 from s2f_tf.progress import Progress
 from s2f_tf.train import runtime
-from s2f_tf.train.records import StepRecords, replica_digests
 from s2f_tf.train.stages import STAGE_CLASSES
+from s2f_tf.train.step_records import StepRecords, replica_digests
 from s2f_tf.train.validation import Validator
 from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config
 

@@ -30,9 +30,10 @@ from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.workdir import (
     Workdir,
-    build_face_decoder,
-    build_face_encoder,
+    load_frozen_face_decoder,
     load_frozen_face_encoder,
+    new_face_decoder,
+    new_face_encoder,
     save_weights_atomic,
 )
 
@@ -79,13 +80,13 @@ class Stage:
 
     def _face_encoder(self, trainable: bool):
         if trainable:
-            return build_face_encoder(self.config)
+            return new_face_encoder(self.config)
         return load_frozen_face_encoder(self.config, self.workdir, self.vgg_face_weights)
 
     def _face_decoder(self, trainable: bool):
         if trainable:
-            return build_face_decoder(self.config, mean_landmarks=self.info.mean_landmarks)
-        return build_face_decoder(self.config, workdir=self.workdir)
+            return new_face_decoder(self.config, mean_landmarks=self.info.mean_landmarks)
+        return load_frozen_face_decoder(self.config, self.workdir)
 
     # Interface used by loop.py -------------------------------------------------------------------
     def build(self) -> None:

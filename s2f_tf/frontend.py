@@ -1,4 +1,4 @@
-"""Where audio becomes a spectrogram: the one waveform -> spectrogram front end.
+"""The model's front end: the one place a waveform becomes the spectrogram the networks read.
 
 Training, evaluation and the exported SavedModel all call `SpectrogramFrontEnd`, inside the model
 graph (so it runs on the accelerator and is part of every export). The host only parses and
@@ -12,52 +12,14 @@ batches int16 PCM; this layer converts it.
     -> [batch, frames, bins, 2]
 
 Always float32, whatever the mixed-precision policy (docs/DESIGN.md).
-
-`mfcc_frames` is the other way audio becomes a spectrogram here: MFCCs of a whole recording on the
-host, for telling its speakers apart (s2f_tf/recording.py), not for the model.
 """
 
 from __future__ import annotations
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from s2f_tf import contract
-
-MFCC_HOP_SAMPLES = 160  # 10 ms at 16 kHz
-
-
-def mfcc_frames(
-    pcm: np.ndarray,
-    coefficients: int = 12,
-    sample_rate: int = contract.SAMPLE_RATE,
-    chunk_frames: int = 6000,
-) -> np.ndarray:
-    """int16 [N] -> float64 [frames, coefficients]: MFCCs 1..coefficients (c0, the loudness, left
-    out) of 25 ms Hann frames every MFCC_HOP_SAMPLES, 40 mel bands from 60 Hz to 7.6 kHz. Computed
-    `chunk_frames` frames at a time (the same frames as at once), so an hour of audio needs the
-    memory of a minute."""
-    window = 400
-    mel = tf.signal.linear_to_mel_weight_matrix(
-        40, 257, sample_rate, 60.0, min(7600.0, sample_rate / 2)
-    )
-    total = num_frames(len(pcm), window, MFCC_HOP_SAMPLES) if len(pcm) >= window else 0
-    out = [np.zeros([0, coefficients])]
-    for first in range(0, total, chunk_frames):
-        count = min(chunk_frames, total - first)
-        start = first * MFCC_HOP_SAMPLES
-        x = tf.constant(
-            contract.pcm_to_float(pcm[start : start + (count - 1) * MFCC_HOP_SAMPLES + window])
-        )
-        power = tf.abs(tf.signal.stft(x, window, MFCC_HOP_SAMPLES, 512)) ** 2  # [count, 257]
-        log_mel = tf.math.log(tf.matmul(power, mel) + 1e-6)  # [count, 40]
-        out.append(
-            tf.signal.mfccs_from_log_mel_spectrograms(log_mel)[:, 1 : coefficients + 1]
-            .numpy()
-            .astype(np.float64)
-        )
-    return np.concatenate(out)
 
 
 def num_frames(samples: int, window_samples: int, hop_samples: int) -> int:
@@ -255,36 +217,3 @@ class SpectrogramFrontEnd(keras.layers.Layer):
             max_bins=self.max_bins,
         )
         return config
-
-
-def spectrogram_numpy(
-    waveform: np.ndarray,
-    window_samples: int = 400,
-    hop_samples: int = 160,
-    fft_length: int = 512,
-    power: float = 0.3,
-    tile_to_samples: int = 0,
-    periodic_window: bool = True,
-    max_bins: int = 0,
-) -> np.ndarray:
-    """Plain numpy reference of `SpectrogramFrontEnd` (float64), for tests and for users to check.
-
-    [batch, samples] -> [batch, frames, bins, 2]
-    """
-    x = np.asarray(waveform)
-    if x.dtype == np.int16:
-        x = x.astype(np.float64) * contract.PCM_SCALE
-    x = x.astype(np.float64)
-    if tile_to_samples and x.shape[1] < tile_to_samples:
-        reps = -(-tile_to_samples // x.shape[1])
-        x = np.tile(x, (1, reps))[:, :tile_to_samples]
-    n = np.arange(window_samples)
-    denom = window_samples if periodic_window else window_samples - 1
-    window = 0.5 - 0.5 * np.cos(2 * np.pi * n / denom)  # [W]
-    frames = num_frames(x.shape[1], window_samples, hop_samples)
-    idx = np.arange(frames)[:, None] * hop_samples + n[None, :]  # [T, W]
-    spec = np.fft.rfft(x[:, idx] * window, n=fft_length, axis=-1)  # [B, T, F]
-    if max_bins:
-        spec = spec[..., :max_bins]
-    parts = np.stack([spec.real, spec.imag], axis=-1)  # [B, T, F, 2]
-    return np.sign(parts) * np.abs(parts) ** power
