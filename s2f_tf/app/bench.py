@@ -186,23 +186,12 @@ def bench_train(
         peer = _TorchPeer(config, batch_size)
     rounds = max(1, min(rounds, steps))
     per_round = max(1, steps // rounds)
-    totals: dict[str, float] = {}
     try:
-        for r in range(rounds):
-            first = r == 0
-            for p, (step, _) in tf_steps.items():
-                totals[f"tf/{p}"] = totals.get(f"tf/{p}", 0.0) + timed(
-                    step, per_round, warmup if first else 0
-                )
-            for setting in TORCH_SETTINGS if peer else ():
-                totals[f"torch/{setting}"] = totals.get(f"torch/{setting}", 0.0) + peer.seconds(
-                    setting, per_round, warmup if first else 0
-                )
+        per_step = _interleaved_seconds_per_step(tf_steps, peer, rounds, per_round, warmup)
     finally:
         if peer:
             peer.close()
     measured = rounds * per_round
-    per_step = {k: v / measured for k, v in totals.items()}
     matmul = {
         p: matmul_flops_per_second(dtype="bfloat16" if p == "mixed_bfloat16" else "float32")
         for p in TF_PRECISIONS
@@ -232,9 +221,36 @@ def bench_train(
     if peer is None:
         result["torch"] = "not installed (pip install torch==2.13.0 to time the PyTorch peer)"
     else:
-        torch_steps = {s: per_step[f"torch/{s}"] for s in TORCH_SETTINGS}
-        best = min(torch_steps, key=torch_steps.get)
-        result["torch_step_seconds"] = {s: round(v, 4) for s, v in torch_steps.items()}
-        result["torch_best"] = best
-        result["speedup_vs_torch_best"] = round(torch_steps[best] / ours, 2)
+        result.update(_torch_figures(per_step, ours))
     return result
+
+
+def _interleaved_seconds_per_step(
+    tf_steps: dict, peer: _TorchPeer | None, rounds: int, per_round: int, warmup: int
+) -> dict[str, float]:
+    """Seconds per step of every setting ("tf/<precision>", "torch/<setting>"), timed in `rounds`
+    interleaved rounds of `per_round` steps (the first round of each after `warmup` steps)."""
+    totals: dict[str, float] = {}
+    for r in range(rounds):
+        first = r == 0
+        for p, (step, _) in tf_steps.items():
+            totals[f"tf/{p}"] = totals.get(f"tf/{p}", 0.0) + timed(
+                step, per_round, warmup if first else 0
+            )
+        for setting in TORCH_SETTINGS if peer else ():
+            totals[f"torch/{setting}"] = totals.get(f"torch/{setting}", 0.0) + peer.seconds(
+                setting, per_round, warmup if first else 0
+            )
+    measured = rounds * per_round
+    return {k: v / measured for k, v in totals.items()}
+
+
+def _torch_figures(per_step: dict[str, float], ours: float) -> dict:
+    """The PyTorch peer's step times, its fastest setting and our speedup over it."""
+    torch_steps = {s: per_step[f"torch/{s}"] for s in TORCH_SETTINGS}
+    best = min(torch_steps, key=torch_steps.get)
+    return {
+        "torch_step_seconds": {s: round(v, 4) for s, v in torch_steps.items()},
+        "torch_best": best,
+        "speedup_vs_torch_best": round(torch_steps[best] / ours, 2),
+    }

@@ -120,7 +120,6 @@ def bench_serve(
     import tensorflow as tf
 
     from serving.client import GrpcClient
-    from serving.server import AUTO_PORT, DevServer
 
     if requests < 1 or batch_size < 1 or not concurrency:
         raise ValueError("requests and batch_size must be >= 1 and concurrency non-empty")
@@ -130,22 +129,8 @@ def bench_serve(
     rounds = max(1, min(rounds, requests))
     per_round = math.ceil(requests / rounds)
 
-    server = DevServer(
-        model_base_path,
-        model_name,
-        port=AUTO_PORT,
-        rest_api_port=0,
-        host="127.0.0.1",
-        poll_seconds=3600.0,
-        max_batch=max(64, batch_size),
-        grpc_max_threads=max(16, 2 * levels[-1]),
-    )
-    with server:
-        if not server.versions():
-            raise FileNotFoundError(f"no loadable version under {model_base_path}")
-        version = server.versions()[0]
-        path = os.path.join(server.model_base_path, str(version))
-        info = server._servables[version].info
+    with _dev_server(model_base_path, model_name, batch_size, levels[-1]) as server:
+        version, path, info = _newest_version(server, model_base_path)
         samples = int(samples or info.get("clip_samples") or contract.SAMPLE_RATE)
         wave = (np.random.RandomState(seed).randn(batch_size, samples) * 0.05).astype(
             np.float32
@@ -170,29 +155,104 @@ def bench_serve(
                 return client.predict(wave)
 
             modes = {"in_process": in_process, "server": over_grpc}
-            results = []
-            truncated = False
-            for level in levels:
-                for call in modes.values():  # warm threads, caches, channel
-                    _run(call, level, max(warmup, level), deadline + 60.0, [])
-                lat = {m: [] for m in modes}
-                busy = {m: 0.0 for m in modes}
-                for r in range(rounds):
-                    order = list(modes) if r % 2 == 0 else list(reversed(modes))
-                    for m in order:
-                        busy[m] += _run(modes[m], level, per_round, deadline, lat[m])
-                if any(len(lat[m]) < per_round * rounds for m in modes):
-                    truncated = True
-                row = {"concurrency": level, **{m: _stats(lat[m], busy[m]) for m in modes}}
-                a, b = row["in_process"], row["server"]
-                if a["requests"] and b["requests"]:
-                    row["latency_overhead_p50"] = round(b["p50_ms"] / a["p50_ms"] - 1, 4)
-                    row["latency_overhead_p99"] = round(b["p99_ms"] / a["p99_ms"] - 1, 4)
-                    row["throughput_ratio"] = round(
-                        b["requests_per_second"] / a["requests_per_second"], 4
-                    )
-                results.append(row)
+            results, truncated = _measure_levels(modes, levels, warmup, rounds, per_round, deadline)
+    return _report(
+        model_name,
+        version,
+        info,
+        batch_size,
+        samples,
+        requests,
+        rounds,
+        results,
+        truncated,
+        started,
+    )
 
+
+def _dev_server(model_base_path: str, model_name: str, batch_size: int, top_level: int):
+    """The development server on a free 127.0.0.1 gRPC port (no REST, no polling for versions),
+    sized for `batch_size` clips and `top_level` concurrent requests."""
+    from serving.server import AUTO_PORT, DevServer
+
+    return DevServer(
+        model_base_path,
+        model_name,
+        port=AUTO_PORT,
+        rest_api_port=0,
+        host="127.0.0.1",
+        poll_seconds=3600.0,
+        max_batch=max(64, batch_size),
+        grpc_max_threads=max(16, 2 * top_level),
+    )
+
+
+def _newest_version(server, model_base_path: str) -> tuple[int, str, dict]:
+    """(version, its directory, its s2f_model.json info) of the newest version the server loaded."""
+    if not server.versions():
+        raise FileNotFoundError(f"no loadable version under {model_base_path}")
+    version = server.versions()[0]
+    path = os.path.join(server.model_base_path, str(version))
+    return version, path, server._servables[version].info
+
+
+def _measure_levels(
+    modes: dict[str, Callable[[], object]],
+    levels: Sequence[int],
+    warmup: int,
+    rounds: int,
+    per_round: int,
+    deadline: float,
+) -> tuple[list[dict], bool]:
+    """Each level after a warm-up: (the levels' rows, whether any stopped short at the deadline)."""
+    results, truncated = [], False
+    for level in levels:
+        for call in modes.values():  # warm threads, caches, channel
+            _run(call, level, max(warmup, level), deadline + 60.0, [])
+        row, complete = _measure_level(modes, level, rounds, per_round, deadline)
+        truncated = truncated or not complete
+        results.append(row)
+    return results, truncated
+
+
+def _measure_level(
+    modes: dict[str, Callable[[], object]],
+    level: int,
+    rounds: int,
+    per_round: int,
+    deadline: float,
+) -> tuple[dict, bool]:
+    """Both modes at one concurrency level in alternating rounds: (its row of figures, whether every
+    request was issued before the deadline)."""
+    lat = {m: [] for m in modes}
+    busy = {m: 0.0 for m in modes}
+    for r in range(rounds):
+        order = list(modes) if r % 2 == 0 else list(reversed(modes))
+        for m in order:
+            busy[m] += _run(modes[m], level, per_round, deadline, lat[m])
+    complete = not any(len(lat[m]) < per_round * rounds for m in modes)
+    row = {"concurrency": level, **{m: _stats(lat[m], busy[m]) for m in modes}}
+    a, b = row["in_process"], row["server"]
+    if a["requests"] and b["requests"]:
+        row["latency_overhead_p50"] = round(b["p50_ms"] / a["p50_ms"] - 1, 4)
+        row["latency_overhead_p99"] = round(b["p99_ms"] / a["p99_ms"] - 1, 4)
+        row["throughput_ratio"] = round(b["requests_per_second"] / a["requests_per_second"], 4)
+    return row, complete
+
+
+def _report(
+    model_name: str,
+    version: int,
+    info: dict,
+    batch_size: int,
+    samples: int,
+    requests: int,
+    rounds: int,
+    results: list[dict],
+    truncated: bool,
+    started: float,
+) -> dict:
+    """The JSON-able result: every level's row, and the two headline figures."""
     low, high = results[0], results[-1]
     overhead = low.get("latency_overhead_p50")
     return {

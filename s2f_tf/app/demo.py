@@ -104,13 +104,10 @@ def run_demo(
     seed: int = 0,
     log=print,
 ) -> dict:
-    from pipelines.common import run_prepare
-    from pipelines.synthetic import SyntheticSource
-    from s2f_tf import factory
+    """Runs steps [1]-[7] into `out_dir`, logs the headline figures against the bars and returns the
+    summary it writes to <out_dir>/summary.json."""
     from s2f_tf.evaluate import evaluate
     from s2f_tf.export import export_workdir
-    from s2f_tf.train.loop import TrainOptions, train
-    from s2f_tf.workdir import STAGES
 
     started = time.time()
     os.makedirs(out_dir, exist_ok=True)
@@ -125,41 +122,11 @@ def run_demo(
 
     log("== [1] prepare the synthetic corpus (Apache Beam, speaker-disjoint splits)")
     data_dir = os.path.join(out_dir, "data")
-    size = config.face_encoder.image_size
-    info = run_prepare(
-        SyntheticSource(identities, clips_per_identity, size, seed),
-        data_dir,
-        arguments={
-            "identities": identities,
-            "clips_per_identity": clips_per_identity,
-            "image_size": size,
-            "seed": seed,
-        },
-        log=log,
-        texture_warp=factory.texture_warp(config),
-    )
-    summary["data"] = {"dir": data_dir, "clips": info.counts, "speakers": info.speaker_counts}
+    summary["data"] = _prepare(data_dir, config, identities, clips_per_identity, seed, log)
     stage("prepare")
 
     workdir = os.path.join(out_dir, "run")
-    results = {}
-    for i, name in enumerate(STAGES, start=2):
-        log(
-            f"== [{i}] train the {name.replace('_', ' ')} ({getattr(config.train, f'{name}_steps')} steps)"
-        )
-        results[name] = train(
-            config,
-            TrainOptions(stage=name, workdir=workdir, data_dir=data_dir, jit_compile=False),
-            log=log,
-        )
-        log(
-            f"   {results[name]['examples_per_second']:.0f} examples/s, final losses "
-            + ", ".join(f"{k} {v:.3g}" for k, v in results[name]["losses"].items())
-        )
-        stage(name)
-    summary["training"] = {
-        k: {"steps": v["steps"], "losses": v["losses"]} for k, v in results.items()
-    }
+    summary["training"] = _train_stages(config, workdir, data_dir, log, stage)
 
     log("== [5] evaluate on held-out speakers")
     metrics = evaluate(workdir, data_dir, out_dir=out_dir, log=log)
@@ -177,6 +144,68 @@ def run_demo(
     )
     stage("serve_predict")
 
+    summary["headline"] = _headline(metrics)
+    tensorboard = os.path.join(out_dir, "tensorboard")
+    if not os.path.exists(tensorboard):
+        os.symlink(os.path.join("run", "tensorboard"), tensorboard)
+    summary["times_seconds"] = times
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    _log_headline(summary, out_dir, version_dir, tensorboard, log)
+    return summary
+
+
+def _prepare(
+    data_dir: str, config, identities: int, clips_per_identity: int, seed: int, log
+) -> dict:
+    """[1] The synthetic corpus into `data_dir` (reused when already there); its summary entry."""
+    from pipelines.common import run_prepare
+    from pipelines.synthetic import SyntheticSource
+    from s2f_tf import factory
+
+    size = config.face_encoder.image_size
+    info = run_prepare(
+        SyntheticSource(identities, clips_per_identity, size, seed),
+        data_dir,
+        arguments={
+            "identities": identities,
+            "clips_per_identity": clips_per_identity,
+            "image_size": size,
+            "seed": seed,
+        },
+        log=log,
+        texture_warp=factory.texture_warp(config),
+    )
+    return {"dir": data_dir, "clips": info.counts, "speakers": info.speaker_counts}
+
+
+def _train_stages(config, workdir: str, data_dir: str, log, stage) -> dict:
+    """[2-4] Trains each stage in turn (`stage(name)` after each); their steps and final losses."""
+    from s2f_tf.train.loop import TrainOptions, train
+    from s2f_tf.workdir import STAGES
+
+    results = {}
+    for i, name in enumerate(STAGES, start=2):
+        log(
+            f"== [{i}] train the {name.replace('_', ' ')} ({getattr(config.train, f'{name}_steps')} steps)"
+        )
+        results[name] = train(
+            config,
+            TrainOptions(stage=name, workdir=workdir, data_dir=data_dir, jit_compile=False),
+            log=log,
+        )
+        log(
+            f"   {results[name]['examples_per_second']:.0f} examples/s, final losses "
+            + ", ".join(f"{k} {v:.3g}" for k, v in results[name]["losses"].items())
+        )
+        stage(name)
+    return {k: {"steps": v["steps"], "losses": v["losses"]} for k, v in results.items()}
+
+
+def _headline(metrics: dict) -> dict:
+    """The figures the demo is judged by (first input of metrics.json), and whether each clears its
+    bar."""
     key = next(iter(metrics["inputs"]))
     entry = metrics["inputs"][key]
     retrieval = entry["retrieval"]
@@ -185,7 +214,7 @@ def run_demo(
     f2f = metrics["face_to_face"]
     f2f_r1 = f2f["image_retrieval"]["cosine"]["R@1"]
     f2f_sharpness = f2f["sharpness"]["relative_to_targets"]
-    summary["headline"] = {
+    return {
         "input": key,
         "gallery_size": retrieval["gallery_size"],
         "cosine_R@1": r1,
@@ -204,15 +233,13 @@ def run_demo(
             "face_to_face_sharpness >= 0.5": f2f_sharpness >= FACE_TO_FACE_SHARPNESS,
         },
     }
-    tensorboard = os.path.join(out_dir, "tensorboard")
-    if not os.path.exists(tensorboard):
-        os.symlink(os.path.join("run", "tensorboard"), tensorboard)
-    summary["times_seconds"] = times
-    summary["wall_seconds"] = round(time.time() - started, 1)
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
 
+
+def _log_headline(summary: dict, out_dir: str, version_dir: str, tensorboard: str, log) -> None:
+    """The closing lines: headline figures against their bars, then where everything went."""
     h = summary["headline"]
+    key, r1, chance, sex = h["input"], h["cosine_R@1"], h["chance_R@1"], h["sex_agreement"]
+    f2f_r1, f2f_sharpness = h["face_to_face_image_R@1"], h["face_to_face_sharpness"]
     log(
         f"== done in {summary['wall_seconds']:.0f} s. Held-out speakers"
         f" ({key} input, gallery {h['gallery_size']}):"

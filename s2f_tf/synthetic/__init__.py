@@ -63,7 +63,8 @@ Where things are (imports point one way: params <- identity <- voice, face <- cl
   voice.py     synthesize_voice: espeak-ng, resampling, tilt, trimming, gain, noise, quantisation
   shapes.py    face geometry: iBUG-68 landmarks, skull, hairline, polygon helpers
   face.py      draw_face / draw_canonical_face: a Look (pose, expression, light, background,
-               clothes), the PIL canvas, drawing, lighting
+               clothes), the pose, background and lighting
+  parts.py     the supersampled canvas and one drawer per part (hair, ears, face, eyes, mouth ...)
   clip.py      make_clip: text, voice and face of one clip, and its split
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -199,8 +200,25 @@ def _palette(palette: Sequence[Sequence[int]], t: float) -> tuple[int, int, int]
 
 
 def make_identity(seed: int, index: int) -> Identity:
-    """Draws identity `index` of corpus `seed`: hidden attributes, then voice and face parameters."""
+    """Draws identity `index` of corpus `seed`: hidden attributes, then voice and face parameters.
+
+    All from one rng, in a fixed order (the corpus is defined by it): hidden attributes, voice, face
+    geometry, colours, hair and beard, then the rest of the face geometry."""
     rng = np.random.default_rng([seed, index, TAG_IDENTITY])
+    hidden = _hidden_attributes(rng)
+    age01 = (hidden["age"] - AGE_RANGE[0]) / (AGE_RANGE[1] - AGE_RANGE[0])  # 0 youngest .. 1 oldest
+    voice = _voice(rng, hidden, age01)
+    geometry = _face_geometry(rng, hidden, age01)
+    colours = _colours(rng, hidden, age01)
+    hair = _hair_and_beard(rng, hidden["sex"], age01)
+    rest = _face_geometry_drawn_last(rng, hidden, age01)
+    return Identity(
+        index=int(index), seed=int(seed), **hidden, **voice, **geometry, **colours, **hair, **rest
+    )
+
+
+def _hidden_attributes(rng: np.random.Generator) -> dict[str, Any]:
+    """sex, age, size, timbre, rasp, ancestry and the accent (mostly the ancestry's)."""
     sex = int(rng.random() < P_FEMALE)
     age = float(rng.uniform(*AGE_RANGE))
     size = float(rng.beta(SIZE_BETA, SIZE_BETA))
@@ -212,9 +230,21 @@ def make_identity(seed: int, index: int) -> Identity:
         if rng.random() < P_ACCENT_OF_ANCESTRY
         else ACCENTS[int(rng.integers(len(ACCENTS)))]
     )
-    age01 = (age - AGE_RANGE[0]) / (AGE_RANGE[1] - AGE_RANGE[0])  # 0 youngest .. 1 oldest
+    return {
+        "sex": sex,
+        "age": age,
+        "size": size,
+        "timbre": timbre,
+        "rasp": rasp,
+        "ancestry": ancestry,
+        "accent": accent,
+    }
 
-    # --- voice --------------------------------------------------------------------------------------
+
+def _voice(rng: np.random.Generator, hidden: dict[str, Any], age01: float) -> dict[str, Any]:
+    """The voice's parameters: F0, pitch range, rate, vocal tract, espeak voice-file settings, tilt."""
+    sex, age, size = hidden["sex"], hidden["age"], hidden["size"]
+    timbre, rasp = hidden["timbre"], hidden["rasp"]
     f0 = (
         F0_BASE_HZ[sex]
         * (1.0 + F0_AGE_SLOPE[sex] * (age - AGE_REF))
@@ -251,8 +281,28 @@ def make_identity(seed: int, index: int) -> Identity:
             TILT_MAX * (2.0 * timbre - 1.0) + rng.normal(0.0, TILT_ID_SIGMA), -TILT_MAX, TILT_MAX
         )
     )
+    return {
+        "f0_hz": f0,
+        "pitch_range": pitch_range,
+        "rate_wpm": rate,
+        "vtl_factor": float(vtl),
+        "flutter": flutter,
+        "roughness": roughness,
+        "breath": breath,
+        "formant_freq": formant_freq,
+        "formant_height": formant_height,
+        "formant_width": formant_width,
+        "tilt": tilt,
+    }
 
-    # --- face geometry --------------------------------------------------------------------------------
+
+def _face_geometry(
+    rng: np.random.Generator, hidden: dict[str, Any], age01: float
+) -> dict[str, Any]:
+    """The face's shape driven by sex, size, age and rasp: width, jaw, chin, cheeks, eyes, brows,
+    nose."""
+    sex, size, rasp = hidden["sex"], hidden["size"], hidden["rasp"]
+
     def g(pair: Sequence[float]) -> float:
         return float(pair[sex])
 
@@ -276,10 +326,26 @@ def make_identity(seed: int, index: int) -> Identity:
     nose_half_width = (
         g(NOSE_HALF_WIDTH) + NOSE_WIDTH_RASP * (rasp - 0.5) + rng.normal(0, NOSE_WIDTH_SIGMA)
     )
-    lip_thin = 1.0 - LIP_AGE_THIN * age01
+    return {
+        "face_half_width": float(face_half_width),
+        "jaw_length": float(jaw_length),
+        "jaw_squareness": float(jaw_squareness),
+        "chin_taper": chin_taper,
+        "cheek_fullness": float(cheek_fullness),
+        "eye_width": float(eye_width),
+        "eye_height": float(eye_height),
+        "brow_thickness": float(max(0.006, brow_thickness)),
+        "nose_half_width": float(nose_half_width),
+        "neck_half_width": float(g(NECK_HALF_WIDTH) + NECK_WIDTH_SIZE * (size - 0.5)),
+    }
 
-    # --- face appearance ----------------------------------------------------------------------------
-    skin_t = float(np.clip((ancestry + 0.5) / len(ACCENTS) + rng.normal(0, SKIN_GROUP_SIGMA), 0, 1))
+
+def _colours(rng: np.random.Generator, hidden: dict[str, Any], age01: float) -> dict[str, Any]:
+    """Skin (from the ancestry's range), hair and brows (timbre, greying with age), eyes, lips."""
+    sex, age, timbre = hidden["sex"], hidden["age"], hidden["timbre"]
+    skin_t = float(
+        np.clip((hidden["ancestry"] + 0.5) / len(ACCENTS) + rng.normal(0, SKIN_GROUP_SIGMA), 0, 1)
+    )
     skin = _palette(SKIN_PALETTE, skin_t)
     skin = _mix_rgb(skin, (skin[0] * 0.92, skin[1] * 0.9, skin[2] * 0.9), 0.5 * age01)
     base_hair = _palette(HAIR_PALETTE, timbre + rng.normal(0, 0.06))
@@ -299,8 +365,17 @@ def make_identity(seed: int, index: int) -> Identity:
         if lipstick
         else natural_lip
     )
+    return {
+        "skin_rgb": skin,
+        "hair_rgb": hair,
+        "brow_rgb": brow,
+        "eye_rgb": eye_rgb,
+        "lip_rgb": lip,
+    }
 
-    # hair style
+
+def _hair_and_beard(rng: np.random.Generator, sex: int, age01: float) -> dict[str, Any]:
+    """Hair style (receding and balding males with age), its length, volume and hairline; beard."""
     long_hair = rng.random() < P_LONG_HAIR[sex]
     recede = 0.0
     if sex == 0:
@@ -331,67 +406,47 @@ def make_identity(seed: int, index: int) -> Identity:
         beard
     ]
     beard_alpha *= float(rng.uniform(0.85, 1.0))
+    return {
+        "hair_style": style,
+        "hair_length": hair_length,
+        "hair_volume": hair_volume,
+        "hairline": hairline,
+        "recede": recede,
+        "beard": beard,
+        "beard_alpha": beard_alpha,
+    }
 
-    return Identity(
-        index=int(index),
-        seed=int(seed),
-        sex=sex,
-        age=age,
-        size=size,
-        timbre=timbre,
-        rasp=rasp,
-        ancestry=ancestry,
-        accent=accent,
-        f0_hz=f0,
-        pitch_range=pitch_range,
-        rate_wpm=rate,
-        vtl_factor=float(vtl),
-        flutter=flutter,
-        roughness=roughness,
-        breath=breath,
-        formant_freq=formant_freq,
-        formant_height=formant_height,
-        formant_width=formant_width,
-        tilt=tilt,
-        face_half_width=float(face_half_width),
-        jaw_length=float(jaw_length),
-        jaw_squareness=float(jaw_squareness),
-        chin_taper=chin_taper,
-        cheek_fullness=float(cheek_fullness),
-        eye_half_spacing=float(EYE_HALF_SPACING + rng.normal(0, EYE_SPACING_SIGMA)),
-        eye_width=float(eye_width),
-        eye_height=float(eye_height),
-        eye_tilt=float(rng.normal(0, 0.004)),
-        brow_gap=float(g(BROW_GAP) + rng.normal(0, 0.005)),
-        brow_arch=float(g(BROW_ARCH) + rng.normal(0, 0.003)),
-        brow_thickness=float(max(0.006, brow_thickness)),
-        nose_length=float(g(NOSE_LENGTH) + rng.normal(0, NOSE_LENGTH_SIGMA)),
-        nose_half_width=float(nose_half_width),
-        mouth_dy=float(MOUTH_DY + rng.normal(0, MOUTH_DY_SIGMA)),
-        mouth_half_width=float(g(MOUTH_HALF_WIDTH) + rng.normal(0, MOUTH_WIDTH_SIGMA)),
-        upper_lip=float(g(UPPER_LIP) * lip_thin * math.exp(rng.normal(0, 0.12))),
-        lower_lip=float(g(LOWER_LIP) * lip_thin * math.exp(rng.normal(0, 0.12))),
-        neck_half_width=float(g(NECK_HALF_WIDTH) + NECK_WIDTH_SIZE * (size - 0.5)),
-        ear_size=float(rng.uniform(0.9, 1.15)),
-        skin_rgb=skin,
-        hair_rgb=hair,
-        brow_rgb=brow,
-        eye_rgb=eye_rgb,
-        lip_rgb=lip,
-        hair_style=style,
-        hair_length=hair_length,
-        hair_volume=hair_volume,
-        hairline=hairline,
-        hair_part=float(rng.uniform(-1, 1)),
-        recede=recede,
-        beard=beard,
-        beard_alpha=beard_alpha,
-        wrinkles=float(
+
+def _face_geometry_drawn_last(
+    rng: np.random.Generator, hidden: dict[str, Any], age01: float
+) -> dict[str, Any]:
+    """The face parameters drawn after the hair, in this order (their place in the rng stream is
+    part of the corpus): eye spacing and tilt, brows, nose length, mouth, lips, ears, parting,
+    eyeliner, blush; and the wrinkles (no draw)."""
+    sex, age, rasp = hidden["sex"], hidden["age"], hidden["rasp"]
+    lip_thin = 1.0 - LIP_AGE_THIN * age01
+
+    def g(pair: Sequence[float]) -> float:
+        return float(pair[sex])
+
+    return {
+        "eye_half_spacing": float(EYE_HALF_SPACING + rng.normal(0, EYE_SPACING_SIGMA)),
+        "eye_tilt": float(rng.normal(0, 0.004)),
+        "brow_gap": float(g(BROW_GAP) + rng.normal(0, 0.005)),
+        "brow_arch": float(g(BROW_ARCH) + rng.normal(0, 0.003)),
+        "nose_length": float(g(NOSE_LENGTH) + rng.normal(0, NOSE_LENGTH_SIGMA)),
+        "mouth_dy": float(MOUTH_DY + rng.normal(0, MOUTH_DY_SIGMA)),
+        "mouth_half_width": float(g(MOUTH_HALF_WIDTH) + rng.normal(0, MOUTH_WIDTH_SIGMA)),
+        "upper_lip": float(g(UPPER_LIP) * lip_thin * math.exp(rng.normal(0, 0.12))),
+        "lower_lip": float(g(LOWER_LIP) * lip_thin * math.exp(rng.normal(0, 0.12))),
+        "ear_size": float(rng.uniform(0.9, 1.15)),
+        "hair_part": float(rng.uniform(-1, 1)),
+        "wrinkles": float(
             np.clip((age - WRINKLE_AGE_START) / (AGE_RANGE[1] - WRINKLE_AGE_START), 0, 1)
         ),
-        eyeliner=float(rng.uniform(0.5, 1.0) if sex == 1 else 0.0),
-        blush=float(np.clip(0.25 * sex + 0.5 * rasp + rng.normal(0, 0.1), 0, 1)),
-    )
+        "eyeliner": float(rng.uniform(0.5, 1.0) if sex == 1 else 0.0),
+        "blush": float(np.clip(0.25 * sex + 0.5 * rasp + rng.normal(0, 0.1), 0, 1)),
+    }
 
 
 def split_of(seed: int, index: int, fractions: Sequence[float] = SPLIT_FRACTIONS) -> str:

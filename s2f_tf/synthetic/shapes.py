@@ -33,10 +33,19 @@ def _superellipse_jaw(identity: Identity, cy: float) -> np.ndarray:
 
 def _landmarks(identity: Identity, expr: dict[str, float]) -> np.ndarray:
     """float [68, 2]: the identity's iBUG-68 landmarks in the canonical (un-posed) frame."""
-    cx, ey = FACE_CX, EYE_Y
     pts = np.zeros([NUM_LANDMARKS, 2])
-    pts[0:17] = _superellipse_jaw(identity, ey + JAW_TOP_DY)
-    # eyes: 36-41 image-left (outer corner 36 on the left), 42-47 image-right (outer corner 45 on the right)
+    pts[0:17] = _superellipse_jaw(identity, EYE_Y + JAW_TOP_DY)
+    _eyes(identity, pts)
+    _brows(identity, expr["brow_raise"], pts)
+    tip_y = _nose(identity, pts)
+    _mouth(identity, expr, tip_y, pts)
+    return pts
+
+
+def _eyes(identity: Identity, pts: np.ndarray) -> None:
+    """Eye points into `pts`: 36-41 image-left (outer corner 36 on the left), 42-47 image-right
+    (outer corner 45 on the right)."""
+    cx, ey = FACE_CX, EYE_Y
     w, h, d = identity.eye_width, identity.eye_height, identity.eye_half_spacing
     for side, base in ((-1, 36), (1, 42)):
         ecx = cx + side * d
@@ -52,8 +61,12 @@ def _landmarks(identity: Identity, expr: dict[str, float]) -> np.ndarray:
             else [inner, up_i, up_o, outer, lo_o, lo_i]
         )
         pts[base : base + 6] = ring
-    # brows: 17-21 image-left outer -> inner, 22-26 image-right inner -> outer
-    by = ey - identity.brow_gap - expr["brow_raise"]
+
+
+def _brows(identity: Identity, brow_raise: float, pts: np.ndarray) -> None:
+    """Brow points into `pts`: 17-21 image-left outer -> inner, 22-26 image-right inner -> outer."""
+    cx, ey, d = FACE_CX, EYE_Y, identity.eye_half_spacing
+    by = ey - identity.brow_gap - brow_raise
     for side, base in ((-1, 17), (1, 22)):
         ecx = cx + side * d
         t = np.linspace(0.0, 1.0, 5)  # 0 = outer end, 1 = inner end
@@ -63,7 +76,11 @@ def _landmarks(identity: Identity, expr: dict[str, float]) -> np.ndarray:
             pts[base : base + 5] = np.stack([x, y], axis=1)
         else:
             pts[base : base + 5] = np.stack([x, y], axis=1)[::-1]
-    # nose: 27-30 bridge, 31-35 base (image-left -> right)
+
+
+def _nose(identity: Identity, pts: np.ndarray) -> float:
+    """Nose points into `pts`: 27-30 bridge, 31-35 base (image-left -> right). Returns the tip's y."""
+    cx, ey = FACE_CX, EYE_Y
     tip_y = ey + identity.nose_length
     pts[27:31] = np.stack([np.full(4, cx), np.linspace(ey - 0.004, tip_y, 4)], axis=1)
     nw = identity.nose_half_width
@@ -74,7 +91,14 @@ def _landmarks(identity: Identity, expr: dict[str, float]) -> np.ndarray:
         (cx + nw * 0.5, tip_y + 0.014),
         (cx + nw, tip_y + 0.004),
     ]
-    # mouth: outer 48-59 (48 left corner, 51 top centre, 54 right corner, 57 bottom centre), inner 60-67
+    return tip_y
+
+
+def _mouth(identity: Identity, expr: dict[str, float], tip_y: float, pts: np.ndarray) -> None:
+    """Mouth points into `pts`, below the nose tip at `tip_y`: outer 48-59 (48 left corner, 51 top
+    centre, 54 right corner, 57 bottom centre), inner 60-67; wider and lifted with a smile, apart
+    when open."""
+    cx = FACE_CX
     my = tip_y + identity.mouth_dy
     mw = identity.mouth_half_width * (1.0 + 0.08 * expr["smile"])
     lift = 0.012 * expr["smile"]
@@ -111,7 +135,6 @@ def _landmarks(identity: Identity, expr: dict[str, float]) -> np.ndarray:
     ):
         inner.append((cx + u * mw, my + curve(u) + sgn * opening / 2 * (1.0 - 0.3 * abs(u))))
     pts[60:68] = inner
-    return pts
 
 
 def _skull_arc(
