@@ -162,3 +162,35 @@ def tiny_trained_workdir(tiny_corpus, tiny_faces_workdir, tmp_path_factory):
     )
     assert r.returncode == 0, r.stderr[-3000:]
     return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_trained_workdir, tmp_path_factory):
+    """`s2f export` of tiny_trained_workdir, once per session: the model directory <base>/s2f (for the
+    predict tests; a test that checks the export itself, or writes versions, exports on its own)."""
+    base = str(tmp_path_factory.mktemp("exports"))
+    r = run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    return f"{base}/s2f"
+
+
+@pytest.fixture(scope="session")
+def untrained_tiny_export(tmp_path_factory):
+    """A tiny untrained Speech2Face exported once per session (the serving and page tests'):
+    {"model", "config", "version_dir"}, the version being <base>/s2f/1. Read it, never write into it
+    (copy the version elsewhere to add versions)."""
+    import numpy as np
+
+    from s2f_tf import factory
+    from s2f_tf.configs import get_config
+    from s2f_tf.export import export_model
+
+    config = get_config("tiny")
+    model = factory.build_speech2face(config)
+    model(np.zeros((1, config.audio.clip_samples), np.float32))
+    base = str(tmp_path_factory.mktemp("untrained_export"))
+    return {
+        "model": model,
+        "config": config,
+        "version_dir": export_model(model, config, base, "s2f"),
+    }

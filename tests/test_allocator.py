@@ -33,6 +33,7 @@ def test_find_tcmalloc_looks_in_the_library_directories(tmp_path, monkeypatch):
     allocator.find_tcmalloc() is None,
     reason="TCMalloc not installed: apt-get install libtcmalloc-minimal4 (.ci/run does)",
 )
+@pytest.mark.slow
 def test_the_command_runs_under_tcmalloc_unless_told_not_to(tiny_corpus):
     args = (
         "bench",

@@ -4,15 +4,10 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import spectrogram_numpy
 
-from s2f_tf.audio import (
-    MFCC_HOP_SAMPLES,
-    SpectrogramFrontEnd,
-    mfcc_frames,
-    num_frames,
-    spectrogram_numpy,
-    tile_to_length,
-)
+from s2f_tf.frontend import SpectrogramFrontEnd, num_frames, tile_to_length
+from s2f_tf.recording import MFCC_HOP_SAMPLES, mfcc_frames
 
 TOL = dict(atol=2e-3, rtol=2e-3)  # float32 FFT vs float64 numpy, after the 0.3 power law
 

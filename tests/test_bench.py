@@ -2,9 +2,11 @@
 
 import json
 
+import pytest
 from conftest import run_s2f
 
 
+@pytest.mark.slow
 def test_bench_input_reports_figures(tiny_corpus):
     r = run_s2f(
         "bench",
@@ -24,6 +26,7 @@ def test_bench_input_reports_figures(tiny_corpus):
     )
 
 
+@pytest.mark.slow
 def test_bench_train_reports_both_precisions_and_the_peer():
     r = run_s2f("bench", "train", "--config=tiny", "--json", "--steps=2", "--batch_size=2")
     assert r.returncode == 0, r.stderr[-3000:]

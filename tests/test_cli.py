@@ -108,6 +108,7 @@ def test_quiet_filters_exactly_the_noise(line, noise):
     assert quiet.is_noise(line) == noise
 
 
+@pytest.mark.slow
 def test_quiet_by_default_and_loud_on_request():
     q = run_s2f("describe", "--config=tiny")
     assert q.returncode == 0, q.stderr

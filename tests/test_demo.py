@@ -59,18 +59,14 @@ def _voice_file(path, rate, channels=1):
     return path
 
 
-def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
-    base = str(tmp_path / "exports")
-    assert (
-        run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}").returncode
-        == 0
-    )
+@pytest.mark.slow
+def test_predict_local_and_over_grpc(tiny_export, tmp_path):
     audio = _voice_file(str(tmp_path / "voice.flac"), 44100, channels=2)
     face = str(tmp_path / "face.png")
     r = run_s2f(
         "predict",
         audio,
-        f"--model_dir={base}/s2f",
+        f"--model_dir={tiny_export}",
         f"--face_out={face}",
         f"--feature_out={tmp_path}/f.npy",
         "--speakers=1",
@@ -85,7 +81,7 @@ def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
     local_feature = np.load(tmp_path / "f.npy")
     assert local_feature.shape == (32,)
     # the same file through the development server and the official gRPC stubs
-    from serving.server import free_port
+    from support import free_port
 
     port = free_port()
     server = subprocess.Popen(
@@ -94,7 +90,7 @@ def test_predict_local_and_over_grpc(tiny_trained_workdir, tmp_path):
             "-m",
             "s2f_tf.app.cli",
             "serve",
-            f"--model_base_path={base}/s2f",
+            f"--model_base_path={tiny_export}",
             f"--port={port}",
             "--rest_api_port=0",
         ],
@@ -139,16 +135,12 @@ def test_predict_errors(tmp_path):
     assert r.returncode == 2 and "exactly one of --server" in r.stderr
 
 
-def test_predict_too_short_in_process_is_a_short_error(tiny_trained_workdir, tmp_path):
+@pytest.mark.slow
+def test_predict_too_short_in_process_is_a_short_error(tiny_export, tmp_path):
     """50 ms of audio: no stretch of speech the model can take, a one-line error and no face."""
-    base = str(tmp_path / "exports")
-    assert (
-        run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}").returncode
-        == 0
-    )
     audio = _wav(str(tmp_path / "short.wav"), 0.05, 16000)
     face = tmp_path / "f.png"
-    r = run_s2f("predict", audio, f"--model_dir={base}/s2f", f"--face_out={face}")
+    r = run_s2f("predict", audio, f"--model_dir={tiny_export}", f"--face_out={face}")
     assert r.returncode == 1, r.stderr[-3000:]
     assert "Traceback" not in r.stderr and "no_speech" in r.stderr, r.stderr[-3000:]
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -119,6 +119,7 @@ def test_attribute_classifier_learns_from_images():
     assert flipped["sex"]["agreement"] < 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_command_writes_metrics_grid_and_report(
     tiny_trained_workdir, tiny_corpus, tmp_path
 ):
@@ -173,6 +174,7 @@ def test_evaluate_command_writes_metrics_grid_and_report(
     assert Image.open(os.path.join(out, "faces.png")).size[0] == 4 * 4 * 32  # 4 columns, 32 px x 4
 
 
+@pytest.mark.slow
 def test_export_reload_matches_and_versions(tiny_trained_workdir, tmp_path):
     base = str(tmp_path / "exports")
     r = run_s2f(
@@ -229,6 +231,7 @@ def test_export_reload_matches_and_versions(tiny_trained_workdir, tmp_path):
         export.export_model(model, config, base, "s2f", version=2)
 
 
+@pytest.mark.slow
 def test_report_opens_in_a_real_browser_with_every_section(
     tiny_trained_workdir, tiny_corpus, tmp_path, browser
 ):
@@ -271,6 +274,7 @@ def test_report_opens_in_a_real_browser_with_every_section(
     browser.save_screenshot(str(tmp_path / "report.png"))
 
 
+@pytest.mark.slow
 def test_a_stage_trained_in_mixed_bfloat16_leaves_evaluate_and_export_in_float32(
     tiny_trained_workdir, tiny_corpus, tmp_path
 ):

@@ -203,6 +203,7 @@ def _s2f(*args):
     )
 
 
+@pytest.mark.slow
 def test_describe_paper_batch_1():
     """The paper preset: every network built at full size and run at batch 1."""
     r = _s2f("describe", "--config=paper")
@@ -233,6 +234,7 @@ def test_describe_paper_batch_1():
     )
 
 
+@pytest.mark.slow
 def test_cli_errors():
     r = _s2f("describe", "--config=tiny", "--set=train.batch_size=x")
     assert r.returncode == 2 and "expected int" in r.stderr

@@ -30,20 +30,14 @@ MODEL = "s2f"
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """<base>/s2f holding one version: S2F_PAGE_EXPORT's, or a tiny untrained model's."""
+def model_dir(request):
+    """<base>/s2f holding one version: S2F_PAGE_EXPORT's, or a tiny untrained model's (conftest's
+    untrained_tiny_export, shared with the serving tests; only read here)."""
     if os.environ.get("S2F_PAGE_EXPORT"):
         return os.environ["S2F_PAGE_EXPORT"]
-    from s2f_tf import factory
-    from s2f_tf.configs import get_config
-    from s2f_tf.export import export_model
-
-    config = get_config("tiny")
-    model = factory.build_speech2face(config)
-    model(np.zeros((1, config.audio.clip_samples), np.float32))
-    base = str(tmp_path_factory.mktemp("export"))
-    export_model(model, config, base, MODEL)
-    return os.path.join(base, MODEL)
+    version_dir = request.getfixturevalue("untrained_tiny_export")["version_dir"]
+    assert os.path.basename(os.path.dirname(version_dir)) == MODEL
+    return os.path.dirname(version_dir)
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +288,7 @@ def test_page_works_behind_the_proxy_that_puts_it_in_front_of_tf_serving(
     import subprocess
     import time
 
-    from serving.server import free_port
+    from support import free_port
 
     nginx = shutil.which("nginx") or next(
         (p for p in ("/usr/sbin/nginx",) if os.path.exists(p)), None

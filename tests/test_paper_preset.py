@@ -79,30 +79,45 @@ def test_reduced_paper_preset_keeps_the_paper_structure(paper_small):
         ), section
 
 
+@pytest.mark.slow
 def test_paper_preset_trains_exports_and_serves_at_reduced_size(paper_small, tmp_path):
-    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+    data = _prepare(paper_small, str(tmp_path / "data"))
+    workdir = str(tmp_path / "run")
+    results, lines = _train_three_stages(paper_small, data, workdir)
+    # the decoder's landmarks stay where faces are (normalised coordinates): no jump by the image size
+    assert results["face_decoder"]["losses"]["landmark_mse"] < 0.01, results["face_decoder"]
+    # the voice stage's three terms are all live (the distillation is not a saturated 0)
+    voice = results["voice_encoder"]["losses"]
+    assert voice["decoder_l1"] > 0 and voice["feature_l2"] > 0 and voice["distill"] > 0, voice
+    _check_the_reported_loss_balance(results["voice_encoder"]["start"], lines, workdir)
+    _check_served_matches_in_process(paper_small, workdir, str(tmp_path / "exports"))
 
+
+def _prepare(config, data: str) -> str:
+    """8 speakers x 3 clips of the synthetic corpus at 32 x 32, into `data`."""
     from pipelines.common import run_prepare
     from pipelines.synthetic import SyntheticSource
     from s2f_tf import factory
-    from s2f_tf.export import export_workdir
-    from s2f_tf.train.loop import TrainOptions, train
-    from serving.server import AUTO_PORT, DevServer
 
-    data = str(tmp_path / "data")
     run_prepare(
         SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=24),
         data,
         items_per_shard=8,
         beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
         log=lambda *_: None,
-        texture_warp=factory.texture_warp(paper_small),
+        texture_warp=factory.texture_warp(config),
     )
-    workdir = str(tmp_path / "run")
+    return data
+
+
+def _train_three_stages(config, data: str, workdir: str) -> tuple[dict, list[str]]:
+    """Each stage's result (8 finite steps in mixed_bfloat16, checked) and the log lines."""
+    from s2f_tf.train.loop import TrainOptions, train
+
     results, lines = {}, []
     for stage in ("face_encoder", "face_decoder", "voice_encoder"):
         results[stage] = train(
-            paper_small,
+            config,
             TrainOptions(
                 stage=stage, workdir=workdir, data_dir=data, jit_compile=True, progress=False
             ),
@@ -114,13 +129,12 @@ def test_paper_preset_trains_exports_and_serves_at_reduced_size(paper_small, tmp
             and r["precision"] == "mixed_bfloat16"
             and all(math.isfinite(v) for v in r["losses"].values())
         ), r
-    # the decoder's landmarks stay where faces are (normalised coordinates): no jump by the image size
-    assert results["face_decoder"]["losses"]["landmark_mse"] < 0.01, results["face_decoder"]
-    # the voice stage's three terms are all live (the distillation is not a saturated 0)
-    voice = results["voice_encoder"]["losses"]
-    assert voice["decoder_l1"] > 0 and voice["feature_l2"] > 0 and voice["distill"] > 0, voice
-    # the loss balance at the start is reported: each weighted term and its pull on v_s
-    start = results["voice_encoder"]["start"]
+    return results, lines
+
+
+def _check_the_reported_loss_balance(start: dict, lines: list[str], workdir: str) -> None:
+    """The loss balance at the voice stage's start is reported: each weighted term and its pull on
+    v_s, and the teacher's softmax over the corpus's speakers."""
     reported = [line for line in lines if " at the start: " in line]  # the face stages report none
     assert (
         len(reported) == 1
@@ -142,12 +156,19 @@ def test_paper_preset_trains_exports_and_serves_at_reduced_size(paper_small, tmp
     assert classes == 8 and 1 / classes <= start["teacher_top_probability"] <= 1
     assert 0 <= start["teacher_entropy"] <= math.log(classes) + 1e-4
 
-    version_dir = export_workdir(workdir, str(tmp_path / "exports"), "s2f")
+
+def _check_served_matches_in_process(config, workdir: str, export_base: str) -> None:
+    """Exported, served by the DevServer and asked over gRPC with the official stubs: the answer is
+    the SavedModel's own, in-process."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_service_pb2_grpc
+
+    from s2f_tf.export import export_workdir
+    from serving.server import AUTO_PORT, DevServer
+
+    version_dir = export_workdir(workdir, export_base, "s2f")
     model_dir = os.path.dirname(version_dir)
     loaded = tf.saved_model.load(version_dir)
-    wave = (np.random.RandomState(0).randn(1, paper_small.audio.clip_samples) * 0.05).astype(
-        np.float32
-    )
+    wave = (np.random.RandomState(0).randn(1, config.audio.clip_samples) * 0.05).astype(np.float32)
     expected = {
         k: v.numpy()
         for k, v in loaded.signatures["serving_default"](waveform=tf.constant(wave)).items()
@@ -167,7 +188,7 @@ def test_paper_preset_trains_exports_and_serves_at_reduced_size(paper_small, tmp
         server.stop()
     served = {k: tf.make_ndarray(v) for k, v in response.outputs.items()}
     assert set(served) == set(expected)
-    assert served["face_feature"].shape == (1, paper_small.feature_dim)
+    assert served["face_feature"].shape == (1, config.feature_dim)
     assert served["face_image"].shape[1:3] == (32, 32)
     for k in expected:
         np.testing.assert_allclose(served[k], expected[k], atol=1e-4, err_msg=k)

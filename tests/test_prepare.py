@@ -14,6 +14,7 @@ from pipelines.synthetic import SyntheticSource
 from s2f_tf import synthetic
 from s2f_tf.data import schema
 from s2f_tf.data.dataset import InputOptions, make_dataset
+from s2f_tf.media.errors import NO_FACE
 
 IN_PROCESS = ["--direct_running_mode=in_memory", "--direct_num_workers=1"]
 WARP = {"border_points": 4, "regularization": 1e-4, "interpolation": "bspline5"}  # the demo's
@@ -41,6 +42,7 @@ def synthetic_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_synthetic_corpus_layout(synthetic_dir):
     info = schema.DatasetInfo.read(synthetic_dir)
     assert info.source == "synthetic" and info.image_size == 32 and info.num_landmarks == 68
@@ -65,6 +67,7 @@ def test_synthetic_corpus_layout(synthetic_dir):
     assert len(speakers) == 10 and all(len(s) == 1 for s in speakers.values())
 
 
+@pytest.mark.slow
 def test_decoder_targets_are_canonical_faces_and_textures_equal_the_in_graph_warp(synthetic_dir):
     """target/image is the identity's canonical face; target/texture is what the decoder's own warp
     makes of it in the graph (within PNG rounding)."""
@@ -114,6 +117,7 @@ def test_decoder_targets_are_canonical_faces_and_textures_equal_the_in_graph_war
     assert all(len(t) == 1 for t in by_speaker.values())
 
 
+@pytest.mark.slow
 def test_synthetic_corpus_feeds_the_input_pipeline(synthetic_dir):
     opts = InputOptions(
         batch_size=4,
@@ -126,7 +130,11 @@ def test_synthetic_corpus_feeds_the_input_pipeline(synthetic_dir):
     assert batch["attributes"].shape == (4, len(synthetic.ATTRIBUTE_NAMES)) == (4, 6)
 
 
-def test_rerun_is_idempotent_and_byte_identical(synthetic_dir):
+@pytest.mark.slow
+def test_rerun_is_idempotent_and_byte_identical(synthetic_dir, tmp_path):
+    import shutil
+
+    synthetic_dir = shutil.copytree(synthetic_dir, str(tmp_path / "synthetic"))  # not the module's
     before = _digest(synthetic_dir)
     manifest = open(os.path.join(synthetic_dir, schema.MANIFEST_FILE)).read()
     source = SyntheticSource(identities=10, clips_per_identity=2, image_size=32, seed=3)
@@ -148,6 +156,7 @@ def test_rerun_is_idempotent_and_byte_identical(synthetic_dir):
     assert not glob.glob(f"{synthetic_dir}/*.tmp-*")
 
 
+@pytest.mark.slow
 def test_different_arguments_are_refused(synthetic_dir):
     source = SyntheticSource(identities=11, clips_per_identity=2, image_size=32, seed=3)
     with pytest.raises(ValueError, match="different preparation"):
@@ -183,7 +192,7 @@ class FlakySource:
 
     def process(self, item, speaker_index):
         if item["i"] == 2:
-            raise common.ItemError(common.NO_FACE, "no face near the given centre")
+            raise common.ItemError(NO_FACE, "no face near the given centre")
         if item["i"] == 4:
             raise ZeroDivisionError("boom")
         return schema.Clip(

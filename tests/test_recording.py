@@ -287,14 +287,10 @@ def test_real_recordings(name, speakers):
 # -- the command --------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_export(tiny_trained_workdir, tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("exports"))
-    r = run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return f"{base}/s2f"
+# tiny_export: conftest's, exported once per session
 
 
+@pytest.mark.slow
 def test_predict_writes_a_face_per_speaker(tiny_export, tmp_path):
     pcm, truth = _conversation()
     audio = str(tmp_path / "talk.wav")
@@ -330,6 +326,7 @@ def test_predict_writes_a_face_per_speaker(tiny_export, tmp_path):
     assert os.path.exists(tmp_path / "one.png")
 
 
+@pytest.mark.slow
 def test_predict_on_silence_says_no_speech_and_writes_nothing(tiny_export, tmp_path):
     audio = str(tmp_path / "quiet.wav")
     soundfile.write(audio, np.zeros(5 * 8000, np.float32), 8000)

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
+from support import free_port
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -35,7 +36,7 @@ from tensorflow_serving.apis import (
 from s2f_tf import contract
 from serving import client as client_lib
 from serving.client import GrpcClient, RestClient, ServingError
-from serving.server import AUTO_PORT, DevServer, free_port, serve
+from serving.server import AUTO_PORT, DevServer, serve
 
 MODEL = "s2f"
 CLIP = 16000  # tiny: 1 s at 16 kHz; min 4000, max 160000 samples
@@ -57,21 +58,11 @@ def _copy_version(src: str, model_dir: str, version: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    """A tiny untrained model exported once: {"model", "config", "version_dir"}."""
-    from s2f_tf import factory
-    from s2f_tf.configs import get_config
-    from s2f_tf.export import export_model
-
-    config = get_config("tiny")
-    model = factory.build_speech2face(config)
-    model(np.zeros((1, CLIP), np.float32))
-    base = str(tmp_path_factory.mktemp("export"))
-    return {
-        "model": model,
-        "config": config,
-        "version_dir": export_model(model, config, base, MODEL),
-    }
+def exported(untrained_tiny_export):
+    """A tiny untrained model exported once (conftest's, shared with the page tests): {"model",
+    "config", "version_dir"}. Its version is only copied from, never written into."""
+    assert untrained_tiny_export["config"].audio.clip_samples == CLIP
+    return untrained_tiny_export
 
 
 @pytest.fixture(scope="module")
@@ -770,6 +761,7 @@ def test_binds_loopback_by_default(server):
         assert found == [ipaddress.ip_address("127.0.0.1")], (port, found)
 
 
+@pytest.mark.slow
 def test_taken_port_fails_loudly(server, model_dir):
     with pytest.raises(OSError):
         DevServer(model_dir, MODEL, port=server.port, rest_api_port=0).start()
@@ -779,6 +771,7 @@ def test_taken_port_fails_loudly(server, model_dir):
         DevServer(os.path.join(model_dir, "missing"), MODEL, port=0, rest_api_port=0).start()
 
 
+@pytest.mark.slow
 def test_grpc_client_retries_unavailable_until_server_starts(model_dir):
     port = free_port()
     started: list[DevServer] = []

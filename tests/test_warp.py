@@ -719,7 +719,10 @@ def test_written_out_sampling_gradient_equals_autodiff(interpolation: str) -> No
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "bspline", "bspline5"])
+@pytest.mark.parametrize(
+    "interpolation",
+    ["bilinear", "bicubic", "bspline", pytest.param("bspline5", marks=pytest.mark.slow)],
+)
 def test_compiled_sampling_equals_the_graph_one_with_its_gradients(interpolation: str) -> None:
     from s2f_tf.models.sampling import sample
 
