@@ -64,6 +64,7 @@ def build_voice_encoder(config: Config) -> VoiceEncoder:
         feature_dim=config.feature_dim,
         batchnorm_momentum=v.batchnorm_momentum,
         batchnorm_epsilon=v.batchnorm_epsilon,
+        batchnorm_synchronized=config.train.sync_batch_norm,
         name="voice_encoder",
     )
 
@@ -79,6 +80,7 @@ def build_face_encoder(config: Config) -> FaceEncoder:
         mean=f.mean,
         dropout=f.dropout,
         batchnorm=f.batchnorm,
+        batchnorm_synchronized=config.train.sync_batch_norm,
         name="face_encoder",
     )
 

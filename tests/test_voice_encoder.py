@@ -78,3 +78,23 @@ def test_bad_arguments():
         VoiceEncoder(padding="causal")
     with pytest.raises(ValueError, match=r"\[batch, frames, bins, 2\]"):
         _tiny()(np.zeros((1, 598, 257), np.float32))
+
+
+def test_factory_passes_sync_batch_norm_to_every_batch_norm_layer():
+    """train.sync_batch_norm reaches every batch-norm layer of the voice and face encoders, survives
+    get_config, and the paper preset turns it on."""
+    from s2f_tf import factory
+    from s2f_tf.configs import get_config
+
+    assert (
+        get_config("paper").train.sync_batch_norm and not get_config("tiny").train.sync_batch_norm
+    )
+    for value in (True, False):
+        config = get_config(
+            "tiny", [f"train.sync_batch_norm={value}", "face_encoder.batchnorm=true"]
+        )
+        voice, face = factory.build_voice_encoder(config), factory.build_face_encoder(config)
+        norms = voice.norms + face.norm_layers
+        assert norms and all(n.synchronized is value for n in norms)
+        clone = type(voice).from_config(voice.get_config())
+        assert all(n.synchronized is value for n in clone.norms)

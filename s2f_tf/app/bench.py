@@ -1,6 +1,8 @@
 """`s2f bench ...`: speed figures, measured (never asserted in tests).
 
 input: examples/s and MB/s of the tf.data pipeline over prepared shards (int16 PCM, STFT excluded)
+train: the voice-encoder training step per precision, its model FLOPs utilisation against the
+       device's own measured matmul ceiling (CPU or GPU), and the PyTorch peer when installed
 """
 
 from __future__ import annotations
@@ -47,24 +49,69 @@ def bench_input(
     }
 
 
-def matmul_flops_per_second(
-    sizes=(1024, 2048), seconds: float = 1.0, dtype: str = "float32"
-) -> float:
-    """The machine's measured matmul throughput in `dtype` (best of a few square sizes), FLOP/s."""
+def step_device() -> str:
+    """Where TensorFlow places an unpinned op, so where the benchmark's step runs: "/GPU:0" when a
+    GPU is visible, else "/CPU:0" (the step is one replica: one device)."""
     import tensorflow as tf
 
-    best = 0.0
-    for n in sizes:
+    return "/GPU:0" if tf.config.list_logical_devices("GPU") else "/CPU:0"
+
+
+def describe_device(device: str) -> str:
+    """One line naming `device`: a GPU's model and compute capability, or the CPU's model, its
+    logical cores and the instruction sets that decide its matmul rates."""
+    import os
+
+    import tensorflow as tf
+
+    if device.startswith("/GPU"):
+        details = tf.config.experimental.get_device_details(
+            tf.config.list_physical_devices("GPU")[0]
+        )
+        capability = ".".join(str(c) for c in details.get("compute_capability") or ()) or "?"
+        return f"GPU {details.get('device_name', '?')} (compute capability {capability})"
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    model = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    isa = [f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags]
+    return f"CPU {model}, {os.cpu_count()} logical cores, {' '.join(isa) or 'no AVX2'}"
+
+
+def compute_dtype(policy: str) -> str:
+    """The dtype a Keras precision policy multiplies in (mixed_bfloat16 -> bfloat16)."""
+    import keras
+
+    return keras.mixed_precision.Policy(policy).compute_dtype
+
+
+def matmul_call(n: int, dtype: str, device: str):
+    """(a call that multiplies two n x n matrices in `dtype` on `device` and waits for the result,
+    its FLOPs)."""
+    import tensorflow as tf
+
+    with tf.device(device):
         a = tf.cast(tf.random.normal([n, n]), dtype)
         b = tf.cast(tf.random.normal([n, n]), dtype)
-        f = tf.function(lambda a=a, b=b: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
-        f().numpy()
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
+    f = tf.function(lambda: tf.reduce_sum(tf.cast(tf.matmul(a, b), tf.float32)))
+
+    def call():
+        with tf.device(device):
             f().numpy()
-            count += 1
-        best = max(best, 2.0 * n**3 * count / (time.perf_counter() - start))
-    return best
+
+    return call, 2.0 * n**3
+
+
+# Square matmul sizes the ceiling is measured at: a CPU peaks at 1-2k, a GPU needs 8k to fill.
+MATMUL_SIZES = {"CPU": (1024, 2048), "GPU": (4096, 8192)}
 
 
 def timed(step, steps: int, warmup: int) -> float:
@@ -138,6 +185,13 @@ class _TorchPeer:
             text=True,
         )
 
+    @classmethod
+    def start(cls, config, batch_size: int) -> _TorchPeer | None:
+        """The peer, or None when PyTorch is not installed."""
+        import importlib.util
+
+        return cls(config, batch_size) if importlib.util.find_spec("torch") else None
+
     def seconds(self, setting: str, steps: int, warmup: int) -> float:
         self.proc.stdin.write(f"{setting} {steps} {warmup}\n")
         self.proc.stdin.flush()
@@ -160,63 +214,69 @@ def bench_train(
     jit_compile: bool = True,
     torch_peer: bool = True,
     rounds: int = 3,
+    matmul_seconds: float = 1.0,
 ) -> dict:
     """The voice-encoder training step at float32 and mixed_bfloat16, and (with PyTorch installed)
     the same network and step in PyTorch at float32 and bfloat16 autocast, NCHW and channels_last.
-    All settings are timed in `rounds` interleaved rounds of `steps` / rounds steps each, so a noisy
-    neighbour or a frequency change hits every setting alike; figures are seconds per step.
+    All settings, and the matmul ceilings, are timed in `rounds` interleaved rounds (`steps` / rounds
+    steps, about `matmul_seconds` of matmuls), so a noisy neighbour or a frequency change hits every
+    figure alike; figures are seconds per step.
+
+    The step runs on one device, the one TensorFlow places it on (the first GPU, else the CPU).
+    model_flops_utilization (MFU) of a precision = the step's model FLOPs / its step time / the same
+    device's measured square-matmul rate in the dtype that precision multiplies in (float32,
+    bfloat16). The step's FLOPs are 3 x the forward graph's, counted by TF's graph profiler
+    (`factory.graph_flops`: convolutions and matmuls; element-wise ops and the STFT not counted).
 
     training_precision is what `train.precision=auto` picks here (`runtime.resolve_precision`);
     speedup_vs_torch_best compares it with PyTorch's fastest setting on this machine.
-    flop_utilization = 3 x forward FLOPs (counted from the graph) / step time / the matmul rate of
-    the same precision.
     """
-    import importlib.util
-
     from s2f_tf import factory
     from s2f_tf.train import runtime
 
     training_precision, why = runtime.resolve_precision(config.train.precision)
     if training_precision not in TF_PRECISIONS:
         training_precision = "float32"  # mixed_float16: loss scaling is not timed here
+    device = step_device()
     tf_steps = {p: _tf_train_step(config, batch_size, p, jit_compile) for p in TF_PRECISIONS}
-    flops_forward = factory.graph_flops(tf_steps["float32"][1])
-    peer = None
-    if torch_peer and importlib.util.find_spec("torch") is not None:
-        peer = _TorchPeer(config, batch_size)
+    step_flops = 3 * factory.graph_flops(tf_steps["float32"][1])
     rounds = max(1, min(rounds, steps))
     per_round = max(1, steps // rounds)
+    matmuls = {
+        d: _matmul_for_rounds(d, device, matmul_seconds / rounds)
+        for d in sorted({compute_dtype(p) for p in TF_PRECISIONS})
+    }
+    peer = _TorchPeer.start(config, batch_size) if torch_peer else None
     try:
-        per_step = _interleaved_seconds_per_step(tf_steps, peer, rounds, per_round, warmup)
+        per_call = _interleaved_seconds_per_call(
+            _train_timers(tf_steps, matmuls, peer, per_round), rounds, warmup
+        )
     finally:
         if peer:
             peer.close()
-    measured = rounds * per_round
-    matmul = {
-        p: matmul_flops_per_second(dtype="bfloat16" if p == "mixed_bfloat16" else "float32")
-        for p in TF_PRECISIONS
-    }
-    step_flops = 3 * flops_forward
+    ceiling, per_step, mfu = _utilization(per_call, matmuls, step_flops)
     ours = per_step[f"tf/{training_precision}"]
     result = {
         "benchmark": "train",
         "config": config.name,
+        "device": describe_device(device),
         "batch_size": batch_size,
-        "steps": measured,
+        "steps": rounds * per_round,
         "rounds": rounds,
         "jit_compile": jit_compile,
         "training_precision": training_precision,
         "precision_reason": why,
+        "mfu": mfu[training_precision],
         "step_seconds": {p: round(per_step[f"tf/{p}"], 4) for p in TF_PRECISIONS},
         "examples_per_second": round(batch_size / ours, 2),
         "bfloat16_speedup_vs_float32": round(
             per_step["tf/float32"] / per_step["tf/mixed_bfloat16"], 2
         ),
-        "forward_gflops": round(flops_forward / 1e9, 2),
-        "matmul_gflops_per_second": {p: round(v / 1e9, 1) for p, v in matmul.items()},
-        "flop_utilization": {
-            p: round(step_flops / per_step[f"tf/{p}"] / matmul[p], 3) for p in TF_PRECISIONS
-        },
+        "model_flops_utilization": mfu,
+        "step_gflop": round(step_flops / 1e9, 2),
+        "flops_counted": "3 x the forward graph's (TF graph profiler: convolutions and matmuls)",
+        "matmul_ceiling_tflops": {d: round(v / 1e12, 3) for d, v in ceiling.items()},
+        "matmul_size": {d: n for d, (_, _, n, _) in matmuls.items()},
     }
     if peer is None:
         result["torch"] = "not installed (pip install torch==2.13.0 to time the PyTorch peer)"
@@ -225,24 +285,56 @@ def bench_train(
     return result
 
 
-def _interleaved_seconds_per_step(
-    tf_steps: dict, peer: _TorchPeer | None, rounds: int, per_round: int, warmup: int
-) -> dict[str, float]:
-    """Seconds per step of every setting ("tf/<precision>", "torch/<setting>"), timed in `rounds`
-    interleaved rounds of `per_round` steps (the first round of each after `warmup` steps)."""
+def _utilization(per_call: dict, matmuls: dict, step_flops: float) -> tuple[dict, dict, dict]:
+    """(matmul ceiling per dtype in FLOP/s, seconds per step of each step setting, MFU per
+    precision) from the seconds per call of every timer."""
+    ceiling = {d: flops / per_call[f"matmul/{d}"] for d, (_, flops, _, _) in matmuls.items()}
+    per_step = {k: v for k, v in per_call.items() if not k.startswith("matmul/")}
+    mfu = {
+        p: round(step_flops / per_step[f"tf/{p}"] / ceiling[compute_dtype(p)], 3)
+        for p in TF_PRECISIONS
+    }
+    return ceiling, per_step, mfu
+
+
+def _train_timers(tf_steps: dict, matmuls: dict, peer, per_round: int) -> dict:
+    """What bench_train times in each round: "tf/<precision>", "matmul/<dtype>", "torch/<setting>"
+    -> (seconds(calls, warmup), calls per round)."""
+    timers = {f"tf/{p}": _timer(step, per_round) for p, (step, _) in tf_steps.items()}
+    timers.update({f"matmul/{d}": _timer(c, calls) for d, (c, _, _, calls) in matmuls.items()})
+    for setting in TORCH_SETTINGS if peer else ():
+        timers[f"torch/{setting}"] = (lambda n, w, s=setting: peer.seconds(s, n, w), per_round)
+    return timers
+
+
+def _matmul_for_rounds(dtype: str, device: str, seconds: float):
+    """The device's fastest square matmul size in `dtype` (MATMUL_SIZES, a short probe each) ->
+    (call, its FLOPs, n, calls that take about `seconds`)."""
+    kind = "GPU" if device.startswith("/GPU") else "CPU"
+    best = None
+    for n in MATMUL_SIZES[kind]:
+        call, flops = matmul_call(n, dtype, device)
+        call()
+        seconds_per_call = timed(call, 3, 0) / 3
+        if best is None or flops / seconds_per_call > best[1] / best[3]:
+            best = (call, flops, n, seconds_per_call)
+    call, flops, n, seconds_per_call = best
+    return call, flops, n, max(2, round(seconds / seconds_per_call))
+
+
+def _timer(call, count: int):
+    """(seconds for n calls of `call` after w warm-up calls, `count` calls per round)."""
+    return (lambda n, w: timed(call, n, w)), count
+
+
+def _interleaved_seconds_per_call(timers: dict, rounds: int, warmup: int) -> dict[str, float]:
+    """Seconds per call of every timer (name -> (seconds(n, warmup), calls per round)), timed in
+    `rounds` interleaved rounds (the first round of each after `warmup` calls)."""
     totals: dict[str, float] = {}
     for r in range(rounds):
-        first = r == 0
-        for p, (step, _) in tf_steps.items():
-            totals[f"tf/{p}"] = totals.get(f"tf/{p}", 0.0) + timed(
-                step, per_round, warmup if first else 0
-            )
-        for setting in TORCH_SETTINGS if peer else ():
-            totals[f"torch/{setting}"] = totals.get(f"torch/{setting}", 0.0) + peer.seconds(
-                setting, per_round, warmup if first else 0
-            )
-    measured = rounds * per_round
-    return {k: v / measured for k, v in totals.items()}
+        for name, (seconds, count) in timers.items():
+            totals[name] = totals.get(name, 0.0) + seconds(count, warmup if r == 0 else 0)
+    return {name: totals[name] / (rounds * count) for name, (_, count) in timers.items()}
 
 
 def _torch_figures(per_step: dict[str, float], ours: float) -> dict:

@@ -70,10 +70,12 @@ class TorchVoiceEncoder(nn.Module):
 
 
 def make_step(config, batch_size: int, setting: str):
-    """One training step of the peer in `setting` (float32 | bfloat16, optionally _channels_last)."""
+    """One training step of the peer in `setting` (float32 | bfloat16, optionally _channels_last), on
+    the first CUDA GPU when PyTorch sees one (where TensorFlow's step runs too), else the CPU."""
     channels_last = setting.endswith("_channels_last")
     bf16 = setting.startswith("bfloat16")
-    model = TorchVoiceEncoder(config, channels_last)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = TorchVoiceEncoder(config, channels_last).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), eps=1e-4)
@@ -81,21 +83,21 @@ def make_step(config, batch_size: int, setting: str):
         (np.random.RandomState(0).randn(batch_size, config.audio.clip_samples) * 0.1).astype(
             np.float32
         )
-    )
+    ).to(device)
     target = torch.from_numpy(
         np.random.RandomState(1).randn(batch_size, config.feature_dim).astype(np.float32)
-    )
+    ).to(device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             pred = model(wave)
         t = nn.functional.normalize(target, dim=-1)
         p = nn.functional.normalize(pred.float(), dim=-1)
         loss = ((t - p) ** 2).sum(-1).mean()
         loss.backward()
         opt.step()
-        return float(loss.detach())
+        return float(loss.detach())  # waits for the device
 
     return step
 

@@ -156,6 +156,7 @@ class TrainConfig:
     validate_every: int = 5000  # held-out loss terms and figure, TensorBoard validation/ (0: off)
     validation_clips: int = 512  # the validation split's first clips, read once per run
     keep_best: bool = True  # a stage's weights come from its best validation figure
+    sync_batch_norm: bool = False  # batch-norm statistics of the global batch across replicas
 
 
 @dataclasses.dataclass(frozen=True)

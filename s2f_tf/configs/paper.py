@@ -3,7 +3,8 @@
 6 s at 16 kHz -> 598 x 257 x 2 spectrogram -> Table 1 voice encoder (valid padding, 1 x 57 x 512
 before the FC layers) -> 4096-D; VGG-Face at 224 x 224 (fc7 4096, fc8 2622); Cole et al. decoder
 (FC 1000, 72 landmarks, 14 -> 224 texture). Adam(beta1=0.5, eps=1e-4), lr 1e-3 x 0.95 every 10k
-steps, batch 8. Stage 1 (the face encoder) is VGG-Face: pass its weights and skip the stage.
+steps, batch 8 (global: with several replicas the batch-norm statistics are the global batch's,
+train.sync_batch_norm). Stage 1 (the face encoder) is VGG-Face: pass its weights and skip the stage.
 
   s2f describe --config=paper
   s2f train --stage=voice_encoder --config=paper --workdir=runs/paper \
@@ -24,5 +25,5 @@ def get_config() -> Config:
         name="paper",
         face_decoder=FaceDecoderConfig(normalize_input=True),
         optimizer=OptimizerConfig(warmup_steps=50),
-        train=TrainConfig(face_encoder_learning_rate=1e-4),
+        train=TrainConfig(face_encoder_learning_rate=1e-4, sync_batch_norm=True),
     )

@@ -89,6 +89,8 @@ class FaceEncoder(keras.Model):
       dropout: dropout rate after the fc6 and fc7 ReLUs (active only with training=True).
       batchnorm: conv -> batch norm -> ReLU in every conv layer (VGG-BN), for training small variants
         from scratch; VGG-Face itself has none (published weights need batchnorm=False).
+      batchnorm_synchronized: with batchnorm, statistics of the global batch when several replicas
+        train in sync (models/norm.py); no effect with one replica or at inference.
       **kwargs: passed to `keras.Model` (name, dtype, trainable).
     """
 
@@ -102,6 +104,7 @@ class FaceEncoder(keras.Model):
         mean: Sequence[float] = (93.5940, 104.7624, 129.1863),
         dropout: float = 0.5,
         batchnorm: bool = False,
+        batchnorm_synchronized: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -127,6 +130,7 @@ class FaceEncoder(keras.Model):
         self.mean = mean
         self.dropout = float(dropout)
         self.batchnorm = bool(batchnorm)
+        self.batchnorm_synchronized = bool(batchnorm_synchronized)
 
         self.conv_layers: list[keras.layers.Conv2D] = []
         self.norm_layers: list[keras.layers.BatchNormalization] = []
@@ -143,7 +147,11 @@ class FaceEncoder(keras.Model):
                     )
                 )
                 if self.batchnorm:
-                    self.norm_layers.append(FusedBatchNormalization(name=f"bn{b}_{i}"))
+                    self.norm_layers.append(
+                        FusedBatchNormalization(
+                            synchronized=self.batchnorm_synchronized, name=f"bn{b}_{i}"
+                        )
+                    )
             self.pool_layers.append(keras.layers.MaxPooling2D(2, strides=2, name=f"pool{b}"))
         self.flatten = keras.layers.Flatten(name="flatten")
         self.fc6 = keras.layers.Dense(self.fc_units, activation="relu", name="fc6")
@@ -280,6 +288,7 @@ class FaceEncoder(keras.Model):
                 "mean": list(self.mean),
                 "dropout": self.dropout,
                 "batchnorm": self.batchnorm,
+                "batchnorm_synchronized": self.batchnorm_synchronized,
             }
         )
         return config

@@ -1,4 +1,5 @@
-"""FusedBatchNormalization: Keras' BatchNormalization computed by TensorFlow's fused kernel.
+"""FusedBatchNormalization: Keras' BatchNormalization computed by TensorFlow's fused kernel, or
+across replicas when `synchronized=True`.
 
 Keras 3's BatchNormalization on the TensorFlow backend computes moments and normalisation as
 separate element-wise ops (cast to float32, mean, subtract, square, mean, ...; the same again for
@@ -10,12 +11,46 @@ Same variables, names and maths as keras.layers.BatchNormalization for 4-D NHWC 
 statistics normalise in training (biased variance), the moving averages follow `momentum` with the
 biased variance as Keras keeps it, and inference uses the moving averages; `trainable=False` means
 inference mode, as in Keras. Any other input (rank, axis, mask) takes Keras' own path.
+
+Synchronized (`synchronized=True`, training, more than one replica in sync): the statistics are
+those of the global batch. Each replica sums x and x^2 per channel in float32 and counts its
+positions, one all-reduce adds the three across replicas (Keras' own synchronized path does the
+same sums in three all-reduces), and mean = sum / n, variance = sum(x^2) / n - mean^2 (biased, as
+Keras keeps it). The gradient flows through the all-reduce (tf.distribute all-reduces it back), so
+the gradients are those of one replica holding the whole batch. With one replica, outside
+training, or without `synchronized`, the fused kernel runs as above.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
+
+
+def _replicas_to_sync():
+    """The replica context when more than one replica trains in sync, else None."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def global_moments(x: tf.Tensor, context) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per-channel mean and biased variance of `x` ([B, H, W, C], float32) over every replica's
+    batch: one all-reduce of [sum x, sum x^2, count] ([2C + 1])."""
+    local = tf.concat(
+        [
+            tf.reduce_sum(x, axis=[0, 1, 2]),  # [C]
+            tf.reduce_sum(tf.square(x), axis=[0, 1, 2]),  # [C]
+            tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)[None],  # [1]
+        ],
+        axis=0,
+    )
+    total = context.all_reduce(tf.distribute.ReduceOp.SUM, local)  # [2C + 1]
+    sums, squares, n = tf.split(total, [x.shape[-1], x.shape[-1], 1])
+    n = tf.maximum(n, 1.0)
+    mean = sums / n
+    return mean, tf.maximum(squares / n - tf.square(mean), 0.0)
 
 
 @keras.saving.register_keras_serializable(package="s2f")
@@ -34,22 +69,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         if x.dtype not in (tf.float32, tf.bfloat16, tf.float16):
             x = tf.cast(x, self.compute_dtype)
         gamma, beta = tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32)
-        if training and self.trainable:
-            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
-            )
-            n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
-            variance = (
-                variance * (n - 1.0) / tf.maximum(n, 1.0)
-            )  # the op's is unbiased; Keras keeps biased
-            m = self.momentum
-            self.moving_mean.assign(
-                self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m)
-            )
-            self.moving_variance.assign(
-                self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m)
-            )
-        else:
+        if not (training and self.trainable):
             y, _, _ = tf.compat.v1.nn.fused_batch_norm(
                 x,
                 gamma,
@@ -60,4 +80,28 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 data_format="NHWC",
                 is_training=False,
             )
+            return tf.cast(y, self.compute_dtype)
+        context = _replicas_to_sync() if self.synchronized else None
+        if context is not None:
+            x32 = tf.cast(x, tf.float32)
+            mean, variance = global_moments(x32, context)  # [C], [C]
+            scale = gamma * tf.math.rsqrt(variance + self.epsilon)  # [C]
+            y = x32 * scale + (beta - mean * scale)
+        else:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )
+            n = tf.cast(tf.reduce_prod(tf.shape(x)[:3]), tf.float32)
+            variance = variance * (n - 1.0) / tf.maximum(n, 1.0)  # the op's is unbiased
+        self._update_moving_averages(mean, variance)
         return tf.cast(y, self.compute_dtype)
+
+    def _update_moving_averages(self, mean: tf.Tensor, variance: tf.Tensor) -> None:
+        """Keras' moving averages: moving = moving * momentum + batch * (1 - momentum)."""
+        m = self.momentum
+        self.moving_mean.assign(
+            self.moving_mean * m + tf.cast(mean, self.moving_mean.dtype) * (1.0 - m)
+        )
+        self.moving_variance.assign(
+            self.moving_variance * m + tf.cast(variance, self.moving_variance.dtype) * (1.0 - m)
+        )

@@ -64,7 +64,10 @@ def frequency_bins_out(bins: int, kernel_size: int, padding: str) -> int:
 
 @keras.saving.register_keras_serializable(package="s2f")
 class VoiceEncoder(keras.Model):
-    """Paper Table 1 voice encoder. call(spectrogram [B, T, F, 2]) -> feature [B, feature_dim] float32."""
+    """Paper Table 1 voice encoder. call(spectrogram [B, T, F, 2]) -> feature [B, feature_dim] float32.
+
+    batchnorm_synchronized: batch-norm statistics of the global batch when several replicas train in
+    sync (models/norm.py); no effect with one replica or at inference."""
 
     def __init__(
         self,
@@ -76,6 +79,7 @@ class VoiceEncoder(keras.Model):
         feature_dim: int = 4096,
         batchnorm_momentum: float = 0.99,
         batchnorm_epsilon: float = 1e-3,
+        batchnorm_synchronized: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -88,7 +92,12 @@ class VoiceEncoder(keras.Model):
         self.feature_dim = int(feature_dim)
         self.batchnorm_momentum = float(batchnorm_momentum)
         self.batchnorm_epsilon = float(batchnorm_epsilon)
-        bn = dict(momentum=self.batchnorm_momentum, epsilon=self.batchnorm_epsilon)
+        self.batchnorm_synchronized = bool(batchnorm_synchronized)
+        bn = dict(
+            momentum=self.batchnorm_momentum,
+            epsilon=self.batchnorm_epsilon,
+            synchronized=self.batchnorm_synchronized,
+        )
         self.convs, self.norms = [], []
         for i, c in enumerate(scaled_channels(self.channels, self.width)):
             stride = (2, 2) if i in _STRIDE2 else (1, 1)
@@ -141,5 +150,6 @@ class VoiceEncoder(keras.Model):
             feature_dim=self.feature_dim,
             batchnorm_momentum=self.batchnorm_momentum,
             batchnorm_epsilon=self.batchnorm_epsilon,
+            batchnorm_synchronized=self.batchnorm_synchronized,
         )
         return config
