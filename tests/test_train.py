@@ -2,8 +2,9 @@
 
 MirroredStrategy over 2 logical CPUs and MultiWorkerMirroredStrategy over 2 processes on
 127.0.0.1 end with identical weights everywhere; a run killed with SIGKILL and restarted ends
-exactly where an uninterrupted one does; summaries, a profile trace, mixed precision, NaN stop,
-bad data.
+exactly where an uninterrupted one does (also with two steps per call), and so does one stopped by
+SIGTERM (gracefully: a checkpoint at the step it stopped); summaries, a profile trace, mixed
+precision, NaN stop, bad data.
 """
 
 import functools
@@ -333,12 +334,9 @@ def uninterrupted_run(tiny_corpus, tiny_faces_workdir, tmp_path_factory):
     )
 
 
-@pytest.mark.slow
-def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(
-    tiny_corpus, tiny_faces_workdir, tmp_path, uninterrupted_run
-):
-    reference, expected = uninterrupted_run
-    workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "killed")
+def _kill_twice_then_finish(args, workdir, tiny_corpus, tmp_path):
+    """Runs `s2f train *args` and SIGKILLs it at a random moment after a new checkpoint, twice, then
+    runs it to the end; (the last run, what the interrupted runs said about precision and resuming)."""
     rng = random.Random(7)
     kills, logs = 0, []
     for attempt in range(2):  # two kills at random moments after a new checkpoint
@@ -350,7 +348,7 @@ def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(
                     "-m",
                     "s2f_tf.app.cli",
                     "train",
-                    *_kill_args(),
+                    *args,
                     f"--workdir={workdir}",
                     f"--data={tiny_corpus}",
                 ],
@@ -377,7 +375,7 @@ def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(
             f"run {attempt} ({'killed' if p.returncode == -signal.SIGKILL else p.returncode}): {told}"
         )
     assert kills >= 1
-    final = run_s2f("train", *_kill_args(), f"--workdir={workdir}", f"--data={tiny_corpus}")
+    final = run_s2f("train", *args, f"--workdir={workdir}", f"--data={tiny_corpus}")
     logs.append(
         "last run: "
         + str(
@@ -388,7 +386,38 @@ def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(
             ]
         )
     )
-    _assert_same_run(_result(final), expected, workdir, reference, "\n".join(logs))
+    return final, "\n".join(logs)
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_ends_exactly_like_an_uninterrupted_run(
+    tiny_corpus, tiny_faces_workdir, tmp_path, uninterrupted_run
+):
+    reference, expected = uninterrupted_run
+    workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "killed")
+    final, logs = _kill_twice_then_finish(_kill_args(), workdir, tiny_corpus, tmp_path)
+    _assert_same_run(_result(final), expected, workdir, reference, logs)
+
+
+@pytest.mark.slow
+def test_two_steps_per_call_killed_and_restarted_ends_like_one_step_per_call(
+    tiny_corpus, tiny_faces_workdir, tmp_path, uninterrupted_run
+):
+    """train.steps_per_loop=2 (checkpoints every 2 steps, so every call's end): killed twice and
+    restarted, it ends with the weights and losses of the uninterrupted one-step-per-call run."""
+    _, expected = uninterrupted_run
+    workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "killed_k2")
+    args = _kill_args() + [
+        "--set=train.steps_per_loop=2",
+        "--set=train.image_every=4",  # tiny's 3: not a multiple of 2
+        "--set=train.validate_every=4",
+    ]
+    final, logs = _kill_twice_then_finish(args, workdir, tiny_corpus, tmp_path)
+    final = _result(final)
+    assert final["steps"] == expected["steps"] == 12, logs
+    assert final["replica_digests"] == expected["replica_digests"], logs
+    assert final["losses"] == expected["losses"], logs
+    assert [e["step"] for e in final["validation"]["history"]] == [4, 8, 12], logs
 
 
 @pytest.mark.slow
@@ -597,7 +626,7 @@ def test_warm_up_ramps_the_learning_rate_then_follows_the_decay():
     import numpy as np
 
     from s2f_tf.configs import get_config
-    from s2f_tf.train.loop import make_optimizer
+    from s2f_tf.train.trainer import make_optimizer
 
     config = get_config("paper", ["optimizer.warmup_steps=4", "optimizer.decay_steps=10"])
     lr = make_optimizer(config, 1e-3, "float32").learning_rate
@@ -621,7 +650,7 @@ def test_cool_down_ramps_the_learning_rate_to_zero_over_the_last_steps():
     import numpy as np
 
     from s2f_tf.configs import get_config, validate
-    from s2f_tf.train.loop import make_optimizer
+    from s2f_tf.train.trainer import make_optimizer
 
     config = get_config("demo", ["optimizer.cooldown_steps=4", "optimizer.warmup_steps=2"])
     schedule = make_optimizer(config, 1e-3, "float32", total_steps=10)._learning_rate
@@ -641,7 +670,7 @@ import json, sys
 import numpy as np, tensorflow as tf, keras
 from s2f_tf.train.runtime import configure_cpu_devices
 configure_cpu_devices(2)
-from s2f_tf.train.loop import clip_global_norm
+from s2f_tf.train.trainer import clip_global_norm
 strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
 parts = [[np.array([3.0, 0.0], np.float32), np.array([[1.0]], np.float32)],      # replica 0's gradients
          [np.array([1.0, 2.0], np.float32), np.array([[1.0]], np.float32)]]      # replica 1's
@@ -861,3 +890,59 @@ def test_decoder_stage_with_a_critic_trains_checkpoints_and_resumes_both_players
         and "loss.decoder_adversarial must be" in r.stderr
         and "Traceback" not in r.stderr
     )
+
+
+def _stop_with(signum, args, workdir, tiny_corpus):
+    """Starts `s2f train *args`, sends `signum` once its first checkpoint is written; (the exit
+    status, the stop line, the step it names)."""
+    p = subprocess.Popen(
+        [sys.executable, "-m", "s2f_tf.app.cli", "train", *args, f"--workdir={workdir}"]
+        + [f"--data={tiny_corpus}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 180
+    while time.time() < deadline and p.poll() is None and not _checkpoint_steps(workdir):
+        time.sleep(0.05)
+    p.send_signal(signum)
+    _, err = p.communicate(timeout=180)
+    told = [line for line in err.splitlines() if "stopped by" in line]
+    assert len(told) == 1, err[-3000:]
+    return p.returncode, told[0], int(told[0].split(" at step ")[1].split()[0])
+
+
+@pytest.mark.slow
+def test_sigterm_stops_after_the_step_in_flight_and_the_same_command_resumes_exactly(
+    tiny_corpus, tiny_faces_workdir, tmp_path, uninterrupted_run
+):
+    """SIGTERM mid-run: the step in flight finishes, its checkpoint and step record are written at
+    that step (not only on checkpoint_every), one line says where it stopped and how to resume, the
+    exit status is 143; the same command then ends bit-identical to the uninterrupted run."""
+    reference, expected = uninterrupted_run
+    workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "stopped")
+    status, line, step = _stop_with(signal.SIGTERM, _kill_args(), workdir, tiny_corpus)
+    assert status == 143 and "run the same command again to resume" in line, line
+    assert 2 <= step < 12 and max(_checkpoint_steps(workdir)) == step, (
+        line,
+        _checkpoint_steps(workdir),
+    )
+    records = os.path.join(workdir, "voice_encoder", "input")
+    assert glob.glob(os.path.join(records, "**", f"position-{step}.json"), recursive=True)
+    assert not os.path.exists(os.path.join(workdir, "voice_encoder", "result.json"))
+    final = run_s2f("train", *_kill_args(), f"--workdir={workdir}", f"--data={tiny_corpus}")
+    assert "resumed from" in final.stdout and f"at step {step}" in final.stdout
+    _assert_same_run(_result(final), expected, workdir, reference)
+
+
+@pytest.mark.slow
+def test_sigint_stops_a_mirrored_run_which_then_resumes(tiny_corpus, tiny_faces_workdir, tmp_path):
+    """Two replicas (MirroredStrategy), SIGINT: exit status 130, a checkpoint at the step it names;
+    the same command finishes with both replicas identical."""
+    workdir = _voice_workdir(tiny_faces_workdir, tmp_path, "stopped2")
+    args = _kill_args() + ["--cpu_devices=2", "--strategy=mirrored"]
+    status, line, step = _stop_with(signal.SIGINT, args, workdir, tiny_corpus)
+    assert status == 130 and "stopped by SIGINT" in line and step in _checkpoint_steps(workdir)
+    final = _result(run_s2f("train", *args, f"--workdir={workdir}", f"--data={tiny_corpus}"))
+    assert final["steps"] == 12 and final["replicas"] == 2
+    assert final["replica_digests"][0] == final["replica_digests"][1]

@@ -156,6 +156,12 @@ class TrainConfig:
     validate_every: int = 5000  # held-out loss terms and figure, TensorBoard validation/ (0: off)
     validation_clips: int = 512  # the validation split's first clips, read once per run
     keep_best: bool = True  # a stage's weights come from its best validation figure
+    # training steps per tf.function call: the host reads the losses once per call; log_every,
+    # image_every, checkpoint_every and validate_every must be multiples of it
+    steps_per_loop: int = 1
+    # SIGTERM / SIGINT stop `s2f train` after the call in flight, with a checkpoint at that step;
+    # a second signal, or this many seconds after the first (0: no limit), stops it at once
+    stop_grace_seconds: float = 0.0
     sync_batch_norm: bool = False  # batch-norm statistics of the global batch across replicas
 
 
@@ -341,6 +347,25 @@ def _check_loss(loss: LossConfig) -> None:
         raise ValueError(f"loss.critic_channels must be >= 1, got {loss.critic_channels}")
 
 
+def _check_loop(train: TrainConfig) -> None:
+    if not (math.isfinite(train.stop_grace_seconds) and train.stop_grace_seconds >= 0):
+        raise ValueError(
+            "train.stop_grace_seconds must be a finite number >= 0 (0: no limit), got "
+            f"{train.stop_grace_seconds}"
+        )
+    k = train.steps_per_loop
+    if k < 1:
+        raise ValueError(f"train.steps_per_loop must be >= 1, got {k}")
+    for field in ("log_every", "image_every", "checkpoint_every", "validate_every"):
+        every = getattr(train, field)
+        if every % k:
+            up = -(-every // k) * k
+            raise ValueError(
+                f"train.{field} ({every}) must be a multiple of train.steps_per_loop ({k}): "
+                f"events fall between calls of {k} steps; use --set=train.{field}={up}"
+            )
+
+
 def _check_training(config: Config) -> None:
     precisions = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
     for field, allowed in (
@@ -370,6 +395,7 @@ def _check_training(config: Config) -> None:
             "optimizer.clip_global_norm must be a finite number >= 0 (0: no clipping), got "
             f"{o.clip_global_norm}"
         )
+    _check_loop(config.train)
     if config.train.validate_every < 0 or config.train.validation_clips < 1:
         raise ValueError(
             "train.validate_every must be >= 0 (0: off) and train.validation_clips >= 1, got "

@@ -4,6 +4,9 @@
             multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG) | auto
   precision auto | float32 | mixed_bfloat16 | mixed_float16 (loss scaling in the loop); auto picks
             by the hardware (`resolve_precision`): bfloat16 where the chip runs it fast, else float32
+  stopping  `StopSignals`: SIGTERM / SIGINT ask the loop to stop after the call in flight
+  devices   `describe_devices`: the strategy, its replicas and their device kinds (each stage logs
+            it); `require_accelerator` stops a run that sees no GPU or TPU
 Keras 3 `fit` breaks under MultiWorkerMirroredStrategy (keras-team/keras#20585), so s2f trains
 with its own loop (loop.py) on `strategy.run`.
 """
@@ -13,10 +16,14 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
 
 import keras
 import tensorflow as tf
+
+from s2f_tf.contract import S2FError
 
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
@@ -87,6 +94,64 @@ def worker_info(strategy: tf.distribute.Strategy) -> tuple[int, int]:
     workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
     index = resolver.task_id + (1 if resolver.task_type == "worker" and "chief" in spec else 0)
     return workers, index
+
+
+ACCELERATORS = ("GPU", "TPU")
+
+
+def _device_kind(name: str) -> str:
+    """A device name (/job:.../device:GPU:0) -> its kind, with the GPU's model where TF knows it."""
+    spec = tf.DeviceSpec.from_string(name)
+    kind = spec.device_type or "CPU"
+    if kind == "GPU":
+        physical = tf.config.list_physical_devices("GPU")
+        index = spec.device_index or 0
+        if index < len(physical):
+            model = tf.config.experimental.get_device_details(physical[index]).get("device_name")
+            if model:
+                return f"GPU ({model})"
+    return kind
+
+
+def describe_devices(strategy: tf.distribute.Strategy) -> str:
+    """One line: the strategy, its replica count and this worker's replicas' device kinds, e.g.
+    "strategy MirroredStrategy, 2 replicas on 2 x GPU (NVIDIA H200)"."""
+    try:
+        devices = list(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: TensorFlow's first GPU, else the CPU
+        devices = [(tf.config.list_logical_devices("GPU") or [None])[0]]
+        devices = [devices[0].name if devices[0] else "/device:CPU:0"]
+    kinds: dict[str, int] = {}
+    for name in devices:
+        kind = _device_kind(name)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    replicas = strategy.num_replicas_in_sync
+    on = ", ".join(f"{count} x {kind}" for kind, count in kinds.items())
+    where = f" ({len(devices)} on this worker)" if len(devices) != replicas else ""
+    name = type(strategy).__name__
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        name = "MultiWorkerMirroredStrategy"  # (its class is CollectiveAllReduceStrategy)
+    elif name == "_DefaultDistributionStrategy":
+        name = "default (one device)"
+    return f"strategy {name}, {replicas} replica{'s' * (replicas != 1)}{where} on {on}"
+
+
+def require_accelerator() -> None:
+    """Raises S2FError (one line) when TensorFlow sees no GPU or TPU."""
+    found = [k for k in ACCELERATORS if tf.config.list_logical_devices(k)]
+    if not found:
+        raise S2FError(
+            "--require_accelerator: TensorFlow sees no GPU or TPU (only the CPU); check nvidia-smi, "
+            "install with pip install '.[gpu]', and read the GPU warning above (BUILD.md: GPUs)"
+        )
+
+
+def start_profiler_server(port: int) -> None:
+    """TensorFlow's profiler server, for on-demand capture from TensorBoard's Profile tab
+    (`--profiler_port`; it listens on every interface, TensorFlow's choice)."""
+    if not 0 < port < 65536:
+        raise ValueError(f"--profiler_port must be in 1..65535, got {port}")
+    tf.profiler.experimental.server.start(port)
 
 
 def _matmul(dtype, n: int = 1024):
@@ -163,3 +228,61 @@ def set_determinism(seed: int, deterministic: bool) -> None:
     keras.utils.set_random_seed(seed)
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+class StopSignals:
+    """While active (a context manager, in the main thread): the first SIGTERM or SIGINT sets
+    `.signal`, for the training loop to stop after the call in flight; a second one, or
+    `grace_seconds` after the first (0: no limit), ends the process at once with status 128 + the
+    signal's number. Signals are seen by a watcher thread through `signal.set_wakeup_fd`, so they
+    count even while the main thread is inside a long TensorFlow call."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, grace_seconds: float = 0.0, enabled: bool = True):
+        self.grace_seconds = float(grace_seconds)
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if not self.enabled:
+            return self
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self._previous = {s: signal.signal(s, lambda *_: None) for s in self.SIGNALS}
+        self._previous_fd = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        threading.Thread(target=self._watch, name="s2f-stop-signals", daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                got = os.read(self._read, 1)
+            except OSError:
+                return
+            if not got:
+                os.close(self._read)
+                return
+            number = got[0]
+            if number not in self.SIGNALS:
+                continue
+            if self.signal is not None:  # a second signal: at once
+                os._exit(128 + number)
+            self.signal = number
+            if self.grace_seconds > 0:
+                timer = threading.Timer(self.grace_seconds, os._exit, args=(128 + number,))
+                timer.daemon = True
+                timer.start()
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signal).name if self.signal else ""
+
+    def __exit__(self, *exc) -> None:
+        if not self.enabled:
+            return
+        signal.set_wakeup_fd(self._previous_fd)
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        os.close(self._write)  # the watcher sees EOF

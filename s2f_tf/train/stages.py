@@ -88,7 +88,7 @@ class Stage:
             return new_face_decoder(self.config, mean_landmarks=self.info.mean_landmarks)
         return load_frozen_face_decoder(self.config, self.workdir)
 
-    # Interface used by loop.py -------------------------------------------------------------------
+    # Interface used by the Trainer and the Controller (trainer.py, controller.py) --------------------
     def build(self) -> None:
         raise NotImplementedError
 
