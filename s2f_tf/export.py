@@ -3,13 +3,16 @@
 
   <export_base>/<model_name>/<version>/          integer version, what TF Serving polls
       saved_model.pb, variables/
-      assets.extra/tf_serving_warmup_requests    PredictionLog records (TF Serving warms up with them)
+      assets.extra/tf_serving_warmup_requests    PredictionLog records (TF Serving warms up with them):
+                                                 both signatures at every WARMUP_BATCH_SIZES
       assets.extra/s2f_model.json                 sample rate, length limits, shapes, config name
 Signature `serving_default`:
   waveform     float32 [batch, samples] at 16 kHz (any length in [min, max]; short clips are tiled)
   -> face_feature float32 [batch, D], face_image uint8 [batch, S, S, 3], landmarks float32 [batch, K, 2]
 Signature `decode_feature` (the face decoder alone, for a feature combined from several windows):
   face_feature float32 [batch, D] -> face_image, landmarks
+Signature `model_info` (contract.INFO_SIGNATURE): inputs that default to the model info's numbers
+  (clip_samples, min_samples, ...), so GetModelMetadata over gRPC and REST tells a client what to send.
 The export is built in a temporary directory next to the versions and renamed when complete, so
 a polling server never sees half a model. It is reloaded and checked against the in-process model
 before the rename.
@@ -17,6 +20,7 @@ before the rename.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 
@@ -29,24 +33,31 @@ from s2f_tf.contract import (
     DECODE_OUTPUTS,
     DECODE_SIGNATURE,
     FEATURE_INPUT,
+    INFO_FIELDS,
+    INFO_SIGNATURE,
     INPUT,
     OUTPUTS,
     SIGNATURE,
 )
 from s2f_tf.workdir import load_trained_model
 
+# serving/batching.config's allowed_batch_sizes (tests/test_serving.py checks they agree): TF Serving
+# pads every merged batch to one of them, so warm-up runs each before a version goes AVAILABLE.
+WARMUP_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+
 
 class ServingModule(tf.Module):
     """The exported computation: raw waveform in, feature + face image + landmarks out (`serve`);
     a face feature in, face image + landmarks out (`decode`)."""
 
-    def __init__(self, model, feature_dim: int):
+    def __init__(self, model, feature_dim: int, info: dict):
         super().__init__()
         self.model = model
         self.decode = tf.function(
             self._decode,
             input_signature=[tf.TensorSpec([None, feature_dim], tf.float32, name=FEATURE_INPUT)],
         )
+        self.info = _info_function(info)
 
     @staticmethod
     def _image(image):
@@ -71,25 +82,53 @@ class ServingModule(tf.Module):
         }
 
 
+def _info_function(info: dict):
+    """A tf.function whose inputs are INFO_FIELDS, each defaulting to its value in `info` (scalar
+    int64): saved as a signature, its SignatureDef.defaults carry the numbers into the metadata."""
+
+    def model_info(*values):
+        return {k: tf.identity(v, name=k) for k, v in zip(INFO_FIELDS, values)}
+
+    model_info.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(
+                k,
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                default=tf.constant(int(info[k]), tf.int64),
+            )
+            for k in INFO_FIELDS
+        ]
+    )  # the defaults tf.saved_model.save writes into SignatureDef.defaults
+    return tf.function(
+        model_info, input_signature=[tf.TensorSpec([], tf.int64, name=k) for k in INFO_FIELDS]
+    )
+
+
 def next_version(model_dir: str) -> int:
     return max(contract.versions(model_dir, complete=False), default=0) + 1
 
 
-def _warmup_records(config: Config, batch_sizes=(1, 4)) -> list[bytes]:
+def _warmup_records(config: Config, batch_sizes=WARMUP_BATCH_SIZES) -> list[bytes]:
+    """PredictionLog records TF Serving replays before a version goes AVAILABLE: both signatures
+    (SIGNATURE on clip_samples waveforms, DECODE_SIGNATURE on features) at every batch size."""
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     records = []
     rng = np.random.RandomState(0)
-    for b in batch_sizes:
-        request = predict_pb2.PredictRequest(
-            model_spec=model_pb2.ModelSpec(signature_name=SIGNATURE)
-        )
-        wave = (rng.randn(b, config.audio.clip_samples) * 0.05).astype(np.float32)
-        request.inputs[INPUT].CopyFrom(tf.make_tensor_proto(wave))
-        log = prediction_log_pb2.PredictionLog(
-            predict_log=prediction_log_pb2.PredictLog(request=request)
-        )
-        records.append(log.SerializeToString())
+    for signature, name, width in (
+        (SIGNATURE, INPUT, config.audio.clip_samples),
+        (DECODE_SIGNATURE, FEATURE_INPUT, config.feature_dim),
+    ):
+        for b in batch_sizes:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name=signature)
+            )
+            array = (rng.randn(b, width) * 0.05).astype(np.float32)  # [B, samples] | [B, D]
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            records.append(log.SerializeToString())
     return records
 
 
@@ -127,10 +166,16 @@ def export_model(
     tmp = os.path.join(model_dir, f".tmp-{version}-{os.getpid()}")
     if tf.io.gfile.exists(tmp):
         tf.io.gfile.rmtree(tmp)
-    module = ServingModule(model, config.feature_dim)
+    module = ServingModule(model, config.feature_dim, model_info(config))
     try:
         tf.saved_model.save(
-            module, tmp, signatures={SIGNATURE: module.serve, DECODE_SIGNATURE: module.decode}
+            module,
+            tmp,
+            signatures={
+                SIGNATURE: module.serve,
+                DECODE_SIGNATURE: module.decode,
+                INFO_SIGNATURE: module.info,
+            },
         )
         extra = os.path.join(tmp, contract.ASSETS_EXTRA)
         tf.io.gfile.makedirs(extra)

@@ -5,9 +5,14 @@
     out["face_image"]                       # uint8 [batch, S, S, 3]
   RestClient("http://127.0.0.1:8501", "s2f").predict(waveform)
 
-Both clients pin the signature ("serving_default"), the input name ("waveform") and the output
-names (`OUTPUTS`, sent as the request's output_filter over gRPC and checked over REST), set a deadline on
-every call, and raise `ServingError(code, message)` carrying the server's own message.
+Both clients read the export's model info from the server's metadata (`model_info()`: clip_samples,
+min_samples, ...; the export's `model_info` signature carries them) and send every waveform as
+exactly clip_samples samples (`fit_waveform`: tiled when shorter, as training tiles, centre-cropped
+when longer), which TF Serving's batching needs (serving/batching.config); `fit=False` sends
+waveforms as given. Both clients pin the signature ("serving_default"), the input name ("waveform")
+and the output names (`OUTPUTS`, sent as the request's output_filter over gRPC and checked over
+REST), set a deadline on every call, and raise `ServingError(code, message)`
+carrying the server's own message.
 `GrpcClient.decode(features)` calls the export's second signature ("decode_feature": a face feature
 in, face image and landmarks out), which `s2f predict` uses for a speaker's combined feature. Only transient
 failures are retried (UNAVAILABLE, and RESOURCE_EXHAUSTED from a busy server), with exponential
@@ -55,6 +60,7 @@ from serving.protos import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DT_TO_NP,
     metadata_to_dict,
+    model_info_from_metadata,
     ndarray_to_tensor_proto,
     status_to_dict,
     tensor_proto_to_ndarray,
@@ -114,6 +120,35 @@ def _backoff(attempt: int, base: float, cap: float = 2.0) -> float:
     return min(cap, base * (2**attempt)) * (0.5 + random.random() / 2)
 
 
+def checked_info(metadata: dict, where: str) -> dict:
+    """The model info in a metadata answer; ServingError FAILED_PRECONDITION when it lacks one."""
+    info = model_info_from_metadata(metadata)
+    missing = [k for k in ("clip_samples", "min_samples") if k not in info]
+    if missing:
+        raise ServingError(
+            "FAILED_PRECONDITION",
+            f"{where}: the served export does not say its {' and '.join(missing)} (its metadata "
+            f"has no {contract.INFO_SIGNATURE!r} signature): export it again with this s2f",
+        )
+    return info
+
+
+def fit_waveform(waveform: np.ndarray, info: dict) -> np.ndarray:
+    """float [B, N] -> float32 [B, clip_samples]: tiled when shorter, centre-cropped when longer
+    (contract.fit_clip); a waveform shorter than the export's min_samples is refused
+    (ServingError INVALID_ARGUMENT, the server's words) instead of being tiled from too little."""
+    array = contract.as_waveform(waveform)
+    if array.ndim == 2 and array.dtype == np.float32 and array.shape[-1] > 0:
+        if array.shape[-1] < info["min_samples"]:
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"clip too short: {contract.describe_input(info)}; got float32 "
+                f"{contract.shape_str(array.shape)}",
+            )
+        array = contract.fit_clip(array, info["clip_samples"])
+    return array  # anything else goes as it is: the server says what it expects
+
+
 class GrpcClient:
     """PredictionService/ModelService client over one gRPC channel (thread-safe).
 
@@ -128,6 +163,7 @@ class GrpcClient:
       retries: extra attempts after a transient failure (UNAVAILABLE, busy RESOURCE_EXHAUSTED).
       backoff_seconds: the first retry's delay; doubles each retry (with jitter), capped at 2 s.
       version / version_label: pin a model version (default: the server's newest).
+      fit: send waveforms as the export's clip_samples (`fit_waveform`); False: as given.
     """
 
     def __init__(
@@ -144,6 +180,7 @@ class GrpcClient:
         version_label: str | None = None,
         input_name: str = INPUT,
         outputs: Sequence[str] = OUTPUTS,
+        fit: bool = True,
     ):
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
@@ -158,6 +195,8 @@ class GrpcClient:
         self.input_name = input_name
         self.outputs = tuple(outputs)
         self.max_concurrency = max_concurrency
+        self.fit = fit
+        self._info: dict | None = None
         self.retries_made = 0  # transient failures retried so far (for tests, logs)
         self._channel = grpc.insecure_channel(
             target,
@@ -200,9 +239,13 @@ class GrpcClient:
         input_name: str | None = None,
         outputs: Sequence[str] | None = None,
     ) -> predict_pb2.PredictRequest:
-        """The PredictRequest `predict` sends (float inputs are cast to float32; anything else is sent
-        as is, so the server reports what it expects); the pinned signature unless told otherwise."""
-        array = contract.as_waveform(waveform)
+        """The PredictRequest `predict` sends (float inputs are cast to float32, waveforms fitted to
+        the export's clip when `fit`; anything else is sent as is, so the server reports what it
+        expects); the pinned signature unless told otherwise."""
+        if self.fit and (signature or self.signature) == SIGNATURE:
+            array = fit_waveform(waveform, self.model_info())
+        else:
+            array = contract.as_waveform(waveform)
         request = predict_pb2.PredictRequest(
             model_spec=_model_spec(
                 self.model_name, signature or self.signature, self.version, self.version_label
@@ -249,6 +292,12 @@ class GrpcClient:
                     self.max_concurrency, thread_name_prefix="s2f-grpc"
                 )
         return list(self._pool.map(self.predict, list(waveforms)))
+
+    def model_info(self) -> dict:
+        """The served export's model info (contract.INFO_FIELDS) from its metadata, read once."""
+        if self._info is None:
+            self._info = checked_info(self.metadata(), self.target)
+        return self._info
 
     def metadata(self) -> dict:
         """GetModelMetadata (signature_def), in TF Serving's REST JSON layout (see `metadata_to_dict`)."""
@@ -308,6 +357,7 @@ class RestClient:
       timeout_seconds: socket timeout of each attempt.
       retries: extra attempts after a connection failure, 503 or 429.
       version: pin a model version (default: the server's newest).
+      fit: send waveforms as the export's clip_samples (`fit_waveform`); False: as given.
     """
 
     def __init__(
@@ -321,6 +371,7 @@ class RestClient:
         version: int | None = None,
         input_name: str = INPUT,
         outputs: Sequence[str] = OUTPUTS,
+        fit: bool = True,
     ):
         self.base_url = base_url.rstrip("/")
         self.model_name = model_name
@@ -332,6 +383,8 @@ class RestClient:
         self.input_name = input_name
         self.outputs = tuple(outputs)
         self.retries_made = 0
+        self.fit = fit
+        self._info: dict | None = None
         self._output_dtypes: dict[str, np.dtype] | None = None
 
     def _url(self, suffix: str = "", version: int | None = None) -> str:
@@ -396,7 +449,10 @@ class RestClient:
 
     def predict(self, waveform: np.ndarray) -> dict[str, np.ndarray]:
         """Same contract as `GrpcClient.predict`, over JSON ({"signature_name", "inputs"} -> "outputs")."""
-        array = contract.as_waveform(waveform)
+        if self.fit and self.signature == SIGNATURE:
+            array = fit_waveform(waveform, self.model_info())
+        else:
+            array = contract.as_waveform(waveform)
         body = {"signature_name": self.signature, "inputs": {self.input_name: array.tolist()}}
         outputs = self._request(self._url(":predict"), body)["outputs"]
         missing = set(self.outputs) - set(outputs)
@@ -404,6 +460,12 @@ class RestClient:
             raise ServingError("INTERNAL", f"response lacks pinned outputs {sorted(missing)}")
         dtypes = self._dtypes()
         return {k: np.asarray(outputs[k], dtype=dtypes.get(k, np.float32)) for k in self.outputs}
+
+    def model_info(self) -> dict:
+        """The served export's model info (contract.INFO_FIELDS) from its metadata, read once."""
+        if self._info is None:
+            self._info = checked_info(self.metadata(), self.base_url)
+        return self._info
 
     def metadata(self) -> dict:
         return self._request(self._url("/metadata"))

@@ -3,13 +3,14 @@ GetModelMetadata) and ModelService (GetModelStatus) on the official tensorflow-s
 the guard that turns every failure into a gRPC status, and the gRPC server that hosts them.
 
 The servicers answer for a `backend`, the serving.server.DevServer that owns them (not imported
-here: it imports this module). It provides `model_name`, `max_batch`, `resolve(ModelSpec)`,
-`metadata_proto(request)` and `status_proto(request)`.
+here: it imports this module). It provides `model_name`, `max_batch`, `metrics`,
+`resolve(ModelSpec)`, `metadata_proto(request)` and `status_proto(request)`.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 from typing import Any
 
@@ -40,7 +41,7 @@ def predict_proto(
         raise RequestError(
             grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the model ran"
         )
-    result = signature.run(array)
+    result = signature.serve(array)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = backend.model_name
     response.model_spec.version.value = servable.version
@@ -60,15 +61,27 @@ def _grpc_guard(method):
     }[method.__name__]
 
     def wrapper(self, request, context):
+        started, status = time.perf_counter(), "OK"
         try:
             return method(self, request, context)
         except RequestError as e:
+            status = e.code.name
             context.set_code(e.code)
             context.set_details(e.message)
         except Exception as e:
+            status = "INTERNAL"
             log.exception("%s failed", method.__name__)
             context.set_code(grpc.StatusCode.INTERNAL)
             context.set_details(f"internal error: {type(e).__name__}: {e}"[:2000])
+        finally:
+            if method.__name__ == "Predict":
+                self.backend.metrics.request(
+                    self.backend.model_name,
+                    "predict",
+                    "GRPC",
+                    status,
+                    time.perf_counter() - started,
+                )
         return empty()
 
     wrapper.__name__ = method.__name__

@@ -52,7 +52,8 @@ def static_file(path: str) -> tuple[bytes, str] | None:
 
 
 def config(model_name: str, version: int | None, info: dict) -> dict:
-    """web/config.json: what the page needs to cut windows the model takes."""
+    """web/config.json: the model's name (and its info; the page reads the clip length and the
+    minimum from the model's metadata, as it does in front of TF Serving)."""
     return {"model": model_name, "version": version, "info": dict(info)}
 
 

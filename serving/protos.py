@@ -14,6 +14,8 @@ from google.protobuf import json_format
 from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
+from s2f_tf import contract
+
 DEFAULT_MAX_MESSAGE_BYTES = (
     64 << 20
 )  # gRPC message limit (both ends) and the dev server's REST body limit
@@ -96,3 +98,17 @@ def metadata_to_dict(response: get_model_metadata_pb2.GetModelMetadataResponse) 
 def status_to_dict(response: get_model_status_pb2.GetModelStatusResponse) -> dict:
     """GetModelStatusResponse as TF Serving's REST API prints it: {"model_version_status": [...]}."""
     return json_format.MessageToDict(response, always_print_fields_with_no_presence=True)
+
+
+def model_info_from_metadata(metadata: dict) -> dict:
+    """The export's model info (contract.INFO_FIELDS: clip_samples, min_samples, ...) from metadata in
+    TF Serving's REST JSON layout (`metadata_to_dict`, or the REST API's own answer): the defaults of
+    the contract.INFO_SIGNATURE signature's inputs. {} for an export without that signature."""
+    sigs = metadata.get("metadata", {}).get("signature_def", {}).get("signature_def", {})
+    defaults = sigs.get(contract.INFO_SIGNATURE, {}).get("defaults", {})
+    info = {}
+    for name in contract.INFO_FIELDS:
+        values = defaults.get(name, {}).get("int64_val") or defaults.get(name, {}).get("int_val")
+        if values:
+            info[name] = int(values[0])
+    return info

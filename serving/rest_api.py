@@ -7,10 +7,12 @@
 the JSON of each answer, and the HTTP server classes that carry it. Every response is JSON; errors
 are {"error": message} with TF Serving's HTTP status (413 for a body over max_message_bytes).
 
-It also serves the web page (serving.page): GET / and /web/NAME.
+It also serves the web page (serving.page): GET / and /web/NAME, and the Prometheus metrics at
+GET /monitoring/prometheus/metrics (serving.metrics).
 
 The handler answers for a `backend`, the serving.server.DevServer that starts it (not imported here:
-it imports this module). It provides `max_batch`, `max_message_bytes`, `resolve(ModelSpec)`,
+it imports this module). It provides `model_name`, `max_batch`, `max_message_bytes`, `metrics`,
+`resolve(ModelSpec)`,
 `metadata_proto(request)`, `status_proto(request)` and `page_config()`.
 """
 
@@ -21,6 +23,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
@@ -28,7 +31,7 @@ from urllib.parse import unquote
 import grpc
 from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2, model_pb2
 
-from serving import page
+from serving import metrics, page
 from serving.protos import metadata_to_dict, status_to_dict
 from serving.validation import RequestError, check_input_names, input_from_json
 
@@ -96,7 +99,7 @@ def rest_predict(
             check_input_names(signature, value.keys(), backend.max_batch)
             value = value[signature.input_name]
     array = input_from_json(signature, value, backend.max_batch)
-    result = signature.run(array)
+    result = signature.serve(array)
     names = list(signature.output_names)
     if has_cols:
         return {"outputs": {k: result[k].tolist() for k in names}}
@@ -225,6 +228,10 @@ class RestHandler(BaseHTTPRequestHandler):
         if page.is_page_path(path):
             self._page(path)
             return
+        if path == metrics.PATH:
+            data, content_type = self.backend.metrics.exposition()
+            self._send_bytes(200, data, content_type)
+            return
         m = _STATUS_PATH.fullmatch(path)
         if not m or not m.group(1):
             raise RequestError(
@@ -284,7 +291,18 @@ class RestHandler(BaseHTTPRequestHandler):
                 grpc.StatusCode.UNIMPLEMENTED,
                 f"{method} is not served: the s2f signature is a predict signature; use :predict",
             )
-        self._send(200, rest_predict(self.backend, name, version, label, body))
+        started, status = time.perf_counter(), "INTERNAL"
+        try:
+            answer = rest_predict(self.backend, name, version, label, body)
+            status = "OK"
+        except RequestError as e:
+            status = e.code.name
+            raise
+        finally:
+            self.backend.metrics.request(
+                self.backend.model_name, "predict", "REST", status, time.perf_counter() - started
+            )
+        self._send(200, answer)
 
     def _drain(self, length: int) -> None:
         """Reads and drops an oversized body (up to 4x the limit) so the client sees the 413 instead of

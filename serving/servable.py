@@ -1,7 +1,8 @@
 """One loaded model version: `load_servable` reads a version directory written by `s2f export`
 (the SavedModel, its SIGNATURE and DECODE_SIGNATURE, the signature_defs TF Serving reports,
 assets.extra/MODEL_INFO_FILE), `Signature.run` calls one (both through s2f_tf/savedmodel.py, as
-`s2f predict` does), and `warm_up` replays assets.extra/WARMUP_FILE the way TF Serving does before a
+`s2f predict` does; `Signature.serve` through its batcher when the server batches, `attach_batchers`),
+and `warm_up` replays assets.extra/WARMUP_FILE the way TF Serving does before a
 version goes AVAILABLE.
 """
 
@@ -18,6 +19,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
 from s2f_tf import contract, savedmodel
+from serving.batching import Batcher
 from serving.validation import RequestError, grpc_code, input_from_proto
 
 
@@ -32,6 +34,8 @@ class Signature:
     input_rank: int | None  # 2
     output_names: tuple[str, ...]
     info: dict = field(default_factory=dict)  # assets.extra/MODEL_INFO_FILE (may be empty)
+    input_tensor: str = ""  # the input's graph tensor name ("serving_default_waveform:0")
+    batcher: Any = None  # serving.batching.Batcher when the server batches
 
     def run(self, array: np.ndarray) -> dict[str, np.ndarray]:
         """The checked input [B, ...] -> {output name: ndarray}. Graph errors -> RequestError."""
@@ -39,6 +43,10 @@ class Signature:
             return savedmodel.call(self.fn, self.input_name, array)
         except savedmodel.ModelError as e:
             raise RequestError(grpc_code(e.error_code), str(e)) from None
+
+    def serve(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        """What a request runs: through the batcher when there is one, else `run` at once."""
+        return self.batcher.submit(array) if self.batcher is not None else self.run(array)
 
 
 @dataclass
@@ -106,6 +114,7 @@ def load_servable(path: str, name: str, version: int) -> Servable:
             input_rank=None if shape.unknown_rank else len(shape.dim),
             output_names=tuple(sorted(sig.outputs)),
             info=info,
+            input_tensor=input_info.name,
         )
     return Servable(
         name=name,
@@ -118,9 +127,10 @@ def load_servable(path: str, name: str, version: int) -> Servable:
     )
 
 
-def warm_up(servable: Servable, max_batch: int) -> int:
+def warm_up(servable: Servable, max_batch: int | None = None) -> int:
     """Replays assets.extra/WARMUP_FILE (PredictionLog records, at most MAX_WARMUP_RECORDS), like TF
-    Serving; each request passes the same checks as a client's. Returns the requests replayed."""
+    Serving; each request passes the same checks as a client's (batch size up to `max_batch`; the
+    export warms every allowed batch size). Returns the requests replayed."""
     path = os.path.join(servable.path, contract.ASSETS_EXTRA, contract.WARMUP_FILE)
     if not os.path.exists(path):
         return 0
@@ -134,3 +144,21 @@ def warm_up(servable: Servable, max_batch: int) -> int:
             sig.run(input_from_proto(sig, entry.predict_log.request.inputs, max_batch))
             replayed += 1
     return replayed
+
+
+def attach_batchers(servable: Servable, params, on_batch=None) -> None:
+    """Gives each signature of `servable` its own serving.batching.Batcher (`params`: its
+    BatchingParameters; `on_batch(signature, size, rows)` per batch run, for metrics)."""
+    for sig in servable.signatures.values():
+        report = (
+            None if on_batch is None else (lambda size, rows, s=sig.name: on_batch(s, size, rows))
+        )
+        run = lambda array, s=sig: s.run(array)  # noqa: E731 -- looked up per batch
+        sig.batcher = Batcher(params, run, sig.input_tensor or sig.input_name, report)
+
+
+def close_batchers(servable: Servable) -> None:
+    """Lets each batcher run what it has queued, then stop (a version being unloaded)."""
+    for sig in servable.signatures.values():
+        if sig.batcher is not None:
+            sig.batcher.close()

@@ -13,6 +13,7 @@ installed. It serves `<model_base_path>/<integer version>/` SavedModels written 
         POST /v1/models/NAME[/versions/N|/labels/L]:predict    {"instances": ...} | {"inputs": ...}
                                                                (default port 8501)
   page  GET  /   a web page that records speech and shows its face (serving.page, on the REST port)
+  GET  /monitoring/prometheus/metrics   TF Serving's Prometheus metrics (serving.metrics)
 
 Like TF Serving it serves the newest version by default, honours an explicit version or label,
 polls the base path for new versions (`poll_seconds`, TF Serving's --file_system_poll_wait_seconds)
@@ -21,7 +22,8 @@ assets.extra/tf_serving_warmup_requests before a version goes AVAILABLE, and rep
 TF Serving's codes and JSON (`{"error": "..."}`, HTTP 400/404/...). Unlike TF Serving it binds
 127.0.0.1 unless told otherwise, checks every request against the s2f export contract before the
 model runs (dtype, rank, clip length, batch size, NaN/Inf), answers an oversized REST body with
-HTTP 413, and has no request batching (batching.config is for production).
+HTTP 413. With `batching` (what --enable_batching --batching_parameters_file=serving/batching.config
+give `s2f serve`) it merges concurrent requests as TF Serving does (serving.batching).
 
   from serving.server import DevServer
   with DevServer("exports/s2f", "s2f", port=8500, rest_api_port=8501) as server:
@@ -29,9 +31,9 @@ HTTP 413, and has no request batching (batching.config is for production).
 
   serve(model_base_path="exports/s2f", model_name="s2f")      # what `s2f serve` calls; blocks
 
-Modules: protos (wire format) <- validation (RequestError, request checks) <- servable (one loaded
-version) <- grpc_api, rest_api (the two protocols; rest_api also serves page, the web page's files)
-<- server (this).
+Modules: protos (wire format) <- validation (RequestError, request checks) <- batching (TF
+Serving's batching) <- servable (one loaded version) <- grpc_api, rest_api (the two protocols;
+rest_api also serves page, the web page's files, and metrics) <- server (this).
 """
 
 from __future__ import annotations
@@ -48,14 +50,17 @@ from tensorflow_serving.apis import get_model_metadata_pb2, get_model_status_pb2
 
 from s2f_tf import contract
 from serving import page
+from serving.batching import BatchingParameters
 from serving.grpc_api import start_grpc_server
+from serving.metrics import ServingMetrics
 from serving.protos import DEFAULT_MAX_MESSAGE_BYTES
 from serving.rest_api import start_rest_server
-from serving.servable import Servable, load_servable, warm_up
+from serving.servable import Servable, attach_batchers, close_batchers, load_servable, warm_up
 from serving.validation import RequestError
 
 log = logging.getLogger("s2f.serving")
 
+UNLOAD_GRACE_SECONDS = 5.0  # an unloaded version's batchers keep serving this long
 AUTO_PORT = -1  # port=-1: any free port (0 disables, as in TF Serving)
 _State = get_model_status_pb2.ModelVersionStatus
 
@@ -85,6 +90,8 @@ class DevServer:
       grpc_max_threads: gRPC worker threads (--grpc_max_threads); requests run concurrently on them.
       max_concurrent_rpcs: RPCs admitted at once; more get RESOURCE_EXHAUSTED (clients retry those).
       warmup: replay assets.extra/tf_serving_warmup_requests before a version goes AVAILABLE.
+      batching: merge concurrent requests as TF Serving does with these BatchingParameters
+        (serving.batching.read_batching_parameters); None serves each request on its own.
     """
 
     def __init__(
@@ -103,6 +110,7 @@ class DevServer:
         max_concurrent_rpcs: int | None = 256,
         warmup: bool = True,
         rest_timeout_seconds: float = 30.0,
+        batching: BatchingParameters | None = None,
     ):
         if not model_name or "/" in model_name:
             raise ValueError(f"model_name must be a plain name, got {model_name!r}")
@@ -122,6 +130,8 @@ class DevServer:
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.warmup = warmup
         self.rest_timeout_seconds = rest_timeout_seconds
+        self.batching = batching
+        self.metrics = ServingMetrics()
         self._servables: dict[int, Servable] = {}  # replaced whole on change (readers: no lock)
         self._states: dict[int, _VersionState] = {}
         self._failed: dict[int, int] = {}  # version -> dir mtime_ns of the failed load
@@ -207,6 +217,8 @@ class DevServer:
                     thread.join(timeout=grace_seconds + 5.0)
             self._threads = []
             with self._state_lock:
+                for servable in self._servables.values():
+                    close_batchers(servable)
                 self._servables = {}
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -267,7 +279,9 @@ class DevServer:
                 try:
                     servable = load_servable(path, self.model_name, version)
                     if self.warmup:
-                        warm_up(servable, self.max_batch)
+                        warm_up(servable)
+                    if self.batching is not None:
+                        attach_batchers(servable, self.batching, self._batch_ran)
                 except Exception as e:  # noqa: BLE001 -- a bad export must not stop serving
                     log.error(
                         "loading %s version %d from %s failed: %s",
@@ -292,8 +306,17 @@ class DevServer:
                     self._states[version] = _VersionState(_State.AVAILABLE)
                 for version in set(current) - set(wanted):
                     self._states[version] = _VersionState(_State.END)
+                    # requests that found this version before the swap are still served
+                    closer = threading.Timer(
+                        UNLOAD_GRACE_SECONDS, close_batchers, [current[version]]
+                    )
+                    closer.daemon = True
+                    closer.start()
                     log.info("unloaded %s version %d", self.model_name, version)
             return self.versions()
+
+    def _batch_ran(self, signature: str, size: int, rows: int) -> None:
+        self.metrics.batch(self.model_name, signature, size, rows)
 
     def _set_state(self, version: int, state: _VersionState) -> None:
         with self._state_lock:
@@ -425,6 +448,7 @@ def serve(
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     num_versions: int = 2,
     grpc_max_threads: int = 16,
+    batching: BatchingParameters | None = None,
     ready_callback=None,
 ) -> None:
     """Runs a DevServer until SIGINT/SIGTERM (what `s2f serve` calls; flags as tensorflow_model_server
@@ -440,6 +464,7 @@ def serve(
         max_message_bytes=max_message_bytes,
         num_versions=num_versions,
         grpc_max_threads=grpc_max_threads,
+        batching=batching,
     )
     previous = {}
     if threading.current_thread() is threading.main_thread():

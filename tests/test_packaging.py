@@ -31,6 +31,7 @@ CORE_MODULES = {
     "webrtcvad-wheels": "webrtcvad",
     "tensorflow-serving-api": "tensorflow_serving",
     "grpcio": "grpc",
+    "prometheus-client": "prometheus_client",
     "protobuf": "google",
     "tensorboard": "tensorboard",
 }
@@ -71,11 +72,25 @@ def test_pyproject_declares_the_package_and_its_extras():
     assert project["scripts"] == {"s2f": "s2f_tf.app.cli:run"}
     setuptools = _pyproject()["tool"]["setuptools"]
     assert setuptools["dynamic"]["version"] == {"attr": "s2f_tf.__version__"}
-    assert setuptools["package-data"] == {"serving": ["web/*"]}
+    assert setuptools["package-data"] == {"serving": ["web/*", "*.config"]}
     groups = project["optional-dependencies"]
-    assert set(groups) == {"prepare", "synthetic", "serve", "report", "gpu", "test", "all"}
+    assert set(groups) == {
+        "prepare",
+        "synthetic",
+        "serve",
+        "report",
+        "gpu",
+        "profile",
+        "test",
+        "all",
+    }
     (everything,) = map(Requirement, groups["all"])
-    assert everything.name == "s2f" and everything.extras == set(groups) - {"gpu", "test", "all"}
+    assert everything.name == "s2f" and everything.extras == set(groups) - {
+        "gpu",
+        "profile",
+        "test",
+        "all",
+    }
     assert [str(r) for r in map(Requirement, groups["gpu"])] == ["tensorflow[and-cuda]==2.21.*"]
     core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
     assert core == set(CORE_MODULES)
@@ -108,7 +123,8 @@ def test_every_declared_dependency_is_pinned_in_the_lock():
     project, pins = _pyproject()["project"], _lock()
     declared = list(project["dependencies"])
     for extra, requirements in project["optional-dependencies"].items():
-        if extra != "gpu":  # TensorFlow's CUDA wheels: not pinned (no GPU here or in CI)
+        # TensorFlow's CUDA wheels (no GPU here or in CI), TensorBoard's profile plugin: not pinned
+        if extra not in ("gpu", "profile"):
             declared += requirements
     for text in declared:
         requirement = Requirement(text)

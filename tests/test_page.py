@@ -203,7 +203,8 @@ def test_page_draws_the_face_of_a_dropped_file(server, local, browser, tmp_path)
     _check_face(shown, local)
     info, n = local.info, shown["samples"]
     assert abs(n - len(voice)) <= 2  # 4 s at 16 kHz
-    window = min(info["clip_samples"], n)
+    window = info["clip_samples"]  # read from the model's metadata
+    assert browser.execute_script("return window.s2f.config.clip") == window
     assert [len(r) for r in shown["rows"]] == [window] * len(shown["rows"])
     assert len(shown["rows"]) == len(window_starts(n, window, window // 2))
     # the page's own 8 kHz -> 16 kHz resampling agrees with soxr's on the same file
@@ -265,17 +266,16 @@ def test_page_says_what_is_wrong_with_the_audio(server, browser, tmp_path):
         WebDriverWait(browser, 30).until(
             lambda d, words=words: words in d.find_element("id", "error").text
         )
-    # a refusal by the server reaches the page in the server's words: windows longer than the model takes
-    seconds = (
-        contract.read_model_info(contract.newest_version_dir(server.model_base_path))["max_samples"]
-        / 16000
-        + 1
-    )
-    _open(browser, f"{server.rest_url}/?clip_seconds={seconds}")
-    path = _write(tmp_path / "long.wav", _voice(seconds), 16000)
-    browser.find_element("id", "file").send_keys(path)
-    WebDriverWait(browser, 60).until(lambda d: "refused" in d.find_element("id", "error").text)
-    assert "samples" in browser.find_element("id", "error").text
+    # a refusal by the server reaches the page in the server's words: more windows in one request
+    # than a server that takes 2 at a time accepts
+    with DevServer(
+        server.model_base_path, MODEL, port=0, rest_api_port=AUTO_PORT, poll_seconds=60, max_batch=2
+    ) as small:
+        _open(browser, f"{small.rest_url}/")
+        path = _write(tmp_path / "long.wav", _voice(4.0), 16000)
+        browser.find_element("id", "file").send_keys(path)
+        WebDriverWait(browser, 60).until(lambda d: "refused" in d.find_element("id", "error").text)
+        assert "batch too large" in browser.find_element("id", "error").text
 
 
 def test_page_works_behind_the_proxy_that_puts_it_in_front_of_tf_serving(
@@ -333,12 +333,9 @@ def test_page_works_behind_the_proxy_that_puts_it_in_front_of_tf_serving(
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
         assert _get(url + "/web/config.json")[0] == 404
         info = local.info
-        _open(
-            browser,
-            f"{url}/?model={MODEL}&clip_seconds={info['clip_samples'] / 16000}"
-            f"&min_seconds={info['min_samples'] / 16000}",
-        )
+        _open(browser, f"{url}/?model={MODEL}")  # the limits come from the model's metadata
         assert browser.execute_script("return window.s2f.config.clip") == info["clip_samples"]
+        assert browser.execute_script("return window.s2f.config.min") == info["min_samples"]
         browser.find_element("id", "file").send_keys(
             _write(tmp_path / "voice.flac", _voice(3.0), 44100)
         )
@@ -346,3 +343,51 @@ def test_page_works_behind_the_proxy_that_puts_it_in_front_of_tf_serving(
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_page_sends_what_a_batching_server_merges(server, local, browser, tmp_path):
+    """A recording shorter than a clip, sent while a Python client keeps the server busy with
+    clip-length requests, through the shipped batching.config (with a 300 ms timeout, so requests
+    surely merge): the page tiles it to the clip, so its request merges with theirs and the face comes
+    back (a window of the recording's own length gets TF Serving's mixed-shape error)."""
+    import dataclasses
+    import threading
+
+    from serving.batching import SHIPPED, read_batching_parameters
+    from serving.client import GrpcClient
+
+    batching = dataclasses.replace(read_batching_parameters(SHIPPED), batch_timeout_micros=300_000)
+    clip, short = local.info["clip_samples"], 0.6
+    assert local.info["min_samples"] <= short * 16000 < clip
+    with (
+        DevServer(
+            server.model_base_path,
+            MODEL,
+            port=AUTO_PORT,
+            rest_api_port=AUTO_PORT,
+            poll_seconds=60,
+            batching=batching,
+        ) as busy,
+        GrpcClient(busy.grpc_target, MODEL) as client,
+    ):
+        stop = threading.Event()
+        answered = []
+
+        def traffic():
+            wave = (np.random.RandomState(0).randn(1, clip) * 0.05).astype(np.float32)
+            while not stop.is_set():
+                answered.append(client.predict(wave))
+
+        thread = threading.Thread(target=traffic, daemon=True)
+        thread.start()
+        try:
+            _open(browser, busy.rest_url + "/")
+            browser.find_element("id", "file").send_keys(
+                _write(tmp_path / "short.wav", _voice(short), 16000)
+            )
+            shown = _wait_done(browser)
+        finally:
+            stop.set()
+            thread.join(60)
+    assert [len(r) for r in shown["rows"]] == [clip] and answered
+    _check_face(shown, local)

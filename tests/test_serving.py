@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 
 from s2f_tf import contract
 from serving import client as client_lib
+from serving.batching import SHIPPED, read_batching_parameters
 from serving.client import GrpcClient, RestClient, ServingError
 from serving.server import AUTO_PORT, DevServer, serve
 
@@ -84,6 +85,7 @@ def server(model_dir):
         rest_api_port=AUTO_PORT,
         poll_seconds=0.5,
         max_message_bytes=LIMIT,
+        batching=read_batching_parameters(SHIPPED),  # production's batching (serving/Dockerfile)
     )
     srv.start()
     try:
@@ -368,7 +370,7 @@ def test_batch_of_16_over_grpc(server):
 
 
 def test_short_and_long_clips_within_limits(server):
-    with GrpcClient(server.grpc_target, MODEL) as client:
+    with GrpcClient(server.grpc_target, MODEL, fit=False) as client:
         for samples in (4000, 48000):
             assert client.predict(_wave(1, samples))["face_feature"].shape == (1, 32)
 
@@ -568,7 +570,7 @@ def test_rest_refuses_oversized_body_before_it_is_sent(server):
 
 
 def test_clients_raise_serving_error_with_server_message(server):
-    with GrpcClient(server.grpc_target, MODEL) as client:
+    with GrpcClient(server.grpc_target, MODEL, fit=False) as client:
         with pytest.raises(ServingError) as info:
             client.predict(np.zeros((1, 100), np.float32))
         assert info.value.code == "INVALID_ARGUMENT" and "clip too short" in info.value.message
@@ -580,7 +582,7 @@ def test_clients_raise_serving_error_with_server_message(server):
         with pytest.raises(ServingError) as info:
             client.predict(_wave())
         assert info.value.code == "NOT_FOUND" and client.retries_made == 0
-    rest = RestClient(server.rest_url, MODEL)
+    rest = RestClient(server.rest_url, MODEL, fit=False)
     with pytest.raises(ServingError) as info:
         rest.predict(np.zeros((1, 100), np.float32))
     assert (info.value.code, info.value.http_status) == ("INVALID_ARGUMENT", 400)
@@ -784,7 +786,7 @@ def test_grpc_client_retries_unavailable_until_server_starts(model_dir):
     thread.start()
     try:
         with GrpcClient(
-            f"127.0.0.1:{port}", MODEL, retries=12, backoff_seconds=0.1, timeout_seconds=10
+            f"127.0.0.1:{port}", MODEL, retries=40, backoff_seconds=0.1, timeout_seconds=10
         ) as client:
             out = client.predict(_wave())
             assert out["face_feature"].shape == (1, 32)
@@ -858,7 +860,11 @@ def test_bench_serve_reports_expected_keys(model_dir):
     assert result["version"] == 2 and result["samples"] == CLIP
     assert [lv["concurrency"] for lv in result["levels"]] == [1, 2]
     for level in result["levels"]:
-        for mode in ("in_process", "server"):
+        for mode in ("in_process", "server", "server_batching"):
             assert {"p50_ms", "p99_ms", "requests_per_second", "requests"} <= set(level[mode])
             assert level[mode]["requests"] == 6
     assert result["latency_overhead"] > -1 and result["throughput_ratio"] > 0
+    assert result["batching_throughput_ratio"] > 0
+    # every batching-server request ran in some batch (warm-up and measured: 2 + 2 + 6 + 6 at batch 1)
+    assert set(result["batch_sizes"]) <= {"1", "2", "4", "8", "16", "32"}
+    assert 0 < sum(int(k) * v for k, v in result["batch_sizes"].items()) >= 8

@@ -1,13 +1,16 @@
 """`s2f bench serve`: what serving over gRPC costs compared with calling the SavedModel in-process.
 
 Starts a `serving.server.DevServer` on free 127.0.0.1 ports, then for each concurrency level runs the
-same requests (same waveform, same batch) through `serving.client.GrpcClient` and through the
+same requests (same waveform, same batch) through `serving.client.GrpcClient`, through a second
+DevServer that batches with the shipped serving/batching.config (`server_batching`), and through the
 SavedModel's `serving_default` function loaded in this process, from as many threads as the level.
 The two are measured in alternating rounds (in-process, server, server, in-process, ...), so a
 machine whose load drifts (other jobs, CPU frequency) biases neither side. Reported:
 
   latency_overhead   server p50 latency / in-process p50 latency - 1, at the lowest concurrency
   throughput_ratio   server requests/s / in-process requests/s, at the highest concurrency
+  batching_throughput_ratio  the same for server_batching
+  batch_sizes        how many batches the batching server ran at each size (its metrics)
 
 Both run in one process (client, server and baseline share the GIL and the CPU), as the serving
 tests do; TF Serving itself is C++ and would add less. What the server adds is roughly a constant per
@@ -19,6 +22,7 @@ in-process loop calls back to back and keeps it hot; ~0.2-0.3 ms on a 2-core mac
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import threading
@@ -91,6 +95,28 @@ def _run(
     return time.perf_counter() - start
 
 
+def _in_process_call(path: str, wave: np.ndarray):
+    """A call of the SavedModel at `path` in this process, its outputs read back as numpy."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(path).signatures[contract.SIGNATURE]
+    return lambda: {k: v.numpy() for k, v in fn(**{contract.INPUT: tf.constant(wave)}).items()}
+
+
+def _client(server, model_name: str, version: int, concurrency: int):
+    """A gRPC client of `server` for the measuring: no retries, one slot per concurrent caller."""
+    from serving.client import GrpcClient
+
+    return GrpcClient(
+        server.grpc_target,
+        model_name,
+        version=version,
+        max_concurrency=concurrency,
+        timeout_seconds=60.0,
+        retries=0,
+    )
+
+
 def bench_serve(
     model_base_path: str,
     model_name: str = "s2f",
@@ -102,6 +128,7 @@ def bench_serve(
     rounds: int = 4,
     warmup: int = 8,
     seed: int = 0,
+    batching_parameters_file: str | None = None,
 ) -> dict:
     """Measures p50/p99 latency and requests/s over gRPC and in-process at each concurrency level.
 
@@ -114,48 +141,45 @@ def bench_serve(
         throughput ratio at the highest.
       batch_size: clips per request.
       samples: clip length; default the export's clip_samples (s2f_model.json).
-      time_limit_seconds: overall bound; rounds stop issuing requests once it has passed.
+      batching_parameters_file: the batching server's BatchingParameters (default: the shipped
+        serving/batching.config, whose num_batch_threads suits a 4-core machine).
+      time_limit_seconds: bound on the measuring (from when the servers are up); rounds stop
+        issuing requests once it has passed.
     Returns a JSON-able dict (see the module docstring for the two headline figures).
     """
-    import tensorflow as tf
-
-    from serving.client import GrpcClient
-
     if requests < 1 or batch_size < 1 or not concurrency:
         raise ValueError("requests and batch_size must be >= 1 and concurrency non-empty")
     levels = sorted({int(c) for c in concurrency})
     started = time.monotonic()
-    deadline = started + time_limit_seconds
     rounds = max(1, min(rounds, requests))
     per_round = math.ceil(requests / rounds)
 
-    with _dev_server(model_base_path, model_name, batch_size, levels[-1]) as server:
+    from serving.batching import SHIPPED, read_batching_parameters
+
+    batching = read_batching_parameters(batching_parameters_file or SHIPPED)
+    with (
+        _dev_server(model_base_path, model_name, batch_size, levels[-1]) as server,
+        _dev_server(model_base_path, model_name, batch_size, levels[-1], batching) as batcher,
+    ):
         version, path, info = _newest_version(server, model_base_path)
         samples = int(samples or info.get("clip_samples") or contract.SAMPLE_RATE)
         wave = (np.random.RandomState(seed).randn(batch_size, samples) * 0.05).astype(
             np.float32
         )  # [B, N]
 
-        loaded = tf.saved_model.load(path)  # the in-process baseline
-        fn = loaded.signatures[contract.SIGNATURE]
-
-        def in_process():
-            return {k: v.numpy() for k, v in fn(**{contract.INPUT: tf.constant(wave)}).items()}
-
-        with GrpcClient(
-            server.grpc_target,
-            model_name,
-            version=version,
-            max_concurrency=levels[-1],
-            timeout_seconds=60.0,
-            retries=0,
-        ) as client:
-
-            def over_grpc():
-                return client.predict(wave)
-
-            modes = {"in_process": in_process, "server": over_grpc}
+        in_process = _in_process_call(path, wave)  # the baseline
+        deadline = time.monotonic() + time_limit_seconds  # the servers are loaded and warm
+        with (
+            _client(server, model_name, version, levels[-1]) as client,
+            _client(batcher, model_name, version, levels[-1]) as batched,
+        ):
+            modes = {
+                "in_process": in_process,
+                "server": lambda: client.predict(wave),
+                "server_batching": lambda: batched.predict(wave),
+            }
             results, truncated = _measure_levels(modes, levels, warmup, rounds, per_round, deadline)
+        sizes = _batch_sizes(batcher)
     return _report(
         model_name,
         version,
@@ -167,10 +191,32 @@ def bench_serve(
         results,
         truncated,
         started,
+        sizes,
+        batching,
     )
 
 
-def _dev_server(model_base_path: str, model_name: str, batch_size: int, top_level: int):
+def _batch_sizes(server) -> dict[str, int]:
+    """{padded batch size: batches run} of the batching server's serving_default, from its metrics."""
+    counts, previous = {}, 0.0
+    for family in server.metrics.registry.collect():
+        if not family.name.endswith("processed_batch_size"):
+            continue
+        for sample in family.samples:
+            if (
+                sample.name.endswith("_bucket")
+                and sample.labels.get("op_name") == "serving_default"
+            ):
+                le = sample.labels["le"]
+                if sample.value > previous and le != "+Inf":
+                    counts[str(int(float(le)))] = int(sample.value - previous)
+                previous = sample.value
+    return counts
+
+
+def _dev_server(
+    model_base_path: str, model_name: str, batch_size: int, top_level: int, batching=None
+):
     """The development server on a free 127.0.0.1 gRPC port (no REST, no polling for versions),
     sized for `batch_size` clips and `top_level` concurrent requests."""
     from serving.server import AUTO_PORT, DevServer
@@ -184,6 +230,7 @@ def _dev_server(model_base_path: str, model_name: str, batch_size: int, top_leve
         poll_seconds=3600.0,
         max_batch=max(64, batch_size),
         grpc_max_threads=max(16, 2 * top_level),
+        batching=batching,
     )
 
 
@@ -232,11 +279,15 @@ def _measure_level(
             busy[m] += _run(modes[m], level, per_round, deadline, lat[m])
     complete = not any(len(lat[m]) < per_round * rounds for m in modes)
     row = {"concurrency": level, **{m: _stats(lat[m], busy[m]) for m in modes}}
-    a, b = row["in_process"], row["server"]
+    a, b, c = row["in_process"], row["server"], row["server_batching"]
     if a["requests"] and b["requests"]:
         row["latency_overhead_p50"] = round(b["p50_ms"] / a["p50_ms"] - 1, 4)
         row["latency_overhead_p99"] = round(b["p99_ms"] / a["p99_ms"] - 1, 4)
         row["throughput_ratio"] = round(b["requests_per_second"] / a["requests_per_second"], 4)
+    if a["requests"] and c["requests"]:
+        row["batching_throughput_ratio"] = round(
+            c["requests_per_second"] / a["requests_per_second"], 4
+        )
     return row, complete
 
 
@@ -251,6 +302,8 @@ def _report(
     results: list[dict],
     truncated: bool,
     started: float,
+    batch_sizes: dict[str, int],
+    batching,
 ) -> dict:
     """The JSON-able result: every level's row, and the two headline figures."""
     low, high = results[0], results[-1]
@@ -271,6 +324,12 @@ def _report(
         "latency_overhead_concurrency": low["concurrency"],
         "throughput_ratio": high.get("throughput_ratio"),
         "throughput_concurrency": high["concurrency"],
+        "batching_throughput_ratio": high.get("batching_throughput_ratio"),
+        "batch_sizes": batch_sizes,
+        "batching_parameters": {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(batching).items()
+        },
         "target_overhead": TARGET_OVERHEAD,
         "meets_target": overhead is not None and overhead <= TARGET_OVERHEAD,
         "truncated": truncated,

@@ -4,6 +4,9 @@
   window_spans(spans, window, hop, min)   -> [(start, end)]: windows of `window` samples inside each
                                           span, spread evenly from its start to its end; a span
                                           shorter than `window` (but at least `min`) is one window
+  windows(x, spans, length)               -> [W, length]: the windows' samples, a short one tiled to
+                                          `length` as training tiles short clips (contract.tile),
+                                          so every request a server gets has the export's clip length
 
 Voice activity is WebRTC's detector (the `webrtcvad-wheels` build of py-webrtcvad) on 30 ms frames
 at 16 kHz. Its frame decisions are smoothed the usual way: pauses shorter than `max_gap_seconds`
@@ -23,7 +26,7 @@ import math
 
 import numpy as np
 
-from s2f_tf.contract import SAMPLE_RATE
+from s2f_tf.contract import SAMPLE_RATE, tile
 
 FRAME_SECONDS = 0.03  # WebRTC takes 10, 20 or 30 ms frames
 AGGRESSIVENESS = 2  # 0 (keeps most) .. 3 (drops most non-speech)
@@ -142,3 +145,13 @@ def window_spans(
             for s in window_starts(end - start, window, hop)
         ]
     return out
+
+
+def windows(x: np.ndarray, spans: list[tuple[int, int]], length: int) -> np.ndarray:
+    """x [N] and window spans (window_spans) -> [len(spans), length] of x's dtype: each span's
+    samples, tiled to `length` when shorter (contract.tile: repeated from the start, as training
+    and the model's front end tile), so windows cut for a model all have its clip length."""
+    x = np.asarray(x)
+    if not spans:
+        return np.zeros((0, length), x.dtype)
+    return np.stack([tile(x[a:b], length)[:length] for a, b in spans])  # [W, length]

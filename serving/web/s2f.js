@@ -1,13 +1,16 @@
 // s2f page: speech from the microphone or a file -> 16 kHz mono -> the model server's REST predict
 // API (TF Serving's request body) -> the face and its landmarks, with how long it took.
 //
-// The steps follow `s2f predict` for one speaker: windows of the export's clip length, half a clip
-// apart, spread evenly over the recording; every window through serving_default; with more than
-// one window, their features combined (the mean of unit vectors at the mean norm) and drawn by the
-// decode_feature signature. Served by `s2f serve` at http://127.0.0.1:8501/, which also writes
-// web/config.json (the model's name and limits). Behind another server (TF Serving with a proxy that
-// serves these files on the same origin) the URL says what config.json would:
-// ?model=s2f&clip_seconds=6&min_seconds=1.
+// The steps follow `s2f predict` for one speaker: windows of exactly the export's clip length, half
+// a clip apart, spread evenly over the recording (a recording shorter than a clip is tiled to one,
+// as training tiles short clips), so a server that batches (TF Serving with serving/batching.config)
+// can merge them with anyone's; every window through serving_default; with more than one window,
+// their features combined (the mean of unit vectors at the mean norm) and drawn by the
+// decode_feature signature. The clip length and the minimum come from the model itself: the
+// metadata the REST API answers with (the export's model_info signature). Served by `s2f serve` at
+// http://127.0.0.1:8501/, which also writes web/config.json (the model's name). Behind another
+// server (TF Serving with a proxy that serves these files on the same origin) the URL names the
+// model: ?model=s2f.
 
 const RATE = 16000;                       // what every s2f export takes (contract.SAMPLE_RATE)
 const MAX_BATCH = 8;                      // windows per request
@@ -26,16 +29,29 @@ async function loadConfig() {
     const r = await fetch(new URL("config.json", HERE), {cache: "no-store"});
     if (r.ok) found = await r.json();
   } catch (e) { /* not served by s2f serve: the URL's parameters and the defaults below */ }
-  const q = new URLSearchParams(location.search);
-  const info = found.info || {};
-  const seconds = (name) => (q.has(name) ? Math.round(Number(q.get(name)) * RATE) : NaN);
-  const config = {
-    model: q.get("model") || found.model || "s2f",
-    clip: seconds("clip_seconds") || info.clip_samples || 6 * RATE,
-    min: seconds("min_seconds") || info.min_samples || RATE,
-  };
-  if (!(config.clip > 0 && config.min > 0)) throw new ShownError("clip_seconds and min_seconds must be positive numbers");
-  return config;
+  const model = new URLSearchParams(location.search).get("model") || found.model || "s2f";
+  return {model, ...(await modelInfo(model))};
+}
+
+async function modelInfo(model) {         // the model_info signature's input defaults, from metadata
+  const r = await fetch(`v1/models/${encodeURIComponent(model)}/metadata`, {cache: "no-store"});
+  const body = await r.json().catch(() => ({}));
+  if (!r.ok) throw new ShownError(`model ${model}: ${body.error || r.statusText}`);
+  const sigs = ((body.metadata || {}).signature_def || {}).signature_def || {};
+  const defaults = (sigs.model_info || {}).defaults || {};
+  const value = (name) => Number(((defaults[name] || {}).int64_val || [])[0]);
+  const info = {clip: value("clip_samples"), min: value("min_samples")};
+  if (!(info.clip > 0 && info.min > 0)) {
+    throw new ShownError(`model ${model} does not say its clip length (no model_info signature in its metadata): export it again with this s2f`);
+  }
+  return info;
+}
+
+function tile(x, length) {                // repeated from the start to `length` (contract.tile)
+  if (x.length >= length) return x.subarray(0, length);
+  const out = new Float32Array(length);
+  for (let at = 0; at < length; at += x.length) out.set(x.subarray(0, Math.min(x.length, length - at)), at);
+  return out;
 }
 
 async function showModel() {
@@ -111,9 +127,9 @@ async function faceFrom(samples) {
   let peak = 0;
   for (const x of samples) peak = Math.max(peak, Math.abs(x));
   if (peak < 1e-3) throw new ShownError("the audio is silent: nothing to hear (check the microphone or the file)");
-  const window = Math.min(c.clip, samples.length);
+  const window = c.clip;
   const rows = windowStarts(samples.length, window, Math.max(1, Math.floor(window / 2)))
-    .map((s) => Array.from(samples.subarray(s, s + window), (x) => Math.round(x * 1e6) / 1e6));   // 6 decimals: short JSON
+    .map((s) => Array.from(tile(samples.subarray(s, s + window), window), (x) => Math.round(x * 1e6) / 1e6));   // 6 decimals: short JSON
   const started = performance.now();
   let features = [], face = null, calls = 0;
   for (let i = 0; i < rows.length; i += MAX_BATCH) {
