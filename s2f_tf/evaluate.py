@@ -1,14 +1,15 @@
 """`s2f evaluate`: honest quality figures on held-out (speaker-disjoint) data.
 
 For each input length (the preset's clip length and half of it; paper: 6 s and 3 s):
-  feature similarity between v_s (from the voice) and v_f (the true face's feature): angle, L2 and
-    L1 of unit-normalised features, mean and std over clips, and the angle histograms (to the own
-    face and to other speakers' faces)                   the paper's feature-similarity table
-  retrieval (speech -> face): each query's gallery holds its own clip's true face and one face of
-    each of up to G-1 OTHER test speakers; recall@1/2/5/10 by cosine, L1 and L2, with the gallery
-    size G and chance (K / G) next to every number       the paper's retrieval table
-  1:2 matching: is the voice's own face closer than another speaker's face (every other speaker
-    in turn), unconstrained and with a distractor of the same sex; chance 50%
+  every voice figure under a protocol (s2f_tf/protocols.py): whom a voice is matched against.
+    By default identity_mean (SF2F): its identity's mean face feature over the identity's other
+    clips; identity_face (SSS) and same_clip (the clip's own face: optimistic) under "protocols"
+  feature similarity between v_s and the own reference: angle, cosine, L2/L1 (unit and raw
+    features), and the angle histograms                  the paper's feature-similarity table
+  retrieval: R@1/2/5/10 by cosine, L1 and L2 in galleries of the own reference and G-1 other
+    identities (random, or SF2F's fixed blocks), with G and chance   the paper's retrieval table
+  1:2 matching against every other identity in turn, unconstrained and same-sex (chance 50%);
+    identity_face adds SSS's verification AUC and retrieval mAP
   attributes (where the data has them): a small CNN classifier trained on the TRUE face images of
     the training split (standing in for the face-attribute service the paper used) reads the true
     face and the decoded face: agreement and confusion matrices for categorical attributes (sex,
@@ -39,10 +40,11 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from s2f_tf import contract, metrics
+from s2f_tf import contract, metrics, protocols
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.files import write_atomic
+from s2f_tf.judge import train_attribute_classifier
 from s2f_tf.report import render_report
 from s2f_tf.workdir import Workdir, float32_policy, load_frozen_face_encoder, load_trained_model
 
@@ -56,98 +58,6 @@ def attribute_classes(info: DatasetInfo) -> dict[str, list[str] | None]:
     (continuous), from dataset.json's attribute_classes."""
     known = {**DEFAULT_CLASSES, **info.attribute_classes}
     return {name: known.get(name) for name in info.attribute_names}
-
-
-def train_attribute_classifier(
-    images: np.ndarray,
-    values: np.ndarray,
-    classes: dict[str, list[str] | None],
-    steps: int = 1500,
-    batch_size: int = 64,
-    seed: int = 0,
-):
-    """A small CNN: face images uint8 [N, S, S, 3] -> the attributes' readings.
-
-    values [N, A] in `classes` order (NaN unknown, masked out of the loss); a categorical attribute
-    gets one softmax over its classes, a continuous one a regression on its standardised value.
-    Trained on true faces only. Returns predict(images [M, S, S, 3] in [0, 255]) -> {name: [M]}
-    (class index as float, or the value).
-    """
-    import keras
-
-    names = list(classes)
-    widths = [len(classes[n]) if classes[n] else 1 for n in names]
-    offsets = np.cumsum([0] + widths)
-    finite = np.isfinite(values)
-    continuous = np.array([classes[n] is None for n in names])
-    mu = np.where(continuous, np.nanmean(np.where(finite, values, np.nan), axis=0), 0.0)
-    sd = np.where(continuous, np.nanstd(np.where(finite, values, np.nan), axis=0) + 1e-6, 1.0)
-    target = np.where(finite, (values - mu) / sd, 0.0).astype(np.float32)
-    keras.utils.set_random_seed(seed)
-    model = keras.Sequential(
-        [
-            keras.layers.Input(images.shape[1:]),
-            keras.layers.Rescaling(1.0 / 255.0),
-            keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv2D(32, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(64, activation="relu"),
-            keras.layers.Dense(int(offsets[-1])),
-        ],
-        name="attribute_classifier",
-    )
-    step = _attribute_step(model, keras.optimizers.Adam(2e-3), classes, offsets)
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        idx = rng.integers(0, len(images), batch_size)
-        step(images[idx], target[idx], finite[idx])
-
-    def predict(x) -> dict[str, np.ndarray]:
-        out = model.predict(np.asarray(x, np.float32), batch_size=256, verbose=0)
-        return {
-            name: (
-                np.argmax(out[:, offsets[j] : offsets[j + 1]], axis=1).astype(np.float64)
-                if classes[name]
-                else out[:, offsets[j]] * sd[j] + mu[j]
-            )
-            for j, name in enumerate(names)
-        }
-
-    return predict
-
-
-def _attribute_step(model, optimizer, classes: dict, offsets: np.ndarray):
-    """One training step (a tf.function) of (images [B, S, S, 3], standardised values [B, A], known
-    [B, A]): a categorical attribute's outputs offsets[j]:offsets[j + 1] are its logits, a continuous
-    one's single output its value; unknown values are left out of the mean loss."""
-    names = list(classes)
-
-    @tf.function
-    def step(x, y, ok):
-        with tf.GradientTape() as tape:
-            out = model(tf.cast(x, tf.float32), training=True)
-            terms = []
-            for j, name in enumerate(names):
-                logits = out[:, offsets[j] : offsets[j + 1]]
-                if classes[name]:
-                    label = tf.cast(tf.where(ok[:, j], y[:, j], 0.0), tf.int32)
-                    term = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                        labels=label, logits=logits
-                    )
-                else:
-                    term = tf.square(logits[:, 0] - y[:, j])
-                terms.append(term)
-            loss = tf.stack(terms, axis=1)
-            loss = tf.reduce_sum(tf.where(ok, loss, 0.0)) / tf.maximum(
-                tf.reduce_sum(tf.cast(ok, tf.float32)), 1.0
-            )
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return loss
-
-    return step
 
 
 class _Models:
@@ -277,22 +187,68 @@ def fidelity_figures(
     references: dict,
     gallery_size: int,
     per_query: dict | None = None,
+    intervals: dict | None = None,
+    galleries: str = "random",
 ) -> dict:
     """What decoded faces [N, S, S, 3] (0..255) keep: image-space retrieval (re-encoded by the frozen
-    face encoder, among the gallery's true faces) and sharpness relative to `references`. With
-    `per_query`, adds each query's image-space hit at rank 1 to it."""
+    face encoder, ranked among the true faces of the galleries, identity-level by default and under
+    same_clip) and sharpness relative to `references`. With `per_query` / `intervals`, adds each
+    query's identity-level image-space R@1 and its gallery bootstrap."""
     encoded = models.encode_images(decoded)
+    speakers = test["speaker"]
+    figures, hits, verdicts = metrics.protocol_figures(
+        protocols.DEFAULT, encoded, test["v_f"], speakers, gallery_size, galleries
+    )
+    same_clip = metrics.protocol_figures(
+        "same_clip", encoded, test["v_f"], speakers, gallery_size, galleries
+    )[0]
     if per_query is not None:
-        ranks, _ = metrics.retrieval_ranks(encoded, test["v_f"], test["speaker"], gallery_size)
-        per_query["image_retrieval_R@1"] = (ranks["cosine"] < 1).astype(np.float64)
+        per_query["image_retrieval_R@1"] = hits["retrieval_R@1"]
+    if intervals is not None:
+        block, g = protocols.block_of(len(verdicts.identities), gallery_size, galleries)
+        ci = protocols.gallery_intervals(verdicts, (1,), block, g)
+        intervals["image_retrieval_R@1"] = ci["retrieval_R@1"]
     return {
-        "image_retrieval": metrics.retrieval_figures(
-            encoded, test["v_f"], test["speaker"], gallery_size
-        ),
+        "image_retrieval": figures["retrieval"],
+        "image_retrieval_same_clip": same_clip["retrieval"],
         "sharpness": metrics.sharpness_figures(
             decoded, {k: v for k, v in references.items() if len(v)}
         ),
     }
+
+
+def protocol_entry(
+    queries: np.ndarray, held: _HeldOut, per_query: dict, intervals: dict
+) -> tuple[dict, np.ndarray]:
+    """The figures of queries [N, D] against the clips' faces under every protocol: each under
+    "protocols", the default's also at the top (retrieval, matching, similarity). The per-query
+    arrays and gallery-bootstrap intervals of the default and of same_clip ("same_clip_" names) go
+    into per_query / intervals. Also returns the default protocol's own reference [N, D]."""
+    entry: dict = {"protocol": protocols.DEFAULT, "protocols": {}}
+    v_f, speakers, sex = held.data["v_f"], held.speakers, held.sex
+    reference = v_f
+    for name in protocols.NAMES:
+        canonical = held.canonical if name == "identity_face" else None
+        figures, pq, verdicts = metrics.protocol_figures(
+            name, queries, v_f, speakers, held.gallery_size, held.galleries, canonical, sex
+        )
+        if name == "identity_face":
+            figures |= protocols.identity_face_figures(queries, v_f, speakers, canonical, sex)
+        entry["protocols"][name] = figures
+        if name not in (protocols.DEFAULT, "same_clip"):
+            continue
+        prefix = "" if name == protocols.DEFAULT else "same_clip_"
+        per_query.update({prefix + k: v for k, v in pq.items()})
+        block, g = protocols.block_of(len(verdicts.identities), held.gallery_size, held.galleries)
+        groups = {"same_sex": sex} if sex is not None else None
+        ci = protocols.gallery_intervals(verdicts, (1, 5, 10), block, g, groups)
+        intervals.update({prefix + k: v for k, v in ci.items()})
+        if name == protocols.DEFAULT:
+            reference = np.where(verdicts.has_own[:, None], verdicts.references, np.nan)
+    default = entry["protocols"][protocols.DEFAULT]
+    entry.update(retrieval=default["retrieval"], matching=default["matching"])
+    entry["similarity"] = default["similarity"]
+    return entry, reference
 
 
 def _groupings(classes: dict, names: list[str], values: np.ndarray) -> dict:
@@ -316,25 +272,40 @@ def _agreements(classes: dict, true_reading: dict, decoded_reading: dict) -> dic
 
 
 DEFINITIONS = {
-    "l2/l1": "distance between unit-normalised features",
-    "gallery": "own clip's face + one face of each of G-1 other speakers",
-    "matching_1:2": "given a voice, is its own face closer (cosine) than a distractor face; averaged over "
-    "every other speaker's face as the distractor (same_sex: only speakers of the same "
-    "sex); chance 0.5",
-    "attributes": "CNN attribute classifier trained on true face images (train split), applied to true and "
-    "decoded faces; confusion rows: the true face's reading, columns: the decoded face's",
-    "craniofacial": "measurements on the decoder's landmarks (iBUG-68): Pearson r over clips between the "
-    "faces decoded from the true feature and from the voice; random_pairing_r: the same "
-    "with the voice faces shuffled across clips",
-    "image_retrieval": "decoded face re-encoded by the frozen face encoder, ranked among the"
-    " gallery's true-face "
-    "features",
-    "sharpness": "mean squared Laplacian of the grey decoded face relative to the decoder's targets / the "
-    "input faces",
+    "protocol": f"whom a voice is matched against; the figures outside 'protocols' use "
+    f"{protocols.DEFAULT}, every protocol's are under 'protocols', and same_clip_* intervals are "
+    "same_clip's",
+    **{f"protocol/{name}": text for name, text in protocols.DESCRIPTIONS.items()},
+    "ties": "ties never win: scores within 1e-9 (relative) are ties; in 1:2 matching a tie counts "
+    "half, in a ranking the own face takes a random place among the faces tied with it (R@K is the "
+    "expected hit), so collapsed features score chance",
+    "similarity": "to the protocol's own reference: angle and cosine (mean of each: the mean angle is "
+    "not the arccos of the mean cosine), l2/l1 between unit-normalised features, l2_raw/l1_raw "
+    "between raw features as SF2F computes them (|face - voice + 1e-6|)",
+    "gallery": "the own reference + one face of each of G-1 other identities; galleries 'random': "
+    "drawn per query, 'blocks': SF2F's fixed blocks of G identities over the first 3G",
+    "matching_1:2": "given a voice, is its own reference closer (cosine) than a distractor's; averaged "
+    "over every other identity as the distractor (same_sex: only identities of the same sex); "
+    "chance 0.5",
+    "verification_auc": "identity_face: ROC AUC of voice-face pair cosines, same identity against "
+    "different (same_sex: different identities of the same sex), over every pair as SSS",
+    "retrieval_map": "identity_face: mean average precision of each voice's ranking of every face "
+    "standing for an identity (not its own clip's), ties in expectation; chance: all scores tied",
+    "attributes": "CNN attribute classifier trained on true face images (train split), applied to true "
+    "and decoded faces; confusion rows: the true face's reading, columns: the decoded face's",
+    "craniofacial": "measurements on the decoder's landmarks (iBUG-68): Pearson r over clips between "
+    "the faces decoded from the true feature and from the voice; random_pairing_r: the same with the "
+    "voice faces shuffled across clips",
+    "image_retrieval": "decoded face re-encoded by the frozen face encoder, ranked among the gallery's "
+    f"true-face features ({protocols.DEFAULT}; image_retrieval_same_clip: same_clip)",
+    "sharpness": "mean squared Laplacian of the grey decoded face relative to the decoder's targets / "
+    "the input faces",
     "face_to_face": "faces decoded from the true face's feature",
     "confidence_intervals": f"{metrics.CONFIDENCE:.0%} percentile bootstrap over speakers "
-    f"({metrics.BOOTSTRAP_RESAMPLES} resamples)",
-    "by_group": "every figure over the clips of one group of the dataset's own labels (sex, age band, ...)",
+    f"({metrics.BOOTSTRAP_RESAMPLES} resamples; retrieval and matching redraw their galleries and "
+    "distractors from each resample's speakers)",
+    "by_group": "every figure over the clips of one group of the dataset's own labels (sex, age "
+    "band, ...)",
 }
 
 
@@ -347,12 +318,22 @@ def evaluate(
     vgg_face_weights: str | None = None,
     train_limit: int | None = None,
     log=print,
+    galleries: str = "random",
 ) -> dict:
     """Computes the figures and writes metrics.json, faces.png and report.html to `out_dir`, in
-    float32 whatever the global mixed-precision policy."""
+    float32 whatever the global mixed-precision policy. galleries: "random" (a gallery per query)
+    or "blocks" (SF2F's fixed blocks of `gallery_size` identities)."""
     with float32_policy():
         return _evaluate(
-            workdir, data_dir, out_dir, split, gallery_size, vgg_face_weights, train_limit, log
+            workdir,
+            data_dir,
+            out_dir,
+            split,
+            gallery_size,
+            vgg_face_weights,
+            train_limit,
+            log,
+            galleries,
         )
 
 
@@ -365,11 +346,16 @@ def _evaluate(
     vgg_face_weights: str | None,
     train_limit: int | None,
     log,
+    galleries: str,
 ) -> dict:
     if split not in contract.SPLITS:
         raise ValueError(f"--split must be one of {', '.join(contract.SPLITS)}, got {split!r}")
     if gallery_size < 2:
         raise ValueError(f"--gallery_size must be at least 2, got {gallery_size}")
+    if galleries not in protocols.GALLERIES:
+        raise ValueError(
+            f"--galleries must be one of {', '.join(protocols.GALLERIES)}, got {galleries!r}"
+        )
     out_dir = out_dir or Workdir(workdir).eval_dir
     info = DatasetInfo.read(data_dir)
     models = _Models(workdir, vgg_face_weights)
@@ -380,7 +366,7 @@ def _evaluate(
         f"evaluate: {split} split of {data_dir}, inputs of {contract.seconds(long):g} s and "
         f"{contract.seconds(short):g} s"
     )
-    held = _held_out(models, data_dir, split, info, lengths, gallery_size)
+    held = _held_out(models, data_dir, split, info, lengths, gallery_size, galleries)
     report = {
         "workdir": workdir,
         "data": data_dir,
@@ -388,6 +374,8 @@ def _evaluate(
         "clips": int(len(held.speakers)),
         "speakers": int(len(np.unique(held.speakers))),
         "config": models.config.name,
+        "protocol": protocols.DEFAULT,
+        "galleries": galleries,
         "definitions": DEFINITIONS,
         "dataset": {
             "source": info.source,
@@ -426,6 +414,8 @@ class _HeldOut:
     labels: np.ndarray  # [N, A] the clips' true attribute values
     groupings: dict  # what figures are broken down by (`_groupings`)
     sex: np.ndarray | None  # [N], for same-sex matching
+    galleries: str = "random"  # random | blocks (protocols.GALLERIES)
+    canonical: np.ndarray | None = None  # [N, D] each clip's identity's canonical face feature
     judge: Any = None  # the attribute classifier's predict(images), where the data has attributes
     true_reading: dict | None = None  # its reading of the clips' true faces
 
@@ -442,8 +432,11 @@ class _HeldOut:
         )
         per_query.update(_agreements(self.classes, self.true_reading, reading))
 
-    def summarise(self, entry: dict, per_query: dict) -> None:
-        entry["confidence_intervals"] = metrics.mean_intervals(per_query, self.speakers)
+    def summarise(self, entry: dict, per_query: dict, intervals: dict) -> None:
+        """Intervals: the gallery bootstrap's (`intervals`), and for every other per-query figure
+        the bootstrap of its mean over speakers; by_group: every per-query figure per group."""
+        rest = {k: v for k, v in per_query.items() if k not in intervals}
+        entry["confidence_intervals"] = metrics.mean_intervals(rest, self.speakers) | intervals
         entry["by_group"] = metrics.group_breakdown(per_query, self.speakers, self.groupings)
 
 
@@ -454,8 +447,11 @@ def _held_out(
     info: DatasetInfo,
     lengths: list[int],
     gallery_size: int,
+    galleries: str = "random",
 ) -> _HeldOut:
-    """The split's clips through the models, at every input length; at least 2 speakers."""
+    """The split's clips through the models, at every input length; at least 2 speakers. Where the
+    decoder's targets are the identities' canonical faces, their features stand for the identities
+    in the identity_face protocol."""
     test = _collect(models, data_dir, split, info, lengths[0], lengths, None, with_voice=True)
     speakers = test["speaker"]
     n_speakers = len(np.unique(speakers))
@@ -476,6 +472,10 @@ def _held_out(
         labels=labels,
         groupings=_groupings(classes, names, labels),
         sex=labels[:, names.index("sex")] if "sex" in names else None,
+        galleries=galleries,
+        canonical=models.encode_images(test["targets"])
+        if info.decoder_target == "canonical" and len(test["targets"])
+        else None,
     )
 
 
@@ -504,14 +504,23 @@ def _train_judge(
 def _face_to_face_figures(models: _Models, held: _HeldOut, from_true: np.ndarray, log) -> dict:
     """What faces decoded from the true feature ([N, S, S, 3] 0..255) keep: the decoder's ceiling."""
     per_query: dict = {}
+    intervals: dict = {}
     f2f = fidelity_figures(
-        models, from_true, held.data, held.references, held.gallery_size, per_query
+        models,
+        from_true,
+        held.data,
+        held.references,
+        held.gallery_size,
+        per_query,
+        intervals,
+        held.galleries,
     )
     held.add_attributes(f2f, per_query, from_true)
-    held.summarise(f2f, per_query)
+    held.summarise(f2f, per_query, intervals)
     log(
         f"  face to face (decoded from the true feature): image-space R@1 "
-        f"{100 * f2f['image_retrieval']['cosine']['R@1']:.1f}% (chance "
+        f"{100 * f2f['image_retrieval']['cosine']['R@1']:.1f}% {protocols.DEFAULT} (same_clip "
+        f"{100 * f2f['image_retrieval_same_clip']['cosine']['R@1']:.1f}%; chance "
         f"{100 * f2f['image_retrieval']['chance']['R@1']:.1f}%), sharpness "
         f"{f2f['sharpness']['relative_to_targets']:.2f} of the targets'"
     )
@@ -523,46 +532,47 @@ def _voice_figures(
 ) -> tuple[dict, np.ndarray]:
     """The figures of the voice's features v_s [N, D] at one input length, and the faces decoded
     from them [N, S, S, 3] (0..255)."""
-    v_f, speakers, sex = held.data["v_f"], held.speakers, held.sex
+    v_f, speakers = held.data["v_f"], held.speakers
     decoded, landmarks = models.decode_faces(v_s)  # [N, S, S, 3] 0..255
-    ranks, _ = metrics.retrieval_ranks(v_s, v_f, speakers, held.gallery_size)
-    per_query = {f"retrieval_R@{k}": (ranks["cosine"] < k).astype(np.float64) for k in (1, 5, 10)}
-    per_query["matching_1:2"] = metrics.matching_outcomes(v_s, v_f, speakers)
-    if sex is not None:
-        per_query["matching_1:2_same_sex"] = metrics.matching_outcomes(v_s, v_f, speakers, sex)
-    angle = per_query["angle_degrees"] = metrics.angles(v_s, v_f)
+    per_query: dict = {}
+    intervals: dict = {}
+    entry, reference = protocol_entry(v_s, held, per_query, intervals)  # reference [N, D]
+    angle = per_query["angle_degrees"] = metrics.angles(v_s, reference)  # NaN: no reference
     other = np.roll(np.arange(len(speakers)), len(speakers) // 2)  # a clip half the list away ...
     apart = speakers[other] != speakers  # ... of another speaker
-    entry = {
-        "similarity": metrics.similarity_figures(v_s, v_f),
-        "retrieval": metrics.retrieval_figures(v_s, v_f, speakers, held.gallery_size),
-        "matching": {"unconstrained": metrics.matching_figures(v_s, v_f, speakers)},
-        "angles": {
-            "own_face": metrics.histogram(angle),
-            "other_speakers_faces": metrics.histogram(
-                metrics.angles(v_s[apart], v_f[other[apart]])
-            ),
-        },
-        **fidelity_figures(
-            models, decoded, held.data, held.references, held.gallery_size, per_query
-        ),
+    entry["angles"] = {
+        "own_face": metrics.histogram(angle),
+        "other_speakers_faces": metrics.histogram(metrics.angles(v_s[apart], v_f[other[apart]])),
     }
-    if sex is not None:
-        entry["matching"]["same_sex"] = metrics.matching_figures(v_s, v_f, speakers, sex)
+    entry.update(
+        fidelity_figures(
+            models,
+            decoded,
+            held.data,
+            held.references,
+            held.gallery_size,
+            per_query,
+            intervals,
+            held.galleries,
+        )
+    )
     if landmarks.shape[1] == metrics.CRANIOFACIAL_LANDMARKS:
         entry["craniofacial"] = metrics.craniofacial_figures(f2f_landmarks, landmarks, speakers)
     held.add_attributes(entry, per_query, decoded)
-    held.summarise(entry, per_query)
+    held.summarise(entry, per_query, intervals)
     return entry, decoded
 
 
 def _log_voice_figures(key: str, entry: dict, log) -> None:
-    r = entry["retrieval"]
+    r, same = entry["retrieval"], entry["protocols"]["same_clip"]
     log(
-        f"  {key}: angle {entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "
+        f"  {key} ({entry['protocol']}): angle "
+        f"{entry['similarity']['cosine_angle_degrees']['mean']:.1f} deg, "
         f"cosine R@1 {100 * r['cosine']['R@1']:.1f}% (chance {100 * r['chance']['R@1']:.1f}%, "
         f"gallery {r['gallery_size']}), 1:2 matching "
-        f"{100 * entry['matching']['unconstrained']['accuracy']:.1f}%"
+        f"{100 * entry['matching']['unconstrained']['accuracy']:.1f}%; same_clip R@1 "
+        f"{100 * same['retrieval']['cosine']['R@1']:.1f}%, 1:2 "
+        f"{100 * same['matching']['unconstrained']['accuracy']:.1f}%"
         + (
             f", sex agreement {100 * entry['attributes']['sex']['agreement']:.0f}%"
             if "sex" in entry.get("attributes", {})

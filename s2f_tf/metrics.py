@@ -1,11 +1,12 @@
 """The figures `s2f evaluate` reports, as plain functions of arrays (numpy; no model, no TF).
 
-  similarity_figures(v_s, v_f), angles     angle, L2, L1 between unit-normalised features
-  galleries(speakers, size)               per query: its own clip + one clip of G-1 other speakers
-  retrieval_figures / retrieval_ranks     recall@K of each query's own face in its gallery, with the
-                                          gallery size and chance; for features from the voice and
-                                          for decoded faces re-encoded by the face encoder
-  matching_outcomes / matching_figures    1:2 voice-to-face matching (optionally within a group)
+  similarity_figures(v_s, v_f), angles     angle, cosine, L2, L1 of unit-normalised features; L2, L1
+                                          of raw features as SF2F computes them
+  protocol_figures(protocol, v_s, v_f, ...) R@K (cosine, L2, L1) in galleries of G with chance, 1:2
+                                          matching (optionally same sex) and the similarity, under
+                                          one protocol of s2f_tf/protocols.py (whom a voice is
+                                          matched against; identity_mean by default)
+  retrieval_figures                       R@K alone (same_clip by default: validation while training)
   confusion, age_bands, attribute_figures the attribute judge's readings: agreement, confusion, r
   bootstrap_interval, mean_intervals      percentile bootstrap over speakers
   group_breakdown                         every per-query figure within each group of a label
@@ -21,12 +22,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from s2f_tf import protocols
+
 KS = (1, 2, 5, 10)
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 grey from RGB
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return protocols.unit(x)
 
 
 def angles(v_s: np.ndarray, v_f: np.ndarray) -> np.ndarray:
@@ -34,64 +37,83 @@ def angles(v_s: np.ndarray, v_f: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(np.clip(np.sum(_unit(v_s) * _unit(v_f), axis=1), -1.0, 1.0)))
 
 
+SF2F_EPS = 1e-6  # torch.nn.PairwiseDistance's eps, added to the difference (SF2F's L1 and L2)
+
+
 def similarity_figures(v_s: np.ndarray, v_f: np.ndarray) -> dict:
-    """[N, D] x2 -> angle (deg), L2, L1 between unit-normalised features: mean and std."""
+    """[N, D] x2 (rows with a NaN left out) -> mean and std of the angle (deg), the cosine, L2 and L1
+    between unit-normalised features, and L2 and L1 between the raw features as SF2F computes them
+    (|v_f - v_s + 1e-6|). The mean angle is not the arccos of the mean cosine: both are given."""
+    ok = np.all(np.isfinite(v_s), axis=1) & np.all(np.isfinite(v_f), axis=1)
+    v_s, v_f = np.asarray(v_s, np.float64)[ok], np.asarray(v_f, np.float64)[ok]
     a, b = _unit(v_s), _unit(v_f)
-    angle = angles(v_s, v_f)
-    l2 = np.linalg.norm(a - b, axis=1)
-    l1 = np.abs(a - b).sum(axis=1)
-    return {
-        name: {"mean": float(v.mean()), "std": float(v.std())}
-        for name, v in (("cosine_angle_degrees", angle), ("l2", l2), ("l1", l1))
+    raw = v_f - v_s + SF2F_EPS  # torch's PairwiseDistance(face, prediction), as SF2F calls it
+    values = {
+        "cosine_angle_degrees": angles(v_s, v_f),
+        "cosine": np.sum(a * b, axis=1),
+        "l2": np.linalg.norm(a - b, axis=1),
+        "l1": np.abs(a - b).sum(axis=1),
+        "l2_raw": np.linalg.norm(raw, axis=1),
+        "l1_raw": np.abs(raw).sum(axis=1),
     }
+    if not ok.any():
+        return {name: {"mean": float("nan"), "std": float("nan")} for name in values}
+    return {name: {"mean": float(v.mean()), "std": float(v.std())} for name, v in values.items()}
 
 
-def galleries(speakers: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
-    """Per query i: [own clip i, one clip of each of G-1 other speakers] -> int [N, G]."""
-    rng = np.random.default_rng(seed)
-    unique = np.unique(speakers)
-    size = min(size, len(unique))
-    first = {s: int(np.flatnonzero(speakers == s)[0]) for s in unique}
-    rows = []
-    for i, s in enumerate(speakers):
-        others = [first[o] for o in unique if o != s]
-        picks = rng.choice(len(others), size=size - 1, replace=False) if size > 1 else []
-        rows.append([i] + [others[j] for j in picks])
-    return np.asarray(rows, np.int64)
+def protocol_figures(
+    protocol: str,
+    v_s: np.ndarray,
+    v_f: np.ndarray,
+    speakers: np.ndarray,
+    gallery_size: int = 100,
+    galleries: str = "random",
+    canonical: np.ndarray | None = None,
+    sex: np.ndarray | None = None,
+    seed: int = 0,
+) -> tuple[dict, dict, protocols.Verdicts]:
+    """Queries v_s [N, D] against the faces v_f [N, D] under one protocol (s2f_tf/protocols.py):
+    similarity to the own reference, R@K by cosine, L2 and L1 in galleries of G (the own reference
+    and G - 1 other identities; `galleries`: random per query, or SF2F's fixed blocks), 1:2 matching
+    (unconstrained; same_sex with `sex` [N]). Returns (figures, per-query arrays, the verdicts)."""
+    v = protocols.verdicts(protocol, v_s, v_f, speakers, canonical, seed)
+    block, g = protocols.block_of(len(v.identities), gallery_size, galleries)
+    retrieval = {"protocol": protocol, "galleries": galleries, "gallery_size": int(g)}
+    per_query = {}
+    for metric in protocols.METRICS:
+        hits = protocols.retrieval_hits(v, metric, KS, block, g, np.random.default_rng(seed))
+        retrieval["queries"] = int(np.isfinite(hits[:, 0]).sum())
+        retrieval[metric] = {f"R@{k}": _nanmean(hits[:, j]) for j, k in enumerate(KS)}
+        if metric == "cosine":
+            per_query |= {f"retrieval_R@{k}": hits[:, j] for j, k in enumerate(KS) if k != 2}
+    retrieval["chance"] = protocols.chance(KS, g)
+    per_query["matching_1:2"] = protocols.matching_outcomes(v)
+    matching = {"unconstrained": _matching(per_query["matching_1:2"])}
+    if sex is not None:
+        per_query["matching_1:2_same_sex"] = protocols.matching_outcomes(v, sex)
+        matching["same_sex"] = _matching(per_query["matching_1:2_same_sex"])
+    out = {"protocol": protocol, "retrieval": retrieval, "matching": matching}
+    if v.references is not None:
+        out["similarity"] = similarity_figures(v_s[v.has_own], v.references[v.has_own])
+    return out, per_query, v
+
+
+def _matching(outcomes: np.ndarray) -> dict:
+    known = np.isfinite(outcomes)
+    return {"accuracy": _nanmean(outcomes), "queries": int(known.sum()), "chance": 0.5}
 
 
 def retrieval_figures(
-    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100, seed: int = 0
+    v_s: np.ndarray,
+    v_f: np.ndarray,
+    speakers: np.ndarray,
+    gallery_size: int = 100,
+    seed: int = 0,
+    protocol: str = "same_clip",
 ) -> dict:
-    """Recall@K of each query's own face within its gallery, by cosine, L1 and L2 distance."""
-    ranks, g = retrieval_ranks(v_s, v_f, speakers, gallery_size, seed)
-    out = {
-        "gallery_size": int(g),
-        "queries": int(len(v_s)),
-        "chance": {f"R@{k}": min(k, g) / g for k in KS},
-    }
-    for metric, rank in ranks.items():
-        out[metric] = {f"R@{k}": float(np.mean(rank < k)) for k in KS}
-    return out
-
-
-def retrieval_ranks(
-    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, gallery_size: int = 100, seed: int = 0
-) -> tuple[dict[str, np.ndarray], int]:
-    """Per query, how many gallery faces come strictly closer than its own: {metric: int [N]}, G."""
-    gal = galleries(speakers, gallery_size, seed)  # [N, G]
-    q = _unit(v_s)
-    cand = _unit(v_f)[gal]  # [N, G, D]
-    ranks = {}
-    for metric in ("cosine", "l2", "l1"):
-        if metric == "cosine":
-            dist = -np.einsum("nd,ngd->ng", q, cand)
-        elif metric == "l2":
-            dist = np.linalg.norm(cand - q[:, None], axis=-1)
-        else:
-            dist = np.abs(cand - q[:, None]).sum(-1)
-        ranks[metric] = (dist < dist[:, :1]).sum(axis=1)  # own face is column 0
-    return ranks, gal.shape[1]
+    """Recall@K by cosine, L1 and L2 in galleries of `gallery_size`, with the chance, under one
+    protocol (default same_clip: each query's own clip's face; validation while training uses it)."""
+    return protocol_figures(protocol, v_s, v_f, speakers, gallery_size, seed=seed)[0]["retrieval"]
 
 
 def mean_squared_laplacian(images: np.ndarray) -> np.ndarray:
@@ -116,44 +138,6 @@ def sharpness_figures(decoded: np.ndarray, references: dict[str, np.ndarray]) ->
         out[f"{name}_mean_squared_laplacian"] = float(r.mean())
         out[f"relative_to_{name}"] = float(d.mean() / max(r.mean(), 1e-12))
     return out
-
-
-# --- 1:2 matching ------------------------------------------------------------------------------
-
-
-def matching_outcomes(
-    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, groups: np.ndarray | None = None
-) -> np.ndarray:
-    """1:2 voice-to-face matching, per query [N]: given voice i, is its own clip's face (v_f[i]) closer
-    (cosine) than a distractor face? Averaged over EVERY possible distractor (the first clip of each
-    other speaker; with `groups`, only speakers of the query's group, e.g. the same sex), so it is the
-    exact expectation of the usual random-pair protocol; ties count one half; NaN where a query has no
-    distractor (or an unknown group). Chance is 0.5."""
-    q, faces = _unit(v_s), _unit(v_f)
-    unique, first = np.unique(speakers, return_index=True)
-    own = np.sum(q * faces, axis=1)  # [N]
-    other = q @ faces[first].T  # [N, U]
-    valid = unique[None, :] != speakers[:, None]
-    if groups is not None:
-        g = np.asarray(groups, np.float64)
-        valid &= (g[first][None, :] == g[:, None]) & np.isfinite(g)[:, None]
-    wins = (own[:, None] > other) + 0.5 * (own[:, None] == other)
-    count = valid.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, np.sum(wins * valid, axis=1) / count, np.nan)
-
-
-def matching_figures(
-    v_s: np.ndarray, v_f: np.ndarray, speakers: np.ndarray, groups: np.ndarray | None = None
-) -> dict:
-    """1:2 matching accuracy over the queries that have a distractor, their count and the chance."""
-    out = matching_outcomes(v_s, v_f, speakers, groups)
-    known = np.isfinite(out)
-    return {
-        "accuracy": float(np.mean(out[known])) if known.any() else float("nan"),
-        "queries": int(known.sum()),
-        "chance": 0.5,
-    }
 
 
 # --- categorical readings -----------------------------------------------------------------------

@@ -3,9 +3,10 @@
 render_report(metrics, faces_png) reads only metrics.json's content (evaluate.py makes it) and the
 faces grid; plots are drawn with matplotlib (the `report` extra: without it, tables only; figure
 objects, the Agg canvas, no pyplot state) and embedded as PNG data URIs. Sections: headline
-figures with their intervals, retrieval, 1:2 matching, feature angles, attributes (confusion
-matrices as the paper's Fig. 4), craniofacial measurements (the paper's Table 4), decoded faces,
-figures by group, and a model card.
+figures with their intervals, retrieval, 1:2 matching, every protocol side by side (whom a voice
+is matched against: s2f_tf/protocols.py), feature angles, attributes (confusion matrices as the
+paper's Fig. 4), craniofacial measurements (the paper's Table 4), decoded faces, figures by group,
+and a model card (s2f_tf/report_card.py). Building blocks: s2f_tf/report_html.py.
 """
 
 from __future__ import annotations
@@ -13,63 +14,21 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import io
 
 import numpy as np
 
-KS = (1, 2, 5, 10)
-COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
-
-
-class _NoFigure:  # a Figure and its axes without matplotlib: every call draws nothing
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: self
-
-
-def _figure(width: float, height: float):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:  # the `report` extra is not installed: the tables without their plots
-        return _NoFigure()
-    return Figure(figsize=(width, height), dpi=100, layout="constrained")
-
-
-def _img(fig, alt: str) -> str:
-    if isinstance(fig, _NoFigure):
-        return ""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    data = base64.b64encode(buf.getvalue()).decode()
-    return f'<img class="plot" alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
-
-
-def _pct(x) -> str:
-    return "–" if x is None or not np.isfinite(x) else f"{100 * x:.1f}"
-
-
-def _interval(ci: dict | None, percent: bool = True, digits: int = 1) -> str:
-    """'12.3 [10.1, 14.6]' from {"value", "low", "high"}."""
-    if not ci:
-        return "–"
-    scale = 100 if percent else 1
-    parts = [ci.get(k) for k in ("value", "low", "high")]
-    if parts[0] is None or not np.isfinite(parts[0]):
-        return "–"
-    text = f"{scale * parts[0]:.{digits}f}"
-    if all(p is not None and np.isfinite(p) for p in parts[1:]):
-        text += f" <small>[{scale * parts[1]:.{digits}f}, {scale * parts[2]:.{digits}f}]</small>"
-    return text
-
-
-def _speakers(n) -> str:
-    return f"{n} speaker" + ("" if n == 1 else "s")
-
-
-def _table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<table class="{cls}"><tr>{head}</tr>{body}</table>'
-
+from s2f_tf.report_card import model_card
+from s2f_tf.report_html import (
+    COLOURS,
+    KS,
+    _figure,
+    _img,
+    _interval,
+    _NoFigure,
+    _pct,
+    _speakers,
+    _table,
+)
 
 # --- sections ------------------------------------------------------------------------------------
 
@@ -79,6 +38,8 @@ HEADLINE = (
     ("retrieval_R@10", "retrieval R@10 (%)", "R@10"),
     ("matching_1:2", "1:2 matching (%)", 0.5),
     ("matching_1:2_same_sex", "1:2 matching, same sex (%)", 0.5),
+    ("same_clip_retrieval_R@1", "retrieval R@1, same clip (%)", "R@1"),
+    ("same_clip_matching_1:2", "1:2 matching, same clip (%)", 0.5),
     ("sex_agreement", "sex agreement (%)", None),
     ("image_retrieval_R@1", "image-space R@1 (%)", "R@1"),
     ("angle_degrees", "angle (degrees)", None),
@@ -104,8 +65,9 @@ def _headline(metrics: dict) -> str:
         rows.append([label] + cells + [_pct(level)])
     return (
         f"<p>Each figure with its {html.escape(metrics['definitions'].get('confidence_intervals', ''))} "
-        f"in brackets. Retrieval ranks each query's own face among G={first['gallery_size']} faces (its own "
-        "and one of each of G-1 other speakers).</p>"
+        f"in brackets. {_protocol(metrics)} Retrieval ranks the own reference among "
+        f"G={first['gallery_size']} faces (it and one of each of G-1 other identities); rows marked "
+        "same clip match each voice against its own clip's face instead (optimistic).</p>"
         + _table(["figure"] + [c for c, _ in columns] + ["chance"], rows)
     )
 
@@ -176,9 +138,68 @@ def _matching(metrics: dict) -> str:
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)
     return (
-        "<p>Given a voice, pick its face out of two: its own clip's face and another speaker's "
-        "(every other speaker in turn); with a same-sex distractor the sex cue alone cannot help.</p>"
-        + _img(fig, "1:2 matching accuracy")
+        f"<p>Given a voice, pick its face out of two: its own reference and another identity's "
+        "(every other identity in turn); with a same-sex distractor the sex cue alone cannot help. "
+        f"{_protocol(metrics)}</p>" + _img(fig, "1:2 matching accuracy")
+    )
+
+
+def _protocol(metrics: dict) -> str:
+    name = metrics.get("protocol", "same_clip")
+    text = metrics["definitions"].get(f"protocol/{name}", "")
+    return f"Protocol <code>{html.escape(name)}</code>" + (
+        f": {html.escape(text)}." if text else "."
+    )
+
+
+def _protocols(metrics: dict) -> str:
+    """Every protocol's figures side by side, and SSS's verification and retrieval mAP."""
+    rows, sss = [], []
+    for key, entry in metrics["inputs"].items():
+        for name, p in entry.get("protocols", {}).items():
+            r, m = p["retrieval"], p["matching"]
+            cos = p.get("similarity", {}).get("cosine", {}).get("mean")
+            rows.append(
+                [html.escape(key), f"<code>{html.escape(name)}</code>"]
+                + [
+                    f"{_pct(r['cosine'][f'R@{k}'])} <small>({_pct(r['chance'][f'R@{k}'])})</small>"
+                    for k in (1, 5, 10)
+                ]
+                + [_pct(m.get(g, {}).get("accuracy")) for g in ("unconstrained", "same_sex")]
+                + ["–" if cos is None else f"{cos:.3f}"]
+            )
+            if "verification_auc" in p:
+                auc, mean_ap = p["verification_auc"], p["retrieval_map"]
+                sss.append(
+                    [html.escape(key)]
+                    + [_pct(auc.get(g)) for g in ("unconstrained", "same_sex")]
+                    + [f"{_pct(mean_ap['value'])} <small>({_pct(mean_ap['chance'])})</small>"]
+                )
+    if not rows:
+        return "<p>These figures predate the protocols: every figure is same clip.</p>"
+    definitions = "".join(
+        f"<li><code>{html.escape(k.split('/', 1)[1])}</code>: {html.escape(v)}</li>"
+        for k, v in metrics["definitions"].items()
+        if k.startswith("protocol/")
+    )
+    return (
+        f"<p>Whom a voice is matched against.</p><ul>{definitions}</ul>"
+        + _table(
+            [
+                "input",
+                "protocol",
+                "R@1 (%)",
+                "R@5 (%)",
+                "R@10 (%)",
+                "1:2 (%)",
+                "1:2 same sex (%)",
+                "mean cosine",
+            ],
+            rows,
+        )
+        + "<p>identity_face, as Seeking the Shape of Sound reports it: verification AUC over every "
+        "voice-face pair, and retrieval mAP (chance in brackets).</p>"
+        + _table(["input", "verification AUC (%)", "same sex (%)", "retrieval mAP (%)"], sss)
     )
 
 
@@ -206,10 +227,19 @@ def _angles(metrics: dict) -> str:
             f"{e['similarity']['l2']['mean']:.3f} ± {e['similarity']['l2']['std']:.3f}",
             f"{e['similarity']['l1']['mean']:.2f} ± {e['similarity']['l1']['std']:.2f}",
         ]
+        + [
+            f"{e['similarity'][n]['mean']:.3f} ± {e['similarity'][n]['std']:.3f}"
+            if n in e["similarity"]
+            else "–"
+            for n in ("cosine", "l2_raw", "l1_raw")
+        ]
         for k, e in entries
     ]
-    return _img(fig, "feature angle histograms") + _table(
-        ["input", "angle (deg)", "L2", "L1"], rows
+    return (
+        _img(fig, "feature angle histograms")
+        + f"<p>To the own reference. {_protocol(metrics)} The mean angle is not the arccos of the "
+        "mean cosine; raw L2 / L1 as SF2F computes them (features not normalised).</p>"
+        + _table(["input", "angle (deg)", "L2", "L1", "cosine", "raw L2", "raw L1"], rows)
     )
 
 
@@ -473,82 +503,6 @@ def _groups(metrics: dict) -> str:
     )
 
 
-def _model_card(metrics: dict) -> str:
-    data = metrics.get("dataset", {})
-    counts = ", ".join(
-        f"{k} {v} clips ({_speakers(data.get('speaker_counts', {}).get(k, '?'))})"
-        for k, v in data.get("counts", {}).items()
-    )
-    key, entry = next(iter(metrics["inputs"].items()))
-    rows = [
-        [
-            html.escape(attribute.replace("_", " ")),
-            html.escape(g),
-            str(v["clips"]),
-            _interval(v.get("retrieval_R@1")),
-            _interval(v.get("matching_1:2")),
-            _interval(v.get("sex_agreement")),
-        ]
-        for attribute, groups in entry.get("by_group", {}).items()
-        for g, v in groups.items()
-    ]
-    by_group = (
-        _table(
-            [
-                "group by",
-                "group",
-                "clips",
-                "retrieval R@1 (%)",
-                "1:2 matching (%)",
-                "sex agreement (%)",
-            ],
-            rows,
-        )
-        if rows
-        else "<p>The data has no group labels.</p>"
-    )
-    attributes = ", ".join(data.get("attribute_names", [])) or "none"
-    synthetic = data.get("source") == "synthetic"
-    return f"""
-<h3>Intended use</h3><p>Research on what a voice reveals about a face: a canonical (frontal, neutral)
-face and a face feature predicted from a few seconds of speech, to be studied in aggregate on held-out
-speakers. It is not for identifying, verifying or profiling a person, and its faces are not
-portraits of real people: they show correlations the training data holds.</p>
-<h3>Data</h3><p>Source <code>{html.escape(str(data.get("source", "?")))}</code>
-{
-        "(the embedded synthetic corpus: voices and faces drawn from shared hidden attributes,"
-        " no real person)"
-        if synthetic
-        else ""
-    };
-{html.escape(counts)}; speaker-disjoint splits. Attributes: {html.escape(attributes)}. The decoder's
-target: {html.escape(str(data.get("decoder_target", "?")))}.</p>
-<h3>Figures by group</h3><p>From the voice ({html.escape(key)}), with {
-        html.escape(metrics["definitions"].get("confidence_intervals", "intervals"))
-    }; the plots and the other figures are under
-<a href="#groups">figures by group</a>.</p>{by_group}
-<h3>Limitations</h3><ul>
-<li>{
-        _speakers(metrics["speakers"])
-    } under test: every figure moves by the width of its interval between runs.</li>
-<li>Attribute readings come from a small classifier trained on the same data's true faces, not from
-people; its own accuracy on true faces bounds every agreement figure.</li>
-<li>A voice does not determine a face: the model predicts what is typical for voices like this one, so
-it reproduces the training data's demographics and its biases, and does worst on groups the data
-holds few of.</li>
-{
-        "<li>Figures on the synthetic corpus measure the pipeline, not the real-world link"
-        " between voice and face.</li>"
-        if synthetic
-        else ""
-    }
-</ul>
-<h3>Ethical considerations</h3><p>Predicting appearance from voice invites stereotyping by sex, age
-and ancestry. Report figures by group, do not deploy the model to infer anyone's appearance or
-demographics, obtain consent for voices and faces used in training, and state that outputs are
-statistical averages, not likenesses.</p>"""
-
-
 STYLE = """body{font-family:sans-serif;margin:2em;max-width:1100px;color:#222}
 td,th{padding:2px 8px;border-bottom:1px solid #ddd;text-align:left;font-size:14px}
 table.wide td,table.wide th{font-size:12px} small{color:#666} img.plot{display:block;margin:0.8em 0}
@@ -558,6 +512,7 @@ SECTIONS = (
     ("headline", "Headline figures"),
     ("retrieval", "Speech-to-face retrieval"),
     ("matching", "1:2 matching"),
+    ("protocols", "Protocols side by side"),
     ("angles", "Feature angles"),
     ("attributes", "Attributes"),
     ("craniofacial", "Craniofacial measurements"),
@@ -574,6 +529,7 @@ def render_report(metrics: dict, faces_png: bytes) -> str:
         "headline": _headline(metrics),
         "retrieval": _retrieval(metrics),
         "matching": _matching(metrics),
+        "protocols": _protocols(metrics),
         "angles": _angles(metrics),
         "attributes": _attributes(metrics),
         "craniofacial": _craniofacial(metrics),
@@ -582,7 +538,7 @@ def render_report(metrics: dict, faces_png: bytes) -> str:
         "from the true face feature, and the face predicted from the voice alone.</p>"
         f'<img class="faces" src="data:image/png;base64,{image}" alt="faces">',
         "groups": _groups(metrics),
-        "model-card": _model_card(metrics),
+        "model-card": model_card(metrics),
     }
     nav = "".join(f'<a href="#{anchor}">{title}</a>' for anchor, title in SECTIONS)
     if isinstance(_figure(1, 1), _NoFigure):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from conftest import run_s2f
 
-from s2f_tf import contract, export, metrics
+from s2f_tf import contract, export, metrics, protocols
 from s2f_tf import evaluate as ev
 from s2f_tf.workdir import load_trained_model
 
@@ -33,14 +33,13 @@ def test_retrieval_perfect_random_and_chance():
     assert noise["cosine"]["R@10"] == 1.0 and noise["cosine"]["R@1"] < 0.5
 
 
-def test_galleries_hold_own_face_and_other_speakers_only():
-    speakers = np.array([0, 0, 1, 1, 2, 3, 4])
-    gal = metrics.galleries(speakers, 4)
-    assert gal.shape == (7, 4)
-    for i, row in enumerate(gal):
-        assert row[0] == i
-        others = speakers[row[1:]]
-        assert speakers[i] not in others and len(set(others)) == 3
+def test_block_galleries_cover_the_first_identities():
+    block, g = protocols.block_of(7, 4, "random")
+    assert g == 4 and (block == 0).all()
+    block, g = protocols.block_of(9, 4, "blocks")  # 2 whole blocks of 4; the 9th identity: none
+    assert g == 4 and block.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, -1]
+    block, g = protocols.block_of(3, 100, "blocks")  # fewer identities than a block: one block
+    assert g == 3 and block.tolist() == [0, 0, 0]
 
 
 def test_mean_squared_laplacian_and_sharpness_by_hand():
@@ -79,9 +78,12 @@ def test_image_space_retrieval_of_decoded_faces():
     test = {"v_f": Models().encode_images(faces), "speaker": speakers}
     exact = ev.fidelity_figures(Models(), faces, test, {"targets": faces}, gallery_size=4)
     assert (
-        exact["image_retrieval"]["cosine"]["R@1"] == 1.0
+        exact["image_retrieval_same_clip"]["cosine"]["R@1"] == 1.0
         and exact["image_retrieval"]["gallery_size"] == 4
+        and exact["image_retrieval"]["protocol"] == "identity_mean"
     )
+    # identity-level, each face is matched against its speaker's other (unrelated) face: far from 1
+    assert exact["image_retrieval"]["cosine"]["R@1"] < 0.75
     assert exact["image_retrieval"]["chance"]["R@1"] == pytest.approx(0.25)
     assert exact["sharpness"]["relative_to_targets"] == pytest.approx(1.0)
     grey = np.full_like(faces, 127.5) + rng.normal(
@@ -89,7 +91,7 @@ def test_image_space_retrieval_of_decoded_faces():
     )  # the average face, no identity
     blur = ev.fidelity_figures(Models(), grey, test, {"targets": faces}, gallery_size=4)
     assert (
-        blur["image_retrieval"]["cosine"]["R@1"] < 0.75
+        blur["image_retrieval_same_clip"]["cosine"]["R@1"] < 0.75
         and blur["sharpness"]["relative_to_targets"] < 0.01
     )
 
@@ -160,6 +162,15 @@ def test_evaluate_command_writes_metrics_grid_and_report(
     assert (
         ci["low"] <= ci["value"] <= ci["high"]
         and ci["value"] == entry["retrieval"]["cosine"]["R@1"]
+    )
+    # identity-level by default; every protocol reported, same clip under its own name
+    assert entry["protocol"] == result["protocol"] == "identity_mean"
+    assert set(entry["protocols"]) == set(protocols.NAMES)
+    assert {"verification_auc", "retrieval_map"} <= set(entry["protocols"]["identity_face"])
+    assert "same_clip_retrieval_R@1" in entry["confidence_intervals"]
+    assert (
+        "image_retrieval_same_clip" in f2f
+        and "Protocols side by side" in open(os.path.join(out, "report.html")).read()
     )
     assert {"sex", "ancestry", "age_band"} <= set(entry["by_group"]) and "sex_agreement" in f2f[
         "confidence_intervals"

@@ -6,21 +6,31 @@ import pytest
 from s2f_tf import metrics
 
 
+def _matching(protocol, voices, faces, speakers, groups=None):
+    figures, per_query, _ = metrics.protocol_figures(
+        protocol, voices, faces, speakers, 2, sex=groups
+    )
+    return figures, per_query
+
+
 def test_matching_by_hand():
     # 3 speakers, one clip each; query 0 is nearer its own face than speaker 1's, farther than speaker 2's
     faces = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
     voices = np.array([[1.0, 0.5], [0.0, 1.0], [0.0, 1.0]])
     speakers = np.array([0, 1, 2])
-    out = metrics.matching_outcomes(voices, faces, speakers)
+    figures, per_query = _matching("same_clip", voices, faces, speakers)
     # q0 = (1, .5)/|.|: own cos .894, vs face 1 .447 (win), vs face 2 (.9,.1) .936 (loss) -> 0.5
     # q1 = (0, 1): own 1.0 beats both -> 1.0;
     # q2 = (0, 1): own (.9, .1) .110 loses to face 1, beats face 0 -> 0.5
-    np.testing.assert_allclose(out, [0.5, 1.0, 0.5])
-    assert metrics.matching_figures(voices, faces, speakers) == {
+    np.testing.assert_allclose(per_query["matching_1:2"], [0.5, 1.0, 0.5])
+    assert figures["matching"]["unconstrained"] == {
         "accuracy": pytest.approx(2 / 3),
         "queries": 3,
         "chance": 0.5,
     }
+    # identity-level: no speaker has another clip, so no query has an own reference
+    figures, per_query = _matching("identity_mean", voices, faces, speakers)
+    assert figures["matching"]["unconstrained"]["queries"] == 0
 
 
 def test_matching_ties_count_half_and_groups_restrict_distractors():
@@ -28,36 +38,55 @@ def test_matching_ties_count_half_and_groups_restrict_distractors():
     speakers = np.array([0, 1, 2, 3])
     # a feature that only says "which group": the own face ties with the other face of its group and
     # beats the two faces of the other group
-    out = metrics.matching_outcomes(faces, faces, speakers)
-    np.testing.assert_allclose(out, [(0.5 + 1 + 1) / 3] * 4)
+    _, per_query = _matching("same_clip", faces, faces, speakers)
+    np.testing.assert_allclose(per_query["matching_1:2"], [(0.5 + 1 + 1) / 3] * 4)
     sex = np.array([0.0, 0.0, 1.0, np.nan])
-    same = metrics.matching_outcomes(faces, faces, speakers, sex)
+    figures, per_query = _matching("same_clip", faces, faces, speakers, sex)
+    same = per_query["matching_1:2_same_sex"]
     np.testing.assert_allclose(same[:2], [0.5, 0.5])  # only the same-group distractor: a tie
     assert np.isnan(same[2]) and np.isnan(same[3])  # no same-group distractor / unknown group
-    assert metrics.matching_figures(faces, faces, speakers, sex)["queries"] == 2
+    assert figures["matching"]["same_sex"]["queries"] == 2
 
 
 def test_matching_of_random_features_is_chance_within_its_interval():
     rng = np.random.default_rng(0)
     speakers = np.repeat(np.arange(60), 4)
     v_s, v_f = rng.standard_normal((240, 32)), rng.standard_normal((240, 32))
-    ci = metrics.mean_intervals({"m": metrics.matching_outcomes(v_s, v_f, speakers)}, speakers)["m"]
-    assert ci["low"] < 0.5 < ci["high"] and ci["high"] - ci["low"] < 0.15
-    perfect = metrics.matching_figures(v_f, v_f, speakers)
-    assert perfect["accuracy"] == 1.0
+    for protocol in ("identity_mean", "same_clip"):
+        _, per_query = _matching(protocol, v_s, v_f, speakers)
+        ci = metrics.mean_intervals({"m": per_query["matching_1:2"]}, speakers)["m"]
+        assert ci["low"] < 0.5 < ci["high"] and ci["high"] - ci["low"] < 0.15
+    perfect, _ = _matching("same_clip", v_f, v_f, speakers)
+    assert perfect["matching"]["unconstrained"]["accuracy"] == 1.0
 
 
-def test_retrieval_ranks_match_the_figures():
+def test_retrieval_hits_match_the_figures():
     rng = np.random.default_rng(1)
     speakers = np.repeat(np.arange(10), 2)
     v_f = rng.standard_normal((20, 8))
     v_s = v_f + rng.normal(0, 1.0, v_f.shape)
-    ranks, g = metrics.retrieval_ranks(v_s, v_f, speakers, gallery_size=5)
-    figures = metrics.retrieval_figures(v_s, v_f, speakers, gallery_size=5)
-    assert g == 5 == figures["gallery_size"]
-    for k in metrics.KS:
-        assert figures["cosine"][f"R@{k}"] == pytest.approx(np.mean(ranks["cosine"] < k))
-    assert np.all(metrics.retrieval_ranks(v_f, v_f, speakers, 5)[0]["l2"] == 0)
+    figures, per_query, _ = metrics.protocol_figures("identity_mean", v_s, v_f, speakers, 5)
+    r = figures["retrieval"]
+    assert r["gallery_size"] == 5 and r["protocol"] == "identity_mean" and r["queries"] == 20
+    for k in (1, 5, 10):
+        assert r["cosine"][f"R@{k}"] == pytest.approx(np.mean(per_query[f"retrieval_R@{k}"]))
+    assert r["cosine"]["R@5"] == 1.0 and r["chance"]["R@1"] == pytest.approx(0.2)
+    assert metrics.retrieval_figures(v_f, v_f, speakers, 5)["l2"]["R@1"] == 1.0  # same_clip
+
+
+def test_similarity_to_the_identity_mean_by_hand():
+    v_f = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0], [0.0, -1.0]])
+    v_s = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    speakers = np.array([0, 0, 1, 1])
+    figures, _, _ = metrics.protocol_figures("identity_mean", v_s, v_f, speakers, 2)
+    # own references: clip 0 -> (0, 2), clip 1 -> (1, 0), clip 2 -> (0, -1), clip 3 -> (3, 3)
+    s = figures["similarity"]
+    assert s["cosine_angle_degrees"]["mean"] == pytest.approx((0 + 0 + 135 + 45) / 4)
+    assert s["cosine"]["mean"] == pytest.approx((1 + 1 - 0.5**0.5 + 0.5**0.5) / 4)
+    raw = np.linalg.norm(
+        [[0, 1 + 1e-6], [1e-6, 1e-6], [-1 + 1e-6, -2 + 1e-6], [3 + 1e-6, 2 + 1e-6]], axis=1
+    )
+    assert s["l2_raw"]["mean"] == pytest.approx(raw.mean())
 
 
 def test_confusion_matrix_and_age_bands_by_hand():
