@@ -22,11 +22,15 @@ The runner is a flag: DirectRunner (2 local processes) by default; Dataflow/Flin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
+import signal
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -297,13 +301,16 @@ def _run_beam(
     from apache_beam.options.pipeline_options import PipelineOptions
 
     args = [f"--runner={runner}", *beam_args]
+    # A worker's failure comes back as the pipeline's exception (the `s2f` command prints it as one
+    # line): its workers' own error logs would tell it again, as tracebacks, unless logging is loud.
+    loud = logging.getLogger().getEffectiveLevel() <= logging.INFO
     if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-        args.append("--default_sdk_harness_log_level=ERROR")
+        args.append(f"--default_sdk_harness_log_level={'ERROR' if loud else 'CRITICAL'}")
     if runner == "DirectRunner" and not any(
         a.startswith("--direct_num_workers") for a in beam_args
     ):
         args += [f"--direct_num_workers={num_workers}", "--direct_running_mode=multi_processing"]
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR if loud else logging.CRITICAL)
     # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
     plan_path = _join(out_dir, "plan.jsonl")
     write_atomic(
@@ -314,13 +321,37 @@ def _run_beam(
         ),
     )
     fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
-    with beam.Pipeline(options=PipelineOptions(args)) as p:
+    with _workers_stderr(loud), beam.Pipeline(options=PipelineOptions(args)) as p:
         _ = (
             p
             | "plan" >> beam.io.ReadFromText(plan_path)
             | "spread" >> beam.Reshuffle()
             | "process_and_write" >> beam.Map(fn)
         )
+
+
+@contextlib.contextmanager
+def _workers_stderr(loud: bool):
+    """Unless logging is loud, the local workers' stderr (their tracebacks of a failure the pipeline
+    raises anyway, their exit on a full disk) goes to an unnamed temporary file, not the terminal:
+    file descriptor 2 is swapped while the pipeline starts and runs (workers inherit it)."""
+    if loud:
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def run_prepare(
@@ -385,7 +416,10 @@ def run_prepare(
         f"{len(plan.shards)} shards ({done} already done) -> {out_dir}"
     )
     if done < len(plan.shards):
-        _run_beam(plan, source, out_dir, runner, list(beam_args), num_workers, textures, features)
+        with _stopping_cleanly(out_dir, plan):
+            _run_beam(
+                plan, source, out_dir, runner, list(beam_args), num_workers, textures, features
+            )
     info = _finalize(plan, source, out_dir, textures, features.feature_dim if features else 0)
     failed = sum(1 for _ in _iter_failures(out_dir))
     log(
@@ -394,6 +428,100 @@ def run_prepare(
         f"(see {schema.MANIFEST_FILE}), {time.time() - started:.1f} s"
     )
     return info
+
+
+class _Stop(BaseException):
+    """SIGTERM in the driver, raised where the pipeline runs (BaseException: Beam does not swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopping_cleanly(out_dir: str, plan: Plan):
+    """SIGTERM (a scheduler's notice) or SIGINT while the pipeline runs: the local workers are told to
+    stop, the temporary files of the shards in flight are removed once they have gone, and
+    contract.StoppedError says how many shards were finished (kept) and to rerun. A rerun then does only the
+    shards that were not finished, and ends byte-identical to an uninterrupted run."""
+    installed = threading.current_thread() is threading.main_thread()
+    if installed:
+
+        def stop(signum, frame):
+            _quiet_stopped_workers()
+            _signal_workers(signal.SIGTERM)
+            raise _Stop(signum)
+
+        previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except (_Stop, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, _Stop) else signal.SIGINT
+        _quiet_stopped_workers()
+        _signal_workers(signal.SIGTERM)
+        _wait_for_workers()
+        for tmp in tf.io.gfile.glob(_join(out_dir, "*.tmp-*")):
+            tf.io.gfile.remove(tmp)
+        finished = sum(
+            tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
+            for k in plan.shards
+        )
+        raise contract.StoppedError(
+            f"stopped by {signal.Signals(signum).name}: {finished} of {len(plan.shards)} shards "
+            f"finished and kept in {out_dir}, no temporary file left; rerun the same command to "
+            "continue",
+            signum,
+        ) from None
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _quiet_stopped_workers() -> None:
+    """The runner's threads report the workers stopped here ("Worker subprocess exited with return
+    code -15") as exceptions: not news once we stop them."""
+    default = threading.excepthook
+
+    def hook(args):
+        if "Worker subprocess exited" not in str(args.exc_value):
+            default(args)
+
+    threading.excepthook = hook
+
+
+def _workers() -> list[int]:
+    """The process ids of this process's living descendants (the DirectRunner's workers; Linux /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":  # a zombie has gone
+                parents.setdefault(int(fields[1]), []).append(int(entry))
+    found, todo = [], [os.getpid()]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def _signal_workers(signum: int) -> None:
+    for pid in _workers():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signum)
+
+
+def _wait_for_workers(seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while _workers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal_workers(signal.SIGKILL)  # what is left after the grace period
+    while _workers() and time.monotonic() < deadline + 5.0:
+        time.sleep(0.1)
 
 
 def _iter_failures(out_dir: str):

@@ -10,10 +10,12 @@ TensorFlow only inside the functions that read an export's files (tf.io.gfile, l
                                       landmarks [B, K, 2]
               signature DECODE_SIGNATURE: FEATURE_INPUT float32 [batch, D] (a face feature, e.g.
                                    one speaker's combined windows) -> DECODE_OUTPUTS face_image, landmarks
+              signature INFO_SIGNATURE: INFO_FIELDS as its inputs' defaults (metadata carries them)
               assets.extra/MODEL_INFO_FILE (the export's limits and shapes, `model_info`)
               assets.extra/WARMUP_FILE (PredictionLog records, at most MAX_WARMUP_RECORDS)
   failures  S2FError: a failure whose message is written for the user (the `s2f` command prints it
-            without a traceback); InputError: a waveform that breaks the serving contract
+            without a traceback); InputError: a waveform that breaks the serving contract;
+            StorageError: a full disk, a quota, a read-only or vanished output location
 
 Every layer may import this module; it imports nothing of s2f's.
 """
@@ -64,6 +66,25 @@ def center_crop(x, window: int):
     return x[..., start : start + window]
 
 
+def tile(x: np.ndarray, length: int) -> np.ndarray:
+    """x [..., N] repeated from its start along the last axis to exactly `length` samples when N is
+    shorter (longer x is returned as it is): how training tiles short clips (data/dataset.py's
+    crop_or_tile) and the model's front end tiles them (frontend.tile_to_length), so a tiled clip
+    gives the model the same samples as the short one."""
+    x = np.asarray(x)
+    n = x.shape[-1]
+    if n >= length or n == 0:
+        return x
+    reps = [1] * (x.ndim - 1) + [-(-length // n)]
+    return np.tile(x, reps)[..., :length]
+
+
+def fit_clip(x: np.ndarray, length: int) -> np.ndarray:
+    """x [..., N] -> [..., length]: tiled when shorter (`tile`), the centred `length` samples when
+    longer (`center_crop`, as evaluation crops): what a client sends a server that batches."""
+    return center_crop(tile(x, length), length)
+
+
 def seconds(samples: int, sample_rate: int = SAMPLE_RATE) -> float:
     return samples / float(sample_rate)
 
@@ -91,6 +112,10 @@ OUTPUTS = ("face_feature", "face_image", "landmarks")
 DECODE_SIGNATURE = "decode_feature"
 FEATURE_INPUT = "face_feature"
 DECODE_OUTPUTS = ("face_image", "landmarks")
+# A third signature that carries the model info in its signature_def: every input defaults to one of
+# model_info's numbers (SignatureDef.defaults), so GetModelMetadata over gRPC or REST answers with them.
+INFO_SIGNATURE = "model_info"
+INFO_FIELDS = ("sample_rate", "min_samples", "max_samples", "clip_samples", "feature_dim")
 ASSETS_EXTRA = "assets.extra"
 MODEL_INFO_FILE = "s2f_model.json"
 WARMUP_FILE = "tf_serving_warmup_requests"  # TF Serving's name
@@ -189,6 +214,21 @@ class S2FError(Exception):
     """A failure whose message says what went wrong and what to do: the `s2f` command prints it
     (no traceback) and exits 1. Corrupt data, a NaN loss, unreadable media, a server's answer, a
     waveform the model cannot take are all S2FErrors."""
+
+
+class StorageError(S2FError):
+    """A write that failed for want of space, quota or a writable place (s2f_tf.files.storage_fault
+    names it): the message says where, what was kept and how to continue."""
+
+
+class StoppedError(S2FError):
+    """Stopped cleanly by a signal (SIGTERM, SIGINT): the message says what was kept and how to go on;
+    the `s2f` command exits with `exit_status`, 128 + the signal's number (143 for SIGTERM)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = int(signum)
+        self.exit_status = 128 + self.signum
 
 
 class InputError(S2FError):

@@ -1,7 +1,8 @@
 """`s2f predict AUDIO`: faces from any audio file, through a server or a local SavedModel.
 
-  audio file (WAV/FLAC/OGG/MP3/M4A, any rate, channels and length) -> 16 kHz mono int16
-    (s2f_tf/media/audio.py)
+  audio file (WAV/FLAC/OGG/MP3/M4A, any rate, channels and length) -> 16 kHz mono int16, decoded a
+    block at a time into a temporary file (s2f_tf/media/audio.py's open_audio), so memory stays
+    bounded for any length
   -> s2f_tf/recording.py: speech (voice activity), speakers, model-length windows per speaker,
      each window through `serving_default`, one combined feature per speaker
   -> `decode_feature` -> one face PNG per speaker (+ its feature .npy on request), and a JSON
@@ -23,7 +24,7 @@ import numpy as np
 
 from s2f_tf import contract, savedmodel
 from s2f_tf.files import write_atomic
-from s2f_tf.media.audio import load_audio
+from s2f_tf.media.audio import open_audio
 
 
 class LocalModel:
@@ -104,8 +105,8 @@ def predict_recording(
 
     info = info or {}
     sr = int(info.get("sample_rate", contract.SAMPLE_RATE))
-    pcm = load_audio(audio_path, sr)
-    found = recording.analyse(pcm, predictor, info, speakers=speakers)
+    with open_audio(audio_path, sr) as pcm:  # decoded into a temporary file: any length
+        found = recording.analyse(pcm, predictor, info, speakers=speakers)
     if not found.speakers:
         heard = contract.seconds(found.speech_samples, sr)
         raise MediaError(

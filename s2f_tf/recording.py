@@ -21,10 +21,19 @@ says little about another corpus's voices. BIC clustering needs no trained model
 (nothing is downloaded); it is written here because no maintained library offers it (BUILD.md).
 It tells apart voices that differ clearly (sex, pitch, channel); close voices may merge, and one
 voice over changing channels may split: `speakers=` forces the count.
+
+A recording of any length fits in bounded memory: `analyse` takes an int16 array or an
+audio.PcmFile (the decoded recording in a temporary file) and reads it a block at a time for the
+voice activity and the loudness (`speech_spans`, one WebRTC detector throughout), a minute of
+MFCC frames at a time for the pieces' statistics (`piece_statistics`, on mfcc_frames' own grid),
+and a window at a time for the model; it gives the spans, speakers and features of the whole array
+at once. What grows with the length is only the lists of spans, pieces (at most MAX_PIECES) and
+windows, and each speaker's window features (D floats a window, a window every half clip of speech).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +47,15 @@ MIN_SHARE = 0.10  # a speaker holds at least this share of the speech (BUILD.md)
 MAX_PIECES = 2000  # longer recordings get longer pieces (the clustering is O(pieces^2))
 MAX_BATCH = 8  # windows per predict request
 MFCC_HOP_SAMPLES = 160  # the speaker MFCC frames' hop: 10 ms at 16 kHz
+MFCC_WINDOW_SAMPLES = 400  # and their window: 25 ms
+MFCC_CHUNK_FRAMES = 6000  # MFCC frames computed at a time (a minute)
+BLOCK_SAMPLES = 60 * contract.SAMPLE_RATE  # what the voice activity and loudness read at a time
+# speech.speech_spans' smoothing, stated there once (its keyword defaults)
+SMOOTHING = {
+    name: parameter.default
+    for name, parameter in inspect.signature(speech.speech_spans).parameters.items()
+    if name in ("max_gap_seconds", "min_speech_seconds", "pad_seconds", "min_range_db")
+}
 
 
 @dataclass
@@ -82,7 +100,7 @@ def mfcc_frames(
     pcm: np.ndarray,
     coefficients: int = 12,
     sample_rate: int = contract.SAMPLE_RATE,
-    chunk_frames: int = 6000,
+    chunk_frames: int = MFCC_CHUNK_FRAMES,
 ) -> np.ndarray:
     """int16 [N] -> float64 [frames, coefficients]: MFCCs 1..coefficients (c0, the loudness, left
     out) of 25 ms Hann frames every MFCC_HOP_SAMPLES, 40 mel bands from 60 Hz to 7.6 kHz. Computed
@@ -92,7 +110,7 @@ def mfcc_frames(
 
     from s2f_tf.frontend import num_frames
 
-    window = 400
+    window = MFCC_WINDOW_SAMPLES
     mel = tf.signal.linear_to_mel_weight_matrix(
         40, 257, sample_rate, 60.0, min(7600.0, sample_rate / 2)
     )
@@ -112,6 +130,123 @@ def mfcc_frames(
             .astype(np.float64)
         )
     return np.concatenate(out)
+
+
+class _Array:
+    """An int16 [N] array read the way audio.PcmFile is: `size`, `read(start, end)`."""
+
+    def __init__(self, pcm):
+        self.pcm = np.asarray(pcm)
+        self.size = int(self.pcm.size)
+
+    def read(self, start: int, end: int) -> np.ndarray:
+        return self.pcm[max(0, int(start)) : max(0, int(end))]
+
+
+def _readable(pcm):
+    """An int16 [N] array or anything with `size` and `read(start, end)` (audio.PcmFile)."""
+    return pcm if hasattr(pcm, "read") else _Array(pcm)
+
+
+def speech_spans(
+    pcm,
+    aggressiveness: int = speech.AGGRESSIVENESS,
+    sample_rate: int = contract.SAMPLE_RATE,
+    block_samples: int = BLOCK_SAMPLES,
+) -> list[tuple[int, int]]:
+    """speech.speech_spans of a recording of any length (an int16 array or an audio.PcmFile), read
+    `block_samples` at a time: the same spans. One WebRTC detector runs through the blocks (its state
+    carries from frame to frame, as on the whole array), and a span's loudness range is taken from
+    its frame energies a block at a time."""
+    import webrtcvad
+
+    source = _readable(pcm)
+    if not 0 <= aggressiveness <= 3:
+        raise ValueError(f"VAD aggressiveness must be 0..3, got {aggressiveness}")
+    vad = webrtcvad.Vad(int(aggressiveness))
+    frame = int(round(speech.FRAME_SECONDS * sample_rate))
+    end = source.size - source.size % frame  # a partial last frame is not judged
+    voiced, block = [np.zeros(0, bool)], max(1, block_samples // frame) * frame
+    for start in range(0, end, block):
+        data = source.read(start, min(start + block, end)).tobytes()
+        step = 2 * frame  # bytes per frame
+        decide = [vad.is_speech(data[i : i + step], sample_rate) for i in range(0, len(data), step)]
+        voiced.append(np.array(decide, bool))
+    spans = speech.smooth_spans(
+        [(a * frame, b * frame) for a, b in speech.runs(np.concatenate(voiced))],
+        source.size,
+        max_gap=int(round(SMOOTHING["max_gap_seconds"] * sample_rate)),
+        min_length=int(round(SMOOTHING["min_speech_seconds"] * sample_rate)),
+        pad=int(round(SMOOTHING["pad_seconds"] * sample_rate)),
+    )
+    return [
+        (a, b)
+        for a, b in spans
+        if _loudness_range_db(source, a, b, sample_rate, block_samples) >= SMOOTHING["min_range_db"]
+    ]
+
+
+def _loudness_range_db(source, start: int, end: int, sample_rate: int, block_samples: int) -> float:
+    """speech.loudness_range_db(pcm[start:end]), its frame energies taken a block at a time."""
+    if end - start <= block_samples:
+        return speech.loudness_range_db(source.read(start, end), sample_rate)
+    frame = int(round(speech.LOUDNESS_FRAME_SECONDS * sample_rate))
+    stop = start + (end - start) // frame * frame
+    step = max(1, block_samples // frame) * frame
+    energy = []
+    for first in range(start, stop, step):
+        x = np.asarray(source.read(first, min(first + step, stop)), np.float64).reshape(-1, frame)
+        x = x / 32768.0  # as speech.loudness_range_db
+        energy.append(10.0 * np.log10(np.mean(x * x, axis=1) + 1e-10))
+    energy = np.concatenate(energy)
+    return float(np.percentile(energy, 90) - np.percentile(energy, 10))
+
+
+def mfcc_frame_count(samples: int) -> int:
+    """How many frames mfcc_frames gives for `samples` samples."""
+    from s2f_tf.frontend import num_frames
+
+    if samples < MFCC_WINDOW_SAMPLES:
+        return 0
+    return num_frames(samples, MFCC_WINDOW_SAMPLES, MFCC_HOP_SAMPLES)
+
+
+def frame_spans(cut: list[tuple[int, int]], samples: int) -> list[tuple[int, int]]:
+    """Pieces [(start, end)] in samples -> their MFCC frame ranges in a recording of `samples`."""
+    last, hop = mfcc_frame_count(samples), MFCC_HOP_SAMPLES
+    return [(min(a // hop, last), min(max(b // hop, a // hop + 1), last)) for a, b in cut]
+
+
+def piece_statistics(
+    pcm,
+    cut: list[tuple[int, int]],
+    sample_rate: int = contract.SAMPLE_RATE,
+    chunk_frames: int = MFCC_CHUNK_FRAMES,
+) -> list[_Gaussian]:
+    """Each piece's MFCC statistics (`_Gaussian.of` its frames of mfcc_frames(whole recording)), for a
+    recording of any length (an int16 array or an audio.PcmFile): the frames are computed on
+    mfcc_frames' own grid of `chunk_frames`, so they are the same frames, one chunk at a time, and
+    only the chunks that hold a piece."""
+    source = _readable(pcm)
+    hop, cache = MFCC_HOP_SAMPLES, {}
+    total = mfcc_frame_count(source.size)
+
+    def chunk(k: int) -> np.ndarray:  # frames [k * chunk_frames, ...) of the whole recording
+        if k not in cache:
+            cache.clear()  # pieces come in time order: one chunk at a time suffices
+            count = min(chunk_frames, total - k * chunk_frames)
+            first = k * chunk_frames * hop
+            samples = source.read(first, first + (count - 1) * hop + MFCC_WINDOW_SAMPLES)
+            cache[k] = mfcc_frames(samples, sample_rate=sample_rate, chunk_frames=chunk_frames)
+        return cache[k]
+
+    out = []
+    for a, b in frame_spans(cut, source.size):
+        parts = [np.zeros([0, 12])]  # float64 [frames, 12], as mfcc_frames gives
+        for k in range(a // chunk_frames, (b - 1) // chunk_frames + 1) if b > a else ():
+            parts.append(chunk(k)[max(a - k * chunk_frames, 0) : b - k * chunk_frames])
+        out.append(_Gaussian.of(np.concatenate(parts)))
+    return out
 
 
 class _Gaussian:
@@ -175,10 +310,20 @@ def speaker_labels(
     Greedy agglomeration: the pair with the lowest delta_bic merges while that is negative (or until
     `speakers` groups remain). The gains of all pairs are kept in a matrix and only the merged
     group's row is recomputed, so n pieces cost O(n^2) determinants, not O(n^3)."""
+    return cluster([_Gaussian.of(frames[a:b]) for a, b in spans], speakers, penalty, min_share)
+
+
+def cluster(
+    groups: list[_Gaussian],
+    speakers: int | None = None,
+    penalty: float = BIC_PENALTY,
+    min_share: float = MIN_SHARE,
+) -> np.ndarray:
+    """The pieces' MFCC statistics (`_Gaussian` each) -> int [pieces] speaker per piece (see
+    speaker_labels, which takes the frames)."""
     if speakers is not None and speakers < 1:
         raise ValueError(f"speakers must be >= 1, got {speakers}")
-    n = len(spans)
-    groups = [_Gaussian.of(frames[a:b]) for a, b in spans]
+    n = len(groups)
     counts = np.array([g.count for g in groups], np.float64)  # [n]
     totals = np.stack([g.total for g in groups])  # [n, d]
     outers = np.stack([g.outer for g in groups])  # [n, d, d]
@@ -239,39 +384,43 @@ def combine(features: np.ndarray) -> np.ndarray:
 
 
 def encode_windows(
-    pcm: np.ndarray, windows: list[tuple[int, int]], predictor, max_batch: int = MAX_BATCH
+    pcm,
+    windows: list[tuple[int, int]],
+    predictor,
+    clip: int,
+    max_batch: int = MAX_BATCH,
 ) -> np.ndarray:
-    """float32 [len(windows), D]: each window through predictor.predict, equal lengths batched."""
-    x = contract.pcm_to_float(pcm)
-    features: list[np.ndarray | None] = [None] * len(windows)
-    by_length: dict[int, list[int]] = {}
-    for i, (start, end) in enumerate(windows):
-        by_length.setdefault(end - start, []).append(i)
-    for indices in by_length.values():
-        for j in range(0, len(indices), max_batch):
-            chunk = indices[j : j + max_batch]
-            batch = np.stack([x[windows[i][0] : windows[i][1]] for i in chunk])
-            out = np.asarray(predictor.predict(batch)["face_feature"], np.float32)
-            for i, row in zip(chunk, out):
-                features[i] = row
-    return np.stack(features)
+    """float32 [len(windows), D]: the windows, each `clip` samples (a short one tiled:
+    speech.windows), through predictor.predict `max_batch` at a time. `pcm`: an int16 array or an
+    audio.PcmFile, read a window at a time."""
+    source, features = _readable(pcm), []
+    for j in range(0, len(windows), max_batch):
+        pieces = [
+            speech.windows(source.read(a, b), [(0, b - a)], clip)
+            for a, b in windows[j : j + max_batch]
+        ]
+        batch = contract.pcm_to_float(np.concatenate(pieces))  # [B, clip]
+        features.append(np.asarray(predictor.predict(batch)["face_feature"], np.float32))
+    return np.concatenate(features)
 
 
 def analyse(
-    pcm: np.ndarray,
+    pcm,
     predictor,
     info: dict,
     speakers: int | None = None,
     aggressiveness: int = speech.AGGRESSIVENESS,
 ) -> Analysis:
     """int16 [N] at 16 kHz -> Analysis (no speakers when there is no usable speech). `info` is the
-    export's model info (clip_samples, min_samples, max_samples)."""
+    export's model info (clip_samples, min_samples, max_samples). `pcm` may be an audio.PcmFile (a
+    recording of any length on disk): every step reads it a block, a chunk or a window at a time."""
     sr = int(info.get("sample_rate", contract.SAMPLE_RATE))
     clip = int(info.get("clip_samples") or 6 * sr)
     min_samples = int(info.get("min_samples") or 1)
     clip = min(clip, int(info.get("max_samples") or clip))
-    spans = speech.speech_spans(pcm, aggressiveness, sample_rate=sr)
-    result = Analysis(samples=int(np.asarray(pcm).size), speech=spans)
+    pcm = _readable(pcm)  # read a block at a time: any length in bounded memory
+    spans = speech_spans(pcm, aggressiveness, sample_rate=sr)
+    result = Analysis(samples=pcm.size, speech=spans)
     speech_samples = sum(b - a for a, b in spans)
     cut = pieces(spans, max(int(round(PIECE_SECONDS * sr)), -(-speech_samples // MAX_PIECES)))
     if not cut:
@@ -279,21 +428,12 @@ def analyse(
     if speakers == 1 or len(cut) < 2:
         labels = np.zeros(len(cut), int)
     else:
-        frames = mfcc_frames(pcm, sample_rate=sr)
-        last = len(frames)
-        frame_spans = [
-            (
-                min(a // MFCC_HOP_SAMPLES, last),
-                min(max(b // MFCC_HOP_SAMPLES, a // MFCC_HOP_SAMPLES + 1), last),
-            )
-            for a, b in cut
-        ]
-        labels = speaker_labels(frames, frame_spans, speakers)
+        labels = cluster(piece_statistics(pcm, cut, sr), speakers)
     for who in range(int(labels.max()) + 1):
         own = [(a, b) for a, b, w in turns(cut, labels) if w == who]
         windows = speech.window_spans(own, clip, clip // 2, min_samples)
         if not windows:
             continue
-        feature = combine(encode_windows(pcm, windows, predictor))
+        feature = combine(encode_windows(pcm, windows, predictor, clip))
         result.speakers.append(Speaker(turns=own, windows=windows, feature=feature))
     return result

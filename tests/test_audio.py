@@ -160,3 +160,35 @@ def test_mfcc_frames_in_chunks_are_the_frames_at_once():
             mfcc_frames(pcm, chunk_frames=chunk), whole, rtol=1e-5, atol=1e-4
         )
     assert mfcc_frames(pcm[:399]).shape == (0, 12) and mfcc_frames(pcm[:400]).shape == (1, 12)
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".m4a"])  # soundfile's blocks; ffmpeg's pipe
+def test_audio_decoded_a_block_at_a_time_is_the_whole(tmp_path, suffix):
+    """decode_blocks (and open_audio's temporary file) give load_audio's samples, whatever the block:
+    channels averaged, resampled by soxr's stream, for a 44.1 kHz stereo file."""
+    import soundfile
+
+    from s2f_tf.media import audio
+
+    t = np.arange(44100 * 3) / 44100
+    stereo = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 97 * t)], 1)
+    path = str(tmp_path / f"a{suffix}")
+    if suffix == ".wav":
+        soundfile.write(path, stereo.astype(np.float32), 44100, subtype="FLOAT")
+    else:
+        import subprocess
+
+        wav = str(tmp_path / "src.wav")
+        soundfile.write(wav, stereo.astype(np.float32), 44100, subtype="FLOAT")
+        cmd = [audio.ffmpeg_exe(), "-nostdin", "-v", "error", "-y", "-i", wav, "-c:a", "aac", path]
+        subprocess.run(cmd, check=True)
+    whole = audio.load_audio(path)
+    assert abs(whole.size - 48000) < 2000 and whole.dtype == np.int16
+    for seconds in (0.1, 0.7, 100.0):
+        blocks = list(audio.decode_blocks(path, block_seconds=seconds))
+        np.testing.assert_array_equal(np.concatenate(blocks), whole)
+    with audio.open_audio(path) as pcm:
+        assert pcm.size == whole.size
+        np.testing.assert_array_equal(pcm.read(0, pcm.size), whole)
+        np.testing.assert_array_equal(pcm.read(100, 1000), whole[100:1000])
+        assert pcm.read(pcm.size, pcm.size + 10).size == 0
