@@ -24,6 +24,7 @@ This module is light to import: TensorFlow loads only once a command runs, after
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -31,7 +32,7 @@ import sys
 from s2f_tf.app import allocator, quiet
 from s2f_tf.app.parser import make_parser
 from s2f_tf.configs import PRESETS  # light: dataclasses, no TensorFlow
-from s2f_tf.contract import S2FError
+from s2f_tf.contract import S2FError, StorageError
 
 
 class UsageError(S2FError):
@@ -147,6 +148,10 @@ def train(args) -> None:
             raise UsageError(f"--profile_steps needs 0 <= START < STOP, got {args.profile_steps!r}")
         profile = (start, stop)
     config = _config(args)
+    if args.require_accelerator:
+        from s2f_tf.train.runtime import require_accelerator
+
+        require_accelerator()
     options = TrainOptions(
         stage=args.stage,
         workdir=args.workdir,
@@ -157,6 +162,7 @@ def train(args) -> None:
         profile_steps=profile,
         vgg_face_weights=args.vgg_face_weights,
         skip_corrupt=args.skip_corrupt,
+        profiler_port=args.profiler_port,
     )
     print(json.dumps(train_stage(config, options)))
 
@@ -172,6 +178,7 @@ def evaluate(args) -> None:
         gallery_size=args.gallery_size,
         vgg_face_weights=args.vgg_face_weights,
         log=(lambda *_: None) if args.json else print,
+        galleries=args.galleries,
     )
     if args.json:
         print(json.dumps(metrics))
@@ -186,14 +193,25 @@ def export(args) -> None:
 
 
 def serve(args) -> None:
+    from serving.batching import read_batching_parameters
     from serving.server import serve as run_server
 
+    if args.batching_parameters_file and not args.enable_batching:
+        raise UsageError("--batching_parameters_file needs --enable_batching")
+    batching = None
+    if args.enable_batching:
+        if not args.batching_parameters_file:
+            raise UsageError(
+                "--enable_batching needs --batching_parameters_file (e.g. serving/batching.config)"
+            )
+        batching = read_batching_parameters(args.batching_parameters_file)
     run_server(
         args.model_base_path,
         args.model_name,
         port=args.port,
         rest_api_port=args.rest_api_port,
         host=args.host,
+        batching=batching,
     )
 
 
@@ -228,14 +246,13 @@ def predict(args) -> None:
         from serving.client import GrpcClient
 
         predictor = GrpcClient(args.server, args.model_name, timeout_seconds=args.timeout)
-        info = {
-            "clip_samples": 6 * contract.SAMPLE_RATE,
-            "min_samples": contract.SAMPLE_RATE,
-        }  # the server's export
+        info = dict(predictor.model_info())  # the served export's, from its metadata
     else:
         predictor = LocalModel(args.model_dir)
         info = dict(predictor.info)
     if args.window_seconds:
+        if args.server:
+            predictor.fit = False  # windows of the asked length go as they are (all of one length)
         info["clip_samples"] = int(round(args.window_seconds * contract.SAMPLE_RATE))
         info["min_samples"] = min(int(info.get("min_samples") or 1), info["clip_samples"])
     print(
@@ -262,11 +279,20 @@ def bench(args) -> None:
     elif args.kind == "serve":
         from s2f_tf.app.bench_serve import bench_serve
 
-        result = bench_serve(args.model_base_path, args.model_name, batch_size=args.batch_size)
+        result = bench_serve(
+            args.model_base_path,
+            args.model_name,
+            batch_size=args.batch_size,
+            batching_parameters_file=args.batching_parameters_file,
+        )
     else:
         from s2f_tf.app.bench import bench_train
 
         config = _config(args)
+        if args.require_accelerator:
+            from s2f_tf.train.runtime import require_accelerator
+
+            require_accelerator()
         result = bench_train(
             config,
             batch_size=args.batch_size or config.train.batch_size,
@@ -296,6 +322,35 @@ COMMANDS = {
     "bench": bench,
     "demo": demo,
 }
+
+
+# What a storage fault leaves behind and how to go on, per command (files.storage_fault names the fault).
+AFTER_STORAGE_FAULT = {
+    "prepare": "finished shards are kept, no partial file is left; free space and rerun the same "
+    "command to continue",
+    "train": "the last whole checkpoint is kept; free space and rerun the same command to resume",
+    "evaluate": "no partial file is left; free space and rerun",
+    "export": "no version was written; free space and rerun",
+    "predict": "no partial file is left; free space and rerun",
+    "demo": "finished steps are kept; free space and rerun to continue",
+}
+
+
+@contextlib.contextmanager
+def _storage_faults(command: str):
+    """A full disk, a quota, a read-only or vanished output location, however it is raised (an
+    OSError, TensorFlow's SaveV2 or gfile errors, Beam's wrapped worker failures) -> StorageError
+    (printed as one line, exit 1) saying where, what was kept and how to continue."""
+    from s2f_tf.files import storage_fault
+
+    try:
+        yield
+    except Exception as e:
+        fault = storage_fault(e)
+        if fault is None:
+            raise
+        after = AFTER_STORAGE_FAULT.get(command, "free space and rerun")
+        raise StorageError(f"{fault} ({after})") from e
 
 
 def _verbosity(argv: list[str]) -> int:
@@ -330,17 +385,18 @@ def main(argv: list[str] | None = None) -> int:
             from s2f_tf.train.runtime import configure_cpu_devices
 
             configure_cpu_devices(args.cpu_devices)
-        COMMANDS[args.command](args)
+        with _storage_faults(args.command):  # a full disk and the like: one line, exit 1
+            COMMANDS[args.command](args)
     except (UsageError, ValueError, OSError) as e:  # bad flags, config, paths or ports
         if args.verbosity > 0 and not isinstance(e, UsageError):
             raise  # the traceback, on request
         print(f"s2f {what}: {e}", file=sys.stderr)
         return 2
     except S2FError as e:
-        if args.verbosity > 0:
+        if args.verbosity > 0 and not hasattr(e, "exit_status"):
             raise
         print(f"s2f {what}: {e}", file=sys.stderr)
-        return 1
+        return getattr(e, "exit_status", 1)  # a training run stopped by a signal: 128 + it
     except ModuleNotFoundError as e:  # an extra's module that require() did not foresee
         missing = extras.for_import_error(e)
         if missing is None or args.verbosity > 0:

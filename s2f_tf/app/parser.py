@@ -231,6 +231,14 @@ def _add_min_seconds(q) -> None:
     )
 
 
+def _add_require_accelerator(p) -> None:
+    p.add_argument(
+        "--require_accelerator",
+        action="store_true",
+        help="stop with an error when TensorFlow sees no GPU or TPU (instead of running on the CPU)",
+    )
+
+
 def _train(sub, presets: Sequence[str]) -> None:
     p = _command(
         sub,
@@ -265,8 +273,18 @@ def _train(sub, presets: Sequence[str]) -> None:
         "--deterministic", action="store_true", help="deterministic ops and input order (slower)"
     )
     p.add_argument(
-        "--profile_steps", metavar="START,STOP", help="steps to trace for TensorBoard's profiler"
+        "--profile_steps",
+        metavar="START,STOP",
+        help="steps to trace for TensorBoard's profiler (rounded to multiples of train.steps_per_loop)",
     )
+    p.add_argument(
+        "--profiler_port",
+        type=int,
+        default=0,
+        help="start TensorFlow's profiler server on this port, for TensorBoard's on-demand capture "
+        "(it listens on every interface); 0: off",
+    )
+    _add_require_accelerator(p)
     p.add_argument(
         "--vgg_face_weights", help="VGG-Face Keras HDF5 weights: the face encoder (skip stage 1)"
     )
@@ -290,6 +308,13 @@ def _evaluate(sub, presets: Sequence[str]) -> None:
     p.add_argument("--eval_dir", help="where the figures go; default <workdir>/eval")
     p.add_argument("--split", default="test", choices=SPLITS, help="the split to evaluate")
     p.add_argument("--gallery_size", type=int, default=100, help="faces per retrieval gallery")
+    p.add_argument(
+        "--galleries",
+        default="random",
+        choices=("random", "blocks"),
+        help="random: a gallery per query; blocks: SF2F's fixed blocks of --gallery_size "
+        "identities over the first 3 x --gallery_size",
+    )
     p.add_argument("--vgg_face_weights", help="VGG-Face Keras HDF5 weights, if training used them")
     p.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
@@ -334,6 +359,15 @@ def _serve(sub, presets: Sequence[str]) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind; 127.0.0.1 unless you mean otherwise"
     )
+    p.add_argument(
+        "--enable_batching",
+        action="store_true",
+        help="merge concurrent requests as TF Serving does (needs --batching_parameters_file)",
+    )
+    p.add_argument(
+        "--batching_parameters_file",
+        help="TF Serving's text-format BatchingParameters, e.g. serving/batching.config",
+    )
 
 
 def _predict(sub, presets: Sequence[str]) -> None:
@@ -369,8 +403,8 @@ def _predict(sub, presets: Sequence[str]) -> None:
     p.add_argument(
         "--window_seconds",
         type=float,
-        help="window length (default: the export's clip length; "
-        "6 s, the paper's, through --server)",
+        help="window length (default: the export's clip length, read from the "
+        "model: its info file, or the server's metadata)",
     )
     p.add_argument(
         "--timeout", type=float, default=30.0, help="request deadline in seconds (--server)"
@@ -407,6 +441,7 @@ def _bench(sub, presets: Sequence[str]) -> None:
     q.add_argument("--batch_size", type=int, default=0, help="0: the config's train.batch_size")
     q.add_argument("--steps", type=int, default=10, help="measured steps (after warm-up)")
     _add_jit(q)
+    _add_require_accelerator(q)
     q = _command(
         kinds,
         "serve",
@@ -421,6 +456,10 @@ def _bench(sub, presets: Sequence[str]) -> None:
     )
     _add_model_name(q)
     q.add_argument("--batch_size", type=int, default=1, help="clips per request")
+    q.add_argument(
+        "--batching_parameters_file",
+        help="the batching server's TF Serving BatchingParameters (default: serving/batching.config)",
+    )
     for q in kinds.choices.values():
         q.add_argument(
             "--json", action="store_true", help="print one JSON object instead of a table"
