@@ -4,9 +4,8 @@
                                 `path`, written under a temporary name beside it and renamed when
                                 complete, so a reader, or a re-run after a crash, never sees half a
                                 file; a failed write leaves no temporary file behind
-  atomic_path(path, suffix="")  the same for a writer that wants a path (a TFRecordWriter, Keras
-                                `save_weights`): yields the temporary path (ending in `suffix`, for
-                                writers that check the name), renamed to `path` when the block ends
+  atomic_path(path)             the same for a writer that wants a path (a TFRecordWriter): yields
+                                the temporary path, renamed to `path` when the block ends
   storage_fault(exc)            "no space left on device writing PATH" (or read-only, quota, file too
                                 large, output location gone) when `exc` is a storage fault, else None:
                                 an OSError by its errno, or any exception whose message or cause
@@ -22,48 +21,23 @@ import contextlib
 import errno
 import os
 import re
-import sys
 from collections.abc import Iterable, Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path, suffix: str = "") -> Iterator[str]:
+def atomic_path(path) -> Iterator[str]:
     """Yields a temporary path beside `path`; when the block ends without an exception it is renamed
-    to `path`, and in any case no temporary file is left behind. A `suffix` that `path` ends with
-    stays at the end of the temporary name (Keras refuses weights not named *.weights.h5)."""
+    to `path`, and in any case no temporary file is left behind."""
     import tensorflow as tf
 
     path = os.fspath(path)
-    stem = path[: -len(suffix)] if suffix and path.endswith(suffix) else path
-    tmp = f"{stem}.tmp-{os.getpid()}{suffix if stem != path else ''}"
+    tmp = f"{path}.tmp-{os.getpid()}"
     try:
         yield tmp
         tf.io.gfile.rename(tmp, path, overwrite=True)
-    except BaseException:
-        _close_hdf5(tmp)
-        raise
     finally:
         if tf.io.gfile.exists(tmp):
             tf.io.gfile.remove(tmp)
-
-
-def _close_hdf5(path: str) -> None:
-    """Closes an HDF5 file a failed writer (Keras `save_weights`) left open at `path`. A write that
-    failed for want of space leaves h5py a file it flushes again at exit, where it crashes the process
-    (SIGSEGV): the file is emptied first (the space comes back), so the close can flush."""
-    h5py = sys.modules.get("h5py")
-    if h5py is None:
-        return
-    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        if os.fsdecode(fid.name) != path:
-            continue
-        with contextlib.suppress(Exception):
-            os.ftruncate(fid.get_vfd_handle(), 0)
-        for oid in h5py.h5f.get_obj_ids(fid, types=h5py.h5f.OBJ_ALL & ~h5py.h5f.OBJ_FILE):
-            while oid.valid:
-                h5py.h5i.dec_ref(oid)
-        with contextlib.suppress(Exception):
-            fid.close()
 
 
 def write_atomic(path, content: str | bytes | Iterable[str | bytes]) -> str:

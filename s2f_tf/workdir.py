@@ -21,6 +21,7 @@ All file access goes through tf.io.gfile, so a workdir may be local or on gs://,
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 
@@ -29,7 +30,7 @@ import tensorflow as tf
 
 from s2f_tf import factory
 from s2f_tf.configs import Config, from_dict
-from s2f_tf.files import atomic_path, write_atomic
+from s2f_tf.files import write_atomic
 from s2f_tf.models.face_encoder import load_vggface_weights
 
 STAGES = ("face_encoder", "face_decoder", "voice_encoder")
@@ -107,9 +108,21 @@ def load_config(workdir: str) -> Config:
 
 
 def save_weights_atomic(model, path: str) -> None:
-    """Keras .weights.h5 written under a temporary name and renamed when complete."""
-    with atomic_path(path, suffix=".weights.h5") as tmp:
-        model.save_weights(tmp)
+    """Keras .weights.h5, built in memory and written whole (`files.write_atomic`). h5py never writes
+    to the disk itself, so a full disk is one failed write, not an HDF5 file h5py is left holding
+    half-flushed (it flushes again at exit, and crashes the process there). Keras' public
+    `save_weights` takes only a path: its own weight store (pinned Keras) takes a BytesIO."""
+    from keras.src.saving import saving_lib
+
+    if not model.built:
+        raise ValueError(f"cannot save the weights of {model.name!r}: it has not been built")
+    image = io.BytesIO()
+    store = saving_lib.H5IOStore(image, mode="w")
+    saving_lib._save_state(  # what Keras' save_weights_only does between opening and closing
+        model, weights_store=store, assets_store=None, inner_path="", visited_saveables=set()
+    )
+    store.close()
+    write_atomic(path, image.getvalue())
 
 
 def load_stage_weights(model, workdir: str, stage: str) -> None:

@@ -61,8 +61,13 @@ def fill(disk, leave_kib: int) -> str:
 
 
 def one_line(r, command: str, path: str) -> str:
+    """The one error line of a failed run (train's progress lines aside)."""
     assert r.returncode == 1, r.stderr[-3000:]
-    lines = [ln for ln in r.stderr.splitlines() if "TensorFlow cannot use a GPU" not in ln]
+    lines = [
+        ln
+        for ln in r.stderr.splitlines()
+        if "TensorFlow cannot use a GPU" not in ln and not ln.startswith("[")
+    ]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert lines[0].startswith(f"s2f {command}: no space left on device writing {path}"), lines
     return lines[0]
@@ -169,3 +174,32 @@ def test_prepare_stopped_by_sigterm_then_again(tmp_path, prepared):
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"({len(kept)} already done)" in r.stdout
     assert digests(data) == digests(prepared)
+
+
+@pytest.mark.slow
+def test_train_on_a_full_disk_then_again(small_disk, tiny_faces_workdir, tiny_corpus):
+    """`s2f train` whose workdir fills up: one line, exit 1 (not h5py's crash at exit), no temporary
+    file; with space again, the same command resumes and finishes the stage."""
+    import shutil
+
+    disk, grow = small_disk
+    grow(20000)
+    workdir = f"{disk}/run"
+    shutil.copytree(tiny_faces_workdir, workdir)
+    train = [
+        "train",
+        "--config=tiny",
+        "--stage=voice_encoder",
+        f"--workdir={workdir}",
+        f"--data={tiny_corpus}",
+        "--set=train.voice_encoder_steps=4",
+    ]
+    filler = fill(disk, 300)
+    r = run_s2f(*train)
+    line = one_line(r, "train", f"{workdir}/voice_encoder/")
+    assert "the last whole checkpoint is kept" in line
+    assert not glob.glob(f"{workdir}/**/*.tmp-*", recursive=True)
+    os.remove(filler)
+    r = run_s2f(*train)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert os.path.exists(f"{workdir}/voice_encoder/voice_encoder.weights.h5")
