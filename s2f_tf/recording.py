@@ -4,7 +4,9 @@
 
   1. speech      WebRTC voice activity (s2f_tf/media/speech.py): the spans that hold speech (steady
                  sounds such as a modem, whose loudness hardly moves, are not speech)
-  2. pieces     the speech cut into PIECE_SECONDS pieces (a short last piece joins the one before)
+  2. pieces     the speech cut into PIECE_SECONDS pieces (a short last piece joins the one before);
+                 a recording with more than MAX_PIECES seconds of speech gets longer pieces, and
+                 its spans too short for one gather into pieces of several spans
   3. speakers    the pieces clustered by the Bayesian information criterion on their MFCC frames
                  (`speaker_labels`: Chen & Gopalakrishnan's agglomerative BIC clustering, full
                  covariance Gaussians; merging stops when no merge lowers the BIC, or at the forced
@@ -33,7 +35,9 @@ windows, and each speaker's window features (D floats a window, a window every h
 
 from __future__ import annotations
 
+import functools
 import inspect
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,20 +84,52 @@ class Analysis:
         return int(sum(b - a for a, b in self.speech))
 
 
-def pieces(spans: list[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-    """Speech spans -> consecutive pieces of `length` samples; a span's last piece shorter than half
-    of that joins the piece before it, and a span shorter than half is dropped."""
-    out = []
+def pieces(
+    spans: list[tuple[int, int]], length: int, shortest: int | None = None
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """Speech spans -> (cut, piece): the speech as stretches cut[i] of about `length` samples, each in
+    the speaker piece numbered piece[i] (in time order). A span is cut into consecutive stretches of
+    `length`, its last one shorter than half of that joining the stretch before it; each stretch is a
+    piece. Spans shorter than half a piece are too short to stand alone: consecutive ones gather into
+    one piece until it holds `length` samples of speech, and a gathering under half of that joins the
+    piece before it. Spans shorter than `shortest` (default half a piece: none gather) are dropped."""
+    half = length // 2
+    shortest = half if shortest is None else shortest
+    cut: list[tuple[int, int]] = []
+    piece: list[int] = []
+    gathered = None  # speech samples of the gathering still open, None when there is none
+
+    def close() -> None:  # a gathering under half a piece joins the piece before it
+        if gathered is not None and gathered < half and piece[-1] > 0:
+            j, last = len(piece) - 1, piece[-1]
+            while j >= 0 and piece[j] == last:
+                piece[j], j = last - 1, j - 1
+
     for start, end in spans:
-        first = len(out)
+        if end - start < half:
+            if end - start < shortest:
+                continue
+            if gathered is None:
+                gathered = 0
+                piece.append(piece[-1] + 1 if piece else 0)
+            else:
+                piece.append(piece[-1])
+            cut.append((start, end))
+            gathered += end - start
+            if gathered >= length:
+                gathered = None
+            continue
+        close()
+        gathered = None
         for s in range(start, end, length):
             e = min(s + length, end)
-            if e - s < length // 2:
-                if len(out) > first:
-                    out[-1] = (out[-1][0], e)
+            if e - s < half:
+                cut[-1] = (cut[-1][0], e)
                 continue
-            out.append((s, e))
-    return out
+            cut.append((s, e))
+            piece.append(piece[-1] + 1 if piece else 0)
+    close()
+    return cut, piece
 
 
 def mfcc_frames(
@@ -375,6 +411,43 @@ def turns(segments: list[tuple[int, int]], labels: np.ndarray) -> list[tuple[int
     return [(a, b, w) for a, b, w in out]
 
 
+def stretch_speakers(
+    pcm,
+    cut: list[tuple[int, int]],
+    piece: list[int],
+    length: int,
+    speakers: int | None = None,
+    sample_rate: int = contract.SAMPLE_RATE,
+) -> np.ndarray:
+    """`pieces`' (cut, piece) -> int [stretches] the speaker of each stretch, numbered in order of
+    first appearance. The pieces are clustered (`cluster`, each on its stretches' statistics
+    summed); then each gathered span (a stretch shorter than half a piece) goes to the speaker its
+    own statistics join at the least BIC cost, so a quick exchange of short turns is not all given
+    to whoever holds more of their piece."""
+    if speakers == 1 or piece[-1] == 0:
+        return np.zeros(len(cut), int)
+    own = piece_statistics(pcm, cut, sample_rate)
+    statistics: list[_Gaussian] = []  # a piece's: the sum of its stretches'
+    for g, k in zip(own, piece):
+        if k < len(statistics):
+            statistics[k] = statistics[k] + g
+        else:
+            statistics.append(g)
+    labels = cluster(statistics, speakers)[piece]
+    gathered = [i for i, (a, b) in enumerate(cut) if b - a < length // 2]
+    if not gathered or labels.max() == 0:
+        return labels
+    models = [
+        functools.reduce(operator.add, (own[i] for i in np.flatnonzero(labels == who)))
+        for who in range(int(labels.max()) + 1)
+    ]
+    for i in gathered:
+        labels[i] = int(np.argmin([delta_bic(own[i], model) for model in models]))
+    _, first = np.unique(labels, return_index=True)  # renumbered in order of first appearance
+    order = {int(labels[j]): n for n, j in enumerate(sorted(first))}
+    return np.array([order[int(w)] for w in labels], int)
+
+
 def combine(features: np.ndarray) -> np.ndarray:
     """float [W, D] window features -> float32 [D]: the mean of their unit vectors, at their mean norm."""
     f = np.asarray(features, np.float64)
@@ -422,13 +495,12 @@ def analyse(
     spans = speech_spans(pcm, aggressiveness, sample_rate=sr)
     result = Analysis(samples=pcm.size, speech=spans)
     speech_samples = sum(b - a for a, b in spans)
-    cut = pieces(spans, max(int(round(PIECE_SECONDS * sr)), -(-speech_samples // MAX_PIECES)))
+    base = int(round(PIECE_SECONDS * sr))
+    length = max(base, -(-speech_samples // MAX_PIECES))
+    cut, piece = pieces(spans, length, shortest=base // 2)
     if not cut:
         return result
-    if speakers == 1 or len(cut) < 2:
-        labels = np.zeros(len(cut), int)
-    else:
-        labels = cluster(piece_statistics(pcm, cut, sr), speakers)
+    labels = stretch_speakers(pcm, cut, piece, length, speakers, sr)
     for who in range(int(labels.max()) + 1):
         own = [(a, b) for a, b, w in turns(cut, labels) if w == who]
         windows = speech.window_spans(own, clip, clip // 2, min_samples)

@@ -48,8 +48,29 @@ def test_window_spans_skip_short_and_keep_a_short_span_whole():
 
 
 def test_pieces_join_a_short_tail_and_drop_a_short_span():
-    assert recording.pieces([(0, 24), (30, 34), (40, 52)], 10) == [(0, 10), (10, 24), (40, 52)]
-    assert recording.pieces([(0, 16)], 10) == [(0, 10), (10, 16)]
+    cut = [(0, 10), (10, 24), (40, 52)]
+    assert recording.pieces([(0, 24), (30, 34), (40, 52)], 10) == (cut, [0, 1, 2])
+    assert recording.pieces([(0, 16)], 10) == ([(0, 10), (10, 16)], [0, 1])
+
+
+def test_short_spans_gather_into_pieces_and_no_speech_is_lost():
+    # pieces of 10, spans of 2 and more kept: short spans gather until a piece holds 10 samples
+    spans = [(0, 3), (5, 9), (12, 15), (20, 40), (41, 43), (50, 51), (60, 64)]
+    cut, piece = recording.pieces(spans, 10, shortest=2)
+    assert cut == [(0, 3), (5, 9), (12, 15), (20, 30), (30, 40), (41, 43), (60, 64)]
+    # 3+4+3 = 10 close the first gathering; 2+4 after the long span stay under 10 and over half
+    assert piece == [0, 0, 0, 1, 2, 3, 3]
+    # a gathering under half a piece joins the piece before it
+    assert recording.pieces([(0, 10), (12, 14)], 10, shortest=2)[1] == [0, 0]
+    # all speech in spans of `shortest` and more is in the cut, whatever the piece length
+    rng = np.random.default_rng(0)
+    bounds = np.cumsum(rng.integers(1, 400, 2000))
+    spans = [(int(a), int(b)) for a, b in zip(bounds[0::2], bounds[1::2])]
+    for length in (16, 100, 1000):
+        cut, piece = recording.pieces(spans, length, shortest=8)
+        assert sum(b - a for a, b in cut) == sum(b - a for a, b in spans if b - a >= 8)
+        assert piece == sorted(piece) and piece[0] == 0
+        assert set(np.diff(piece)) <= {0, 1}
 
 
 def test_turns_merge_touching_pieces_of_one_speaker():
@@ -229,6 +250,20 @@ def test_two_synthetic_voices_give_two_speakers_with_their_spans():
     assert recording.analyse(np.zeros(4 * SR, np.int16), _Features(), INFO).speakers == []
 
 
+def test_a_long_recording_keeps_its_short_spans_and_their_speakers(monkeypatch):
+    """Past MAX_PIECES the pieces lengthen (here to 14 s: two of the four 6.6-7.7 s turns are
+    shorter than half a piece); those spans gather into one piece of both voices, and each then
+    goes to its own speaker: the turns are those of 1 s pieces, and no speech is left out."""
+    pcm, _ = _conversation()
+    usual = recording.analyse(pcm, _Features(), INFO)
+    monkeypatch.setattr(recording, "MAX_PIECES", 2)
+    found = recording.analyse(pcm, _Features(), INFO)
+    length = -(-found.speech_samples // 2)
+    assert sum(b - a < length // 2 for a, b in found.speech) == 2  # two spans gathered
+    assert [s.turns for s in found.speakers] == [s.turns for s in usual.speakers]
+    assert sum(s.samples for s in found.speakers) == found.speech_samples
+
+
 def test_a_speaker_with_a_small_share_is_still_a_speaker():
     """Two voices of one sex talk at length, a third (the other sex) says one thing: 10-15% of the
     speech, which is one speaker to a listener (a 15% floor used to merge it into another)."""
@@ -285,7 +320,7 @@ def test_streamed_spans_and_statistics_are_those_of_the_whole_array(tmp_path):
         assert recording._loudness_range_db(source, a, b, SR, SR) == speech.loudness_range_db(
             pcm[a:b]
         )
-        cut = recording.pieces(want, SR)
+        cut, _ = recording.pieces(want, SR)
         frames = recording.mfcc_frames(pcm, chunk_frames=300)
         spans = recording.frame_spans(cut, pcm.size)
         for got, (a, b) in zip(recording.piece_statistics(source, cut, chunk_frames=300), spans):
