@@ -12,6 +12,8 @@ and `Batcher` merges concurrent requests of one signature the way TF Serving doc
     differ fail the whole batch with TF Serving's FAILED_PRECONDITION ("Tensors with name ... from
     different tasks have different shapes and padding is turned off ..."), because s2f never pads
     samples (pad_variable_length_inputs: false; silence is not speech);
+  - a request whose deadline passes while it waits gets DEADLINE_EXCEEDED, and its batch runs
+    without it;
   - the merged batch is padded to the next allowed_batch_sizes entry with copies of the last
     request's first row, the model runs once, and each request gets its own rows back.
 
@@ -156,9 +158,14 @@ def read_batching_parameters(path: str) -> BatchingParameters:
 @dataclass
 class _Task:
     array: np.ndarray  # [rows, ...]
+    deadline: float | None = None  # time.monotonic() by which the caller wants an answer
     done: threading.Event = field(default_factory=threading.Event)
     result: dict | None = None
     error: RequestError | None = None
+
+
+def _expired() -> RequestError:
+    return RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded while queued")
 
 
 @dataclass
@@ -199,8 +206,10 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, array: np.ndarray) -> dict[str, np.ndarray]:
-        """Queues one request's input [rows, ...] and waits for its rows of the outputs."""
+    def submit(self, array: np.ndarray, deadline: float | None = None) -> dict[str, np.ndarray]:
+        """Queues one request's input [rows, ...] and waits for its rows of the outputs. A request
+        whose `deadline` (time.monotonic()) passes while it waits gets DEADLINE_EXCEEDED, and a batch
+        that has not run yet leaves it out, as TF Serving drops expired tasks."""
         p = self.params
         rows = int(array.shape[0])
         if rows > p.max_batch_size:
@@ -208,7 +217,7 @@ class Batcher:
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"Task size {rows} is larger than maximum input batch size {p.max_batch_size}",
             )
-        task = _Task(array)
+        task = _Task(array, deadline)
         with self._cond:
             if self._closing:
                 raise RequestError(grpc.StatusCode.UNAVAILABLE, "this version is being unloaded")
@@ -220,7 +229,8 @@ class Batcher:
             batch.tasks.append(task)
             batch.rows += rows
             self._cond.notify_all()
-        task.done.wait()
+        if not task.done.wait(None if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise _expired()
         if task.error is not None:
             raise task.error
         return task.result
@@ -255,6 +265,7 @@ class Batcher:
 
     def _loop(self) -> None:
         while (batch := self._next()) is not None:
+            tasks = list(batch.tasks)  # all are answered, the expired ones too
             try:
                 self._process(batch)
             except RequestError as e:
@@ -264,11 +275,19 @@ class Batcher:
                 error = RequestError(grpc.StatusCode.INTERNAL, f"internal error: {e}"[:2000])
                 for task in batch.tasks:
                     task.error = error
-            for task in batch.tasks:
+            for task in tasks:
                 task.done.set()
 
     def _process(self, batch: _Batch) -> None:
         """Merges, pads, runs once, splits (see the module docstring)."""
+        now = time.monotonic()
+        for task in batch.tasks:
+            if task.deadline is not None and task.deadline <= now:
+                task.error = _expired()
+        batch.tasks = [t for t in batch.tasks if t.error is None]
+        if not batch.tasks:
+            return
+        batch.rows = sum(t.array.shape[0] for t in batch.tasks)
         arrays = [t.array for t in batch.tasks]
         if any(a.shape[1:] != arrays[0].shape[1:] for a in arrays):
             raise RequestError(

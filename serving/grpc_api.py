@@ -41,7 +41,8 @@ def predict_proto(
         raise RequestError(
             grpc.StatusCode.DEADLINE_EXCEEDED, "deadline exceeded before the model ran"
         )
-    result = signature.serve(array)
+    deadline = None if time_remaining is None else time.monotonic() + time_remaining
+    result = signature.serve(array, deadline)
     response = predict_pb2.PredictResponse()
     response.model_spec.name = backend.model_name
     response.model_spec.version.value = servable.version

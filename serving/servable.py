@@ -44,9 +44,12 @@ class Signature:
         except savedmodel.ModelError as e:
             raise RequestError(grpc_code(e.error_code), str(e)) from None
 
-    def serve(self, array: np.ndarray) -> dict[str, np.ndarray]:
-        """What a request runs: through the batcher when there is one, else `run` at once."""
-        return self.batcher.submit(array) if self.batcher is not None else self.run(array)
+    def serve(self, array: np.ndarray, deadline: float | None = None) -> dict[str, np.ndarray]:
+        """What a request runs: through the batcher when there is one (which answers
+        DEADLINE_EXCEEDED once `deadline`, a time.monotonic(), has passed), else `run` at once."""
+        if self.batcher is None:
+            return self.run(array)
+        return self.batcher.submit(array, deadline)
 
 
 @dataclass

@@ -136,6 +136,40 @@ def test_full_queue_answers_unavailable():
     batcher.close()
 
 
+def test_a_request_past_its_deadline_is_answered_and_left_out_of_its_batch():
+    import time
+
+    release, ran = threading.Event(), []
+
+    def run(array):
+        ran.append(array[:, 0].tolist())
+        release.wait(30)
+        return {"x": array}
+
+    params = BatchingParameters(max_batch_size=1, num_batch_threads=1, allowed_batch_sizes=(1,))
+    batcher = Batcher(params, run, "t:0")
+    busy = threading.Thread(target=batcher.submit, args=(np.zeros((1, 2), np.float32),))
+    busy.start()
+    while not ran:  # the one thread is busy with the first request: the next ones wait
+        threading.Event().wait(0.01)
+    got = {}
+    late = threading.Thread(
+        target=lambda: got.setdefault("late", batcher.submit(np.ones((1, 2), np.float32)))
+    )
+    late.start()
+    started = time.monotonic()
+    with pytest.raises(RequestError) as info:
+        batcher.submit(np.full((1, 2), 2, np.float32), deadline=started + 0.2)
+    assert info.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert 0.2 <= time.monotonic() - started < 5  # answered at its deadline, not when run
+    release.set()
+    for thread in (busy, late):
+        thread.join(30)
+    batcher.close()
+    assert ran == [[0.0], [1.0]]  # the expired request never ran
+    np.testing.assert_array_equal(got["late"]["x"], np.ones((1, 2)))
+
+
 # -- the export and the server
 def test_warmup_covers_every_allowed_size_for_both_signatures(untrained_tiny_export):
     path = os.path.join(
