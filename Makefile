@@ -16,6 +16,8 @@ STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# pytest-xdist workers: most tests wait on `s2f` subprocesses, so two workers keep 2 cores busy
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv clean
 
@@ -35,7 +37,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS) tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

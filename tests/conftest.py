@@ -108,6 +108,31 @@ def run_s2f(*args, env=None, timeout=600):
     )
 
 
+def once_per_run(tmp_path_factory, name: str, make):
+    """make(an empty directory) -> a str (a path in it), once per test run: with pytest-xdist's
+    workers (`make test` runs two), the first worker to ask makes it under a lock in the run's
+    shared temporary directory and the others wait and read its answer. Session fixtures whose
+    result is a path use it, so a tiny model is trained once, not once per worker."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make(str(tmp_path_factory.mktemp(name)))
+    import json
+
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp().parent  # one per run, above the workers' own
+    answer = root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not answer.exists():
+            out = root / name
+            if out.exists():  # a worker that failed making it: start again
+                import shutil
+
+                shutil.rmtree(out)
+            out.mkdir()
+            answer.write_text(json.dumps(make(str(out))))
+        return json.loads(answer.read_text())
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """A tiny synthetic corpus (8 identities x 3 clips, 32 px faces) prepared once per session. Seed
@@ -118,32 +143,37 @@ def tiny_corpus(tmp_path_factory):
     from s2f_tf import factory
     from s2f_tf.configs import get_config
 
-    out = str(tmp_path_factory.mktemp("tiny_corpus"))
-    run_prepare(
-        SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=24),
-        out,
-        items_per_shard=8,
-        beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
-        log=lambda *_: None,
-        texture_warp=factory.texture_warp(get_config("tiny")),
-    )
-    return out
+    def make(out: str) -> str:
+        run_prepare(
+            SyntheticSource(identities=8, clips_per_identity=3, image_size=32, seed=24),
+            out,
+            items_per_shard=8,
+            beam_args=["--direct_running_mode=in_memory", "--direct_num_workers=1"],
+            log=lambda *_: None,
+            texture_warp=factory.texture_warp(get_config("tiny")),
+        )
+        return out
+
+    return once_per_run(tmp_path_factory, "tiny_corpus", make)
 
 
 @pytest.fixture(scope="session")
 def tiny_faces_workdir(tiny_corpus, tmp_path_factory):
     """A workdir with stages 1 and 2 trained (tiny preset), for the voice-encoder tests to copy."""
-    workdir = str(tmp_path_factory.mktemp("faces_workdir"))
-    for stage in ("face_encoder", "face_decoder"):
-        r = run_s2f(
-            "train",
-            "--config=tiny",
-            f"--stage={stage}",
-            f"--workdir={workdir}",
-            f"--data={tiny_corpus}",
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
-    return workdir
+
+    def make(workdir: str) -> str:
+        for stage in ("face_encoder", "face_decoder"):
+            r = run_s2f(
+                "train",
+                "--config=tiny",
+                f"--stage={stage}",
+                f"--workdir={workdir}",
+                f"--data={tiny_corpus}",
+            )
+            assert r.returncode == 0, r.stderr[-3000:]
+        return workdir
+
+    return once_per_run(tmp_path_factory, "faces_workdir", make)
 
 
 @pytest.fixture(scope="session")
@@ -151,27 +181,33 @@ def tiny_trained_workdir(tiny_corpus, tiny_faces_workdir, tmp_path_factory):
     """All three stages trained at tiny size (for evaluate/export/serve tests)."""
     import shutil
 
-    workdir = str(tmp_path_factory.mktemp("trained") / "run")
-    shutil.copytree(tiny_faces_workdir, workdir)
-    r = run_s2f(
-        "train",
-        "--config=tiny",
-        "--stage=voice_encoder",
-        f"--workdir={workdir}",
-        f"--data={tiny_corpus}",
-    )
-    assert r.returncode == 0, r.stderr[-3000:]
-    return workdir
+    def make(out: str) -> str:
+        workdir = f"{out}/run"
+        shutil.copytree(tiny_faces_workdir, workdir)
+        r = run_s2f(
+            "train",
+            "--config=tiny",
+            "--stage=voice_encoder",
+            f"--workdir={workdir}",
+            f"--data={tiny_corpus}",
+        )
+        assert r.returncode == 0, r.stderr[-3000:]
+        return workdir
+
+    return once_per_run(tmp_path_factory, "trained", make)
 
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_trained_workdir, tmp_path_factory):
     """`s2f export` of tiny_trained_workdir, once per session: the model directory <base>/s2f (for the
     predict tests; a test that checks the export itself, or writes versions, exports on its own)."""
-    base = str(tmp_path_factory.mktemp("exports"))
-    r = run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return f"{base}/s2f"
+
+    def make(base: str) -> str:
+        r = run_s2f("export", f"--workdir={tiny_trained_workdir}", f"--export_base={base}")
+        assert r.returncode == 0, r.stderr[-3000:]
+        return f"{base}/s2f"
+
+    return once_per_run(tmp_path_factory, "exports", make)
 
 
 @pytest.fixture(scope="session")
