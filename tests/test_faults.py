@@ -82,12 +82,27 @@ def digests(folder) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """`s2f prepare synthetic` (tiny) run once, uninterrupted: what a continued run must equal."""
-    out = str(tmp_path_factory.mktemp("prepared") / "data")
-    r = run_s2f(*PREPARE, f"--data={out}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    return out
+def prepared(tiny_corpus):
+    """What an uninterrupted `s2f prepare synthetic` with PREPARE's arguments writes: the session's
+    tiny corpus, which conftest prepares in-process with the same arguments (only prepare.json's
+    record of the command line differs: `assert_same_corpus`)."""
+    return tiny_corpus
+
+
+def assert_same_corpus(data, prepared) -> None:
+    """`data`, prepared by the command, is byte for byte the uninterrupted corpus."""
+    import json
+
+    got, want = digests(data), digests(prepared)
+    assert got.pop("prepare.json") and want.pop("prepare.json")
+    assert got == want
+    with open(f"{data}/prepare.json") as f:
+        assert json.load(f)["arguments"] == {
+            "identities": 8,
+            "clips_per_identity": 3,
+            "seed": 24,
+            "image_size": 32,
+        }
 
 
 @pytest.mark.slow
@@ -104,7 +119,7 @@ def test_prepare_on_a_full_disk_then_again(small_disk, prepared):
     grow(20000)
     r = run_s2f(*PREPARE, f"--data={data}")
     assert r.returncode == 0, r.stderr[-3000:]
-    assert digests(data) == digests(prepared)
+    assert_same_corpus(data, prepared)
 
 
 @pytest.mark.slow
@@ -173,7 +188,7 @@ def test_prepare_stopped_by_sigterm_then_again(tmp_path, prepared):
     r = run_s2f(*PREPARE, f"--data={data}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert f"({len(kept)} already done)" in r.stdout
-    assert digests(data) == digests(prepared)
+    assert_same_corpus(data, prepared)
 
 
 @pytest.mark.slow
