@@ -283,6 +283,8 @@ def bench(args) -> None:
             args.model_base_path,
             args.model_name,
             batch_size=args.batch_size,
+            requests=args.requests,
+            time_limit_seconds=args.time_limit_seconds,
             batching_parameters_file=args.batching_parameters_file,
         )
     else:

@@ -457,6 +457,15 @@ def _bench(sub, presets: Sequence[str]) -> None:
     _add_model_name(q)
     q.add_argument("--batch_size", type=int, default=1, help="clips per request")
     q.add_argument(
+        "--requests", type=int, default=200, help="requests per mode and concurrency level"
+    )
+    q.add_argument(
+        "--time_limit_seconds",
+        type=float,
+        default=120.0,
+        help="no request is issued after this (a paper-size model needs more than the default)",
+    )
+    q.add_argument(
         "--batching_parameters_file",
         help="the batching server's TF Serving BatchingParameters (default: serving/batching.config)",
     )
