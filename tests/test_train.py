@@ -553,8 +553,9 @@ def test_corrupt_shard_fails_naming_the_file(tiny_corpus, tmp_path):
 
 @pytest.mark.slow
 def test_multi_worker_sigterm_saves_and_resumes(tiny_corpus, tiny_faces_workdir, tmp_path):
-    """SIGTERM to one worker: TF's PreemptionCheckpointHandler saves on every worker and they exit;
-    restarting the same commands resumes from that save and finishes."""
+    """SIGTERM to one worker: every worker stops after the call in flight at the same step, saying
+    so, with status 143 and its step record; restarting the same commands resumes from that step
+    and finishes with identical workers."""
     workdir = _voice_workdir(tiny_faces_workdir, tmp_path)
     args = [
         "--config=tiny",
@@ -596,11 +597,15 @@ def test_multi_worker_sigterm_saves_and_resumes(tiny_corpus, tiny_faces_workdir,
         time.sleep(0.2)
     time.sleep(3)  # some steps in
     procs[0].send_signal(signal.SIGTERM)
-    for p in procs:
-        p.communicate(timeout=180)
-    saved = glob.glob(os.path.join(ckpts, "ckpt-*.index"))
-    assert saved, "no checkpoint written on SIGTERM"
-    assert any(p.returncode != 0 for p in procs)  # the run stopped early
+    told = [
+        [ln for ln in p.communicate(timeout=180)[1].splitlines() if "stopped by" in ln]
+        for p in procs
+    ]
+    assert [p.returncode for p in procs] == [143, 143], told
+    steps = {line[0].split(" at step ")[1].split()[0] for line in told}
+    assert len(steps) == 1 and all("stopped by SIGTERM" in line[0] for line in told), told
+    saved = glob.glob(os.path.join(ckpts, f"ckpt-{steps.pop()}.index"))
+    assert saved, "no checkpoint written at the step the workers stopped at"
     results = []
     for p in launch():
         out, err = p.communicate(timeout=300)

@@ -15,9 +15,9 @@ loop         calls of train.steps_per_loop (K) steps (trainer.py), each ending o
 stopping     SIGTERM / SIGINT (runtime.StopSignals): the call in flight finishes, a checkpoint and
              its step record are written at that step, and StoppedError says where (exit 143 /
              130); a second signal or train.stop_grace_seconds ends the process at once. Under
-             MultiWorkerMirroredStrategy a SIGTERM saves the model through TF's
-             PreemptionCheckpointHandler instead (the input then resumes from the last periodic
-             position)
+             MultiWorkerMirroredStrategy the workers agree after every call (a one-number
+             all-reduce), so a signal to any worker stops them all at the same step, each with its
+             step record
 result       the last checkpoint, result.json (chief), the HParams dashboard's record of the stage
              (its resolved config, final and best figures)
 """
@@ -29,6 +29,7 @@ import dataclasses
 import json
 import math
 import shutil
+import signal
 import tempfile
 import time
 
@@ -98,11 +99,8 @@ class Controller:
             self.checkpoint, checkpoint_dir, max_to_keep=run.config.train.keep_checkpoints
         )
         self.position, self.resumed = self._restore()
-        self.preemption = None  # before the TensorBoard writer: a SIGTERM from then on is handled
-        if isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            self.preemption = tf.distribute.experimental.PreemptionCheckpointHandler(
-                run.strategy.cluster_resolver, self.manager
-            )
+        # the workers agree on a stop signal after every call (`_stop_signal`)
+        self.multi_worker = isinstance(run.strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.values: dict = dict(self.resumed.get("losses", {}))  # the last step's
         self.clipped = 0  # steps whose gradient norm was above clip_global_norm
         self.rate = 0.0
@@ -216,13 +214,11 @@ class Controller:
             )
 
     def _loop(self, iterator, current: int, preview, validator) -> None:
-        run, preemption = self.run, self.preemption
+        run = self.run
         progress = Progress(self.total, self.name, enabled=run.chief and run.options.progress)
         self.last_time, self.last_step = time.time(), current
-        with runtime.StopSignals(
-            self.config.train.stop_grace_seconds, enabled=not preemption
-        ) as stop:
-            self._calls(iterator, current, preview, validator, (preemption, progress, stop))
+        with runtime.StopSignals(self.config.train.stop_grace_seconds) as stop:
+            self._calls(iterator, current, preview, validator, (progress, stop))
         if self.profiling:
             tf.profiler.experimental.stop()
             self.profiling = False
@@ -230,7 +226,7 @@ class Controller:
 
     def _calls(self, iterator, current: int, preview, validator, helpers) -> None:
         """Calls of K steps up to the stage's end, or to a stop signal."""
-        preemption, progress, stop = helpers
+        progress, stop = helpers
         trainer, k = self.trainer, self.config.train.steps_per_loop
         files = self.run.info.files(self.run.options.data_dir, "train")
         while current < self.total:
@@ -238,11 +234,7 @@ class Controller:
             self._profile(current)
             count = tf.constant(n, tf.int64)
             with naming_corrupt_shards(files), self._marker(current):
-                out = (
-                    preemption.run(trainer.steps, iterator, count)
-                    if preemption
-                    else trainer.steps(iterator, count)
-                )
+                out = trainer.steps(iterator, count)
             out = tf.nest.map_structure(lambda t: t.numpy(), out)  # the call's one host read
             current += n
             self._after(current, n, out)
@@ -250,11 +242,23 @@ class Controller:
             progress.update(
                 current, {"loss": self.values["total"], "examples/s": self.rate, **self.validated}
             )
-            if stop.signal and current < self.total:  # (at the end: the stage finishes)
+            signum = self._stop_signal(stop)
+            if signum and current < self.total:  # (at the end: the stage finishes)
                 progress.close()
-                self._stop(current, stop)
+                self._stop(current, signum)
 
-    def _stop(self, current: int, stop) -> None:
+    def _stop_signal(self, stop) -> int | None:
+        """The signal to stop at after this call: this process's; under MultiWorkerMirroredStrategy,
+        any worker's (SIGTERM for those that got none), agreed by a one-number all-reduce after
+        every call, so that all workers stop at the same step and each writes its step record."""
+        if not self.multi_worker:
+            return stop.signal
+        strategy = self.run.strategy
+        mine = tf.constant(float(stop.signal or 0))
+        signals = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: mine), axis=None)
+        return (stop.signal or signal.SIGTERM) if float(signals) > 0 else None
+
+    def _stop(self, current: int, signum: int) -> None:
         """A stop signal: the checkpoint (and step record) at `current`, then StoppedError."""
         if current % self.every["checkpoint"]:  # (else saved already)
             self._save(current)
@@ -263,9 +267,9 @@ class Controller:
             self.profiling = False
         tf.summary.flush()
         raise StoppedError(
-            f"stopped by {stop.name} at step {current} of {self.total} of the {self.name} stage, "
-            "its checkpoint saved: run the same command again to resume",
-            stop.signal,
+            f"stopped by {signal.Signals(signum).name} at step {current} of {self.total} of the "
+            f"{self.name} stage, its checkpoint saved: run the same command again to resume",
+            signum,
         )
 
     def _after(self, current: int, n: int, out: dict) -> None:
