@@ -422,6 +422,19 @@ class _HeldOut:
     def set_judge(self, judge) -> None:
         self.judge, self.true_reading = judge, judge(self.data["images"])
 
+    def fidelity(self, models, decoded: np.ndarray, per_query: dict, intervals: dict) -> dict:
+        """fidelity_figures of faces `decoded` for these held-out clips ([N, S, S, 3] 0..255)."""
+        return fidelity_figures(
+            models,
+            decoded,
+            self.data,
+            self.references,
+            self.gallery_size,
+            per_query,
+            intervals,
+            self.galleries,
+        )
+
     def add_attributes(self, entry: dict, per_query: dict, decoded: np.ndarray) -> None:
         """The judge's reading of `decoded` faces against its reading of the true ones."""
         if self.judge is None:
@@ -505,16 +518,7 @@ def _face_to_face_figures(models: _Models, held: _HeldOut, from_true: np.ndarray
     """What faces decoded from the true feature ([N, S, S, 3] 0..255) keep: the decoder's ceiling."""
     per_query: dict = {}
     intervals: dict = {}
-    f2f = fidelity_figures(
-        models,
-        from_true,
-        held.data,
-        held.references,
-        held.gallery_size,
-        per_query,
-        intervals,
-        held.galleries,
-    )
+    f2f = held.fidelity(models, from_true, per_query, intervals)
     held.add_attributes(f2f, per_query, from_true)
     held.summarise(f2f, per_query, intervals)
     log(
@@ -544,18 +548,7 @@ def _voice_figures(
         "own_face": metrics.histogram(angle),
         "other_speakers_faces": metrics.histogram(metrics.angles(v_s[apart], v_f[other[apart]])),
     }
-    entry.update(
-        fidelity_figures(
-            models,
-            decoded,
-            held.data,
-            held.references,
-            held.gallery_size,
-            per_query,
-            intervals,
-            held.galleries,
-        )
-    )
+    entry.update(held.fidelity(models, decoded, per_query, intervals))
     if landmarks.shape[1] == metrics.CRANIOFACIAL_LANDMARKS:
         entry["craniofacial"] = metrics.craniofacial_figures(f2f_landmarks, landmarks, speakers)
     held.add_attributes(entry, per_query, decoded)
