@@ -39,6 +39,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
+from pipelines import metrics
 from pipelines.targets import TextureSpec, fill_targets
 from s2f_tf import contract
 from s2f_tf.data import schema
@@ -276,7 +277,7 @@ class _ProcessShard:
 
     def __call__(self, line: str):
         task = json.loads(line)
-        return process_shard(
+        summary = process_shard(
             self.source,
             self.out_dir,
             tuple(task["key"]),
@@ -285,6 +286,8 @@ class _ProcessShard:
             self.textures,
             self.features,
         )
+        metrics.count_shard(summary, schema.SAMPLE_RATE)
+        return summary
 
 
 def _run_beam(
@@ -296,7 +299,8 @@ def _run_beam(
     num_workers: int,
     textures: TextureSpec,
     features: FeatureSpec | None = None,
-) -> None:
+) -> dict[str, Any]:
+    """Runs the pipeline; returns its metrics (pipelines/metrics.py)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -321,13 +325,17 @@ def _run_beam(
         ),
     )
     fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
-    with _workers_stderr(loud), beam.Pipeline(options=PipelineOptions(args)) as p:
+    with _workers_stderr(loud):
+        p = beam.Pipeline(options=PipelineOptions(args))
         _ = (
             p
             | "plan" >> beam.io.ReadFromText(plan_path)
             | "spread" >> beam.Reshuffle()
             | "process_and_write" >> beam.Map(fn)
         )
+        result = p.run()
+        result.wait_until_finish()
+    return metrics.collect(result)
 
 
 @contextlib.contextmanager
@@ -415,19 +423,33 @@ def run_prepare(
         f"prepare {source.name}: {len(items)} items, {len(plan.speakers)} speakers, "
         f"{len(plan.shards)} shards ({done} already done) -> {out_dir}"
     )
-    if done < len(plan.shards):
+    # Every shard done and counted by an earlier run: nothing to run. Otherwise the pipeline runs,
+    # and shards finished earlier only report their metrics again.
+    counted = _stored_metrics(out_dir) if done == len(plan.shards) else None
+    if counted is None:
         with _stopping_cleanly(out_dir, plan):
-            _run_beam(
+            counted = _run_beam(
                 plan, source, out_dir, runner, list(beam_args), num_workers, textures, features
             )
-    info = _finalize(plan, source, out_dir, textures, features.feature_dim if features else 0)
+    info = _finalize(
+        plan, source, out_dir, textures, features.feature_dim if features else 0, counted
+    )
     failed = sum(1 for _ in _iter_failures(out_dir))
     log(
         f"prepare {source.name}: {sum(info.counts.values())} clips written "
         f"({', '.join(f'{s} {n}' for s, n in info.counts.items())}), {failed} failed items "
         f"(see {schema.MANIFEST_FILE}), {time.time() - started:.1f} s"
     )
+    log(f"prepare {source.name}: Beam metrics ({metrics.NAMESPACE}): {metrics.describe(counted)}")
     return info
+
+
+def _stored_metrics(out_dir: str) -> dict[str, Any] | None:
+    """The metrics dataset.json keeps from the run that finished it, if any."""
+    path = _join(out_dir, schema.INFO_FILE)
+    if not tf.io.gfile.exists(path):
+        return None
+    return _read_json(path).get("prepare_metrics") or None
 
 
 class _Stop(BaseException):
@@ -533,7 +555,12 @@ def _iter_failures(out_dir: str):
 
 
 def _finalize(
-    plan: Plan, source: Source, out_dir: str, textures: TextureSpec, feature_dim: int = 0
+    plan: Plan,
+    source: Source,
+    out_dir: str,
+    textures: TextureSpec,
+    feature_dim: int,
+    prepare_metrics: dict[str, Any],
 ) -> schema.DatasetInfo:
     summaries = []
     for key in sorted(plan.shards):
@@ -564,6 +591,7 @@ def _finalize(
         speaker_counts={k: len(v) for k, v in speakers.items()},
         texture_warp=textures.warp_settings(),
         feature_dim=feature_dim,
+        prepare_metrics=prepare_metrics,
         **source.info(),
     )
     info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])

@@ -123,6 +123,41 @@ def test_avspeech_manifest_has_typed_reasons(avspeech):
     assert all(r["detail"] for r in rows.values() if r["status"] != "ok")
 
 
+def test_prepare_reports_beam_metrics_of_the_whole_dataset(avspeech):
+    """The Beam metrics (pipelines/metrics.py) in dataset.json agree with the manifest: failures by
+    reason and split, clips and audio written, the clip-length distribution; a second run, with every
+    shard done, keeps them."""
+    from collections import Counter
+
+    rows = _manifest(avspeech["out"]).values()
+    ok = [r for r in rows if r["status"] == "ok"]
+    ms = [round(1000 * r["samples"] / schema.SAMPLE_RATE) for r in ok]
+    failed = Counter(f"failed.{r['reason']}" for r in rows if r["status"] != "ok")
+    expected = {
+        **failed,
+        "failed_items.train": sum(failed.values()),
+        "clips_written.train": len(ok),
+        "milliseconds_written.train": sum(ms),
+        "shards.train": len(avspeech["info"].shards["train"]),
+    }
+    stored = json.load(open(os.path.join(avspeech["out"], schema.INFO_FILE)))["prepare_metrics"]
+    assert stored["counters"] == dict(sorted(expected.items()))
+    lengths = stored["distributions"]["clip_milliseconds"]
+    assert (lengths["count"], lengths["min"], lengths["max"]) == (len(ms), min(ms), max(ms))
+    lines = []
+    again = common.run_prepare(
+        AVSpeechSource(
+            avspeech["csv"], avspeech["videos"], image_size=64, split="train", min_seconds=2.0
+        ),
+        avspeech["out"],
+        items_per_shard=4,
+        beam_args=IN_PROCESS,
+        log=lines.append,
+    )
+    assert again.prepare_metrics == stored
+    assert "failed " in lines[-1] and "no_face 1" in lines[-1] and "undecodable 2" in lines[-1]
+
+
 def test_avspeech_records(avspeech):
     info = avspeech["info"]
     assert info.source == "avspeech" and info.image_size == 64 and info.num_landmarks == 5

@@ -251,6 +251,8 @@ class DatasetInfo:
     )  # border_points, regularization,
     # interpolation
     decoder_target: str = ""  # canonical | clip: what target/image holds
+    # the Beam metrics of the prepare run that finished the dataset (pipelines/metrics.py)
+    prepare_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def write(self, data_dir: str) -> None:
