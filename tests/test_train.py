@@ -658,6 +658,65 @@ def test_cool_down_ramps_the_learning_rate_to_zero_over_the_last_steps():
         validate(get_config("demo", ["optimizer.cooldown_steps=-1"]))
 
 
+_ADAM_SCRIPT = r"""
+import json
+import numpy as np, tensorflow as tf, keras
+from s2f_tf.train.runtime import configure_cpu_devices
+configure_cpu_devices(2)
+from s2f_tf.train.trainer import FusedAdam
+rng = np.random.RandomState(0)
+start = [rng.randn(3, 5).astype(np.float32), rng.randn(7).astype(np.float32)]
+# four steps of two replicas' gradients; the global gradient is their sum
+parts = tf.constant(rng.randn(4, 2, 3 * 5 + 7).astype(np.float32))
+split = lambda flat: [tf.reshape(flat[:15], [3, 5]), flat[15:]]
+schedule = keras.optimizers.schedules.ExponentialDecay(3e-2, decay_steps=2, decay_rate=0.5)
+settings = dict(beta_1=0.5, beta_2=0.99, epsilon=1e-4)
+
+def run(optimizer, strategy):
+    with strategy.scope():
+        variables = [keras.Variable(v) for v in start]
+        optimizer = optimizer(schedule, **settings)
+        optimizer.build(variables)
+
+    @tf.function
+    def step(k):
+        def replica():
+            i = tf.distribute.get_replica_context().replica_id_in_sync_group
+            n = strategy.num_replicas_in_sync
+            grads = tf.gather(parts[k], i) if n == 2 else tf.reduce_sum(parts[k], 0)
+            optimizer.apply(split(grads), variables)  # Keras sums the replicas' parts
+        strategy.run(replica)
+
+    for k in range(4):
+        step(tf.constant(k))
+    return [v.numpy() for v in variables], int(optimizer.iterations.numpy())
+
+mirrored = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+one = tf.distribute.get_strategy()
+ours, n = run(FusedAdam, mirrored)
+keras_one, _ = run(keras.optimizers.Adam, one)
+ours_one, _ = run(FusedAdam, one)
+diff = lambda a, b: max(float(np.abs(x - y).max()) for x, y in zip(a, b))
+moved = max(float(np.abs(x - y).max()) for x, y in zip(keras_one, start))
+print(json.dumps({"iterations": n, "mirrored_vs_keras": diff(ours, keras_one),
+                  "one_vs_keras": diff(ours_one, keras_one), "moved": moved}))
+"""
+
+
+@pytest.mark.slow
+def test_fused_adam_is_keras_adam_on_one_device_and_on_two_replicas():
+    """The training loop's Adam (TensorFlow's fused kernel per variable) takes the same four steps as
+    Keras' Adam with the same schedule, on one device and across two replicas (the global gradient
+    split between them)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _ADAM_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["iterations"] == 4 and out["moved"] > 0.05
+    assert out["one_vs_keras"] < 1e-6 and out["mirrored_vs_keras"] < 1e-6, out
+
+
 _CLIP_SCRIPT = r"""
 import json, sys
 import numpy as np, tensorflow as tf, keras

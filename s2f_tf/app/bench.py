@@ -136,6 +136,7 @@ def _tf_train_step(config, batch_size: int, policy: str, jit_compile: bool):
     import tensorflow as tf
 
     from s2f_tf import factory, losses
+    from s2f_tf.train.trainer import make_optimizer
 
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -149,7 +150,7 @@ def _tf_train_step(config, batch_size: int, policy: str, jit_compile: bool):
             np.random.RandomState(1).randn(batch_size, config.feature_dim).astype(np.float32)
         )
         encoder(front_end(wave[:1]))
-        optimizer = keras.optimizers.Adam(1e-4, beta_1=0.5, epsilon=1e-4)
+        optimizer = make_optimizer(config, config.optimizer.learning_rate, policy)
         optimizer.build(encoder.trainable_variables)
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -78,7 +78,8 @@ def make_step(config, batch_size: int, setting: str):
     model = TorchVoiceEncoder(config, channels_last).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), eps=1e-4)
+    # fused: one kernel per parameter, as our own Adam (s2f_tf/train/trainer.py, FusedAdam)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999), eps=1e-4, fused=True)
     wave = torch.from_numpy(
         (np.random.RandomState(0).randn(batch_size, config.audio.clip_samples) * 0.1).astype(
             np.float32
