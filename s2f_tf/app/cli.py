@@ -163,8 +163,28 @@ def train(args) -> None:
         vgg_face_weights=args.vgg_face_weights,
         skip_corrupt=args.skip_corrupt,
         profiler_port=args.profiler_port,
+        data_service=_data_service_address(args),
     )
     print(json.dumps(train_stage(config, options)))
+
+
+def _data_service_address(args) -> str:
+    if not args.data_service:
+        return ""
+    from s2f_tf.data.service import address
+
+    if args.deterministic:
+        raise UsageError(
+            "--deterministic reads the input in a fixed order that a resumed run continues; a "
+            "tf.data service's stream is shared and unordered: use one or the other"
+        )
+    return address(args.data_service)
+
+
+def data_service(args) -> None:
+    from s2f_tf.data.service import run as run_service
+
+    run_service(args.port, args.workers, args.dispatcher or "", args.host)
 
 
 def evaluate(args) -> None:
@@ -317,6 +337,7 @@ COMMANDS = {
     "describe": describe,
     "prepare": prepare,
     "train": train,
+    "data-service": data_service,
     "evaluate": evaluate,
     "export": export,
     "serve": serve,

@@ -95,7 +95,18 @@ def make_parser(presets: Sequence[str]) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"s2f {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in (_describe, _prepare, _train, _evaluate, _export, _serve, _predict, _bench, _demo):
+    for add in (
+        _describe,
+        _prepare,
+        _train,
+        _data_service,
+        _evaluate,
+        _export,
+        _serve,
+        _predict,
+        _bench,
+        _demo,
+    ):
         add(sub, presets)
     return parser
 
@@ -292,6 +303,35 @@ def _train(sub, presets: Sequence[str]) -> None:
         "--skip_corrupt",
         action="store_true",
         help="skip (and log) unreadable records instead of failing",
+    )
+    p.add_argument(
+        "--data_service",
+        metavar="grpc://HOST:PORT",
+        help="read the training input through this tf.data service dispatcher (`s2f data-service`); "
+        "a resumed run then reads fresh batches instead of resuming its input position",
+    )
+
+
+def _data_service(sub, presets: Sequence[str]) -> None:
+    p = _command(
+        sub,
+        "data-service",
+        "run a tf.data service (a dispatcher and workers) that reads and batches training input "
+        "for `s2f train --data_service`",
+        "s2f data-service --port=5050 --workers=2",
+    )
+    _common(p)
+    p.add_argument("--port", type=int, default=5050, help="the dispatcher's port (0: a free one)")
+    p.add_argument("--workers", type=int, default=2, help="workers to run in this process")
+    p.add_argument(
+        "--dispatcher",
+        metavar="HOST:PORT",
+        help="join the workers to this dispatcher instead of starting one (another machine's)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address the workers give the dispatcher (this machine's, as trainers reach it)",
     )
 
 

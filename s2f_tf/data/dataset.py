@@ -61,10 +61,9 @@ class InputOptions:
     drop_remainder: bool = True  # static batch shapes (needed under tf.distribute / XLA)
     repeat: bool | None = None  # default: = training
     prefetch: int = tf.data.AUTOTUNE
-    service_address: str | None = (
-        None  # "grpc://host:port" of a tf.data service dispatcher: parsing
-    )
-    # and batching run on its workers (see BUILD.md)
+    # "grpc://host:port" of a tf.data service dispatcher: reading, parsing and batching run on its
+    # workers (s2f_tf/data/service.py; BUILD.md, "Input from a tf.data service")
+    service_address: str | None = None
     service_job: str | None = None  # shared job name: consumers split one stream between them
     start: tuple[int, int] = (0, 0)  # training: (epoch, records of that epoch already read)
 

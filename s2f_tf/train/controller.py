@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import math
+import os
 import shutil
 import signal
 import tempfile
@@ -60,6 +62,10 @@ def naming_corrupt_shards(files: list[str]):
         if isinstance(e, tf.errors.InvalidArgumentError) and "record" not in str(e).lower():
             raise
         raise TrainingError(explain_read_error(e, files)) from None
+
+
+def _path_digest(path: str) -> str:
+    return hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:12]
 
 
 @dataclasses.dataclass
@@ -139,7 +145,7 @@ class Controller:
 
     def input_options(self) -> InputOptions:
         run, train = self.run, self.config.train
-        return InputOptions(
+        options = InputOptions(
             batch_size=train.batch_size,
             clip_samples=self.config.audio.clip_samples,
             training=True,
@@ -149,6 +155,22 @@ class Controller:
             deterministic=run.options.deterministic,
             skip_corrupt=run.options.skip_corrupt,
             start=self.position,
+        )
+        if not run.options.data_service:
+            return options
+        # The service's workers each stream the whole split in their own random order (seed
+        # None), and the trainers of this run share one job: positions mean nothing there.
+        step = int(self.trainer.step.numpy())
+        self.log(
+            f"[{self.name}] input from the tf.data service at {run.options.data_service}"
+            + (f": resumed at step {step} with fresh batches" if step else "")
+        )
+        return dataclasses.replace(
+            options,
+            seed=None,
+            start=(0, 0),
+            service_address=run.options.data_service,
+            service_job=f"s2f-{self.name}-{_path_digest(run.options.workdir)}-from-{step}",
         )
 
     # -- the stage --------------------------------------------------------------------------------
@@ -167,8 +189,9 @@ class Controller:
             if run.chief
             else tf.summary.create_noop_writer()
         )
-        preview = self._preview(options) if run.chief and self.stage.summaries is not None else None
-        validator = self._validator(options) if run.chief else None
+        local = dataclasses.replace(options, service_address=None, service_job=None)
+        preview = self._preview(local) if run.chief and self.stage.summaries is not None else None
+        validator = self._validator(local) if run.chief else None
         start = int(self.trainer.step.numpy())
         start_report = (
             self.stage.start_report(preview) if preview is not None and not start else None

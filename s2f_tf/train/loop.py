@@ -50,6 +50,7 @@ class TrainOptions:
     skip_corrupt: bool = False
     progress: bool = True
     profiler_port: int = 0  # 0: no profiler server
+    data_service: str = ""  # grpc://HOST:PORT of a tf.data service dispatcher ("": read here)
 
 
 def resolve_config(config: Config, info: DatasetInfo, options: TrainOptions) -> Config:
