@@ -2,7 +2,9 @@
 
   driver: source.list_items() -> items with a stable item_id, speaker_id and split
           -> shard key = (split, stable_hash(item_id) % shards[split]) -> plan.jsonl (a line a shard)
-  Beam:   ReadFromText(plan.jsonl) -> Reshuffle -> Map(process_shard)
+  Beam:   ReadFromText(plan.jsonl) -> Reshuffle -> Map(process_shard) (the Dask runner, which
+          runs no Read: Create(the plan's lines) -> Map); every shard reports Beam metrics
+          (pipelines/metrics.py); the runner and its options: pipelines/runners.py
           ProcessShard: for each item in item_id order, source.process(item) -> Clip or ItemError
                         -> <split>-<i>-of-<n>.tfrecord (temporary name, renamed when complete)
                         -> <split>-<i>-of-<n>.done.json (the shard's manifest + stats; written last)
@@ -17,20 +19,17 @@ A re-run with the same arguments skips shards whose .done.json exists and, becau
 deterministic and items are written in item_id order, produces byte-identical shards. Nothing is
 half-written: shards and the info file appear under their final names only when complete.
 All file access goes through tf.io.gfile, so `--data` may be a local path or gs://, hdfs://, ...
-The runner is a flag: DirectRunner (2 local processes) by default; Dataflow/Flink/Spark at scale.
+The runner is a flag: DirectRunner (2 local processes) by default; the Dask runner on a
+dask.distributed cluster; Dataflow/Flink/Spark at scale. Local workers: pipelines/local_workers.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-import signal
-import sys
-import threading
 import time
 import traceback
 from collections.abc import Iterable
@@ -39,7 +38,7 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
-from pipelines import metrics
+from pipelines import local_workers, metrics, runners
 from pipelines.targets import TextureSpec, fill_targets
 from s2f_tf import contract
 from s2f_tf.data import schema
@@ -299,67 +298,40 @@ def _run_beam(
     num_workers: int,
     textures: TextureSpec,
     features: FeatureSpec | None = None,
-) -> dict[str, Any]:
-    """Runs the pipeline; returns its metrics (pipelines/metrics.py)."""
+) -> dict[str, Any] | None:
+    """Runs the pipeline; returns its metrics (pipelines/metrics.py), None when the runner reports
+    none."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    args = [f"--runner={runner}", *beam_args]
-    # A worker's failure comes back as the pipeline's exception (the `s2f` command prints it as one
-    # line): its workers' own error logs would tell it again, as tracebacks, unless logging is loud.
     loud = logging.getLogger().getEffectiveLevel() <= logging.INFO
-    if not any(a.startswith("--default_sdk_harness_log_level") for a in beam_args):
-        args.append(f"--default_sdk_harness_log_level={'ERROR' if loud else 'CRITICAL'}")
-    if runner == "DirectRunner" and not any(
-        a.startswith("--direct_num_workers") for a in beam_args
-    ):
-        args += [f"--direct_num_workers={num_workers}", "--direct_running_mode=multi_processing"]
+    args = runners.pipeline_args(runner, beam_args, num_workers, len(plan.shards), loud)
     logging.getLogger("apache_beam").setLevel(logging.ERROR if loud else logging.CRITICAL)
     # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
     plan_path = _join(out_dir, "plan.jsonl")
+    shards = sorted(plan.shards.items())
     write_atomic(
         plan_path,
         (
             json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n"
-            for key, items in sorted(plan.shards.items())
+            for key, items in shards
         ),
     )
     fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
-    with _workers_stderr(loud):
+    with local_workers.workers_stderr(loud):
         p = beam.Pipeline(options=PipelineOptions(args))
-        _ = (
-            p
-            | "plan" >> beam.io.ReadFromText(plan_path)
-            | "spread" >> beam.Reshuffle()
-            | "process_and_write" >> beam.Map(fn)
-        )
+        if runners.NAMES.get(runner, runner) == runners.DASK:
+            # Beam's Dask runner runs no Read transform and no Reshuffle: the plan's lines go into
+            # the graph (the client holds it; no service caps its size), one Dask partition each.
+            lines = p | "plan" >> beam.Create(
+                [json.dumps({"key": list(k), "items": v}, sort_keys=True) for k, v in shards]
+            )
+        else:
+            lines = p | "plan" >> beam.io.ReadFromText(plan_path) | "spread" >> beam.Reshuffle()
+        _ = lines | "process_and_write" >> beam.Map(fn)
         result = p.run()
         result.wait_until_finish()
     return metrics.collect(result)
-
-
-@contextlib.contextmanager
-def _workers_stderr(loud: bool):
-    """Unless logging is loud, the local workers' stderr (their tracebacks of a failure the pipeline
-    raises anyway, their exit on a full disk) goes to an unnamed temporary file, not the terminal:
-    file descriptor 2 is swapped while the pipeline starts and runs (workers inherit it)."""
-    if loud:
-        yield
-        return
-    import tempfile
-
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with tempfile.TemporaryFile() as sink:
-            os.dup2(sink.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
 
 
 def run_prepare(
@@ -415,10 +387,7 @@ def run_prepare(
     if not items:
         raise ValueError(f"{source.name}: nothing to prepare (no items found)")
     plan = make_plan(items, items_per_shard)
-    done = sum(
-        tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
-        for k in plan.shards
-    )
+    done = _finished(out_dir, plan)
     log(
         f"prepare {source.name}: {len(items)} items, {len(plan.speakers)} speakers, "
         f"{len(plan.shards)} shards ({done} already done) -> {out_dir}"
@@ -426,11 +395,16 @@ def run_prepare(
     # Every shard done and counted by an earlier run: nothing to run. Otherwise the pipeline runs,
     # and shards finished earlier only report their metrics again.
     counted = _stored_metrics(out_dir) if done == len(plan.shards) else None
+    origin = "kept from the run that finished the dataset"
     if counted is None:
-        with _stopping_cleanly(out_dir, plan):
+        with local_workers.stopping_cleanly(
+            out_dir, lambda: _finished(out_dir, plan), len(plan.shards)
+        ):
             counted = _run_beam(
                 plan, source, out_dir, runner, list(beam_args), num_workers, textures, features
             )
+        local_workers.remove_temporaries(out_dir)
+        origin = "Beam" if counted else "the shards' summaries: the runner reports no metrics"
     info = _finalize(
         plan, source, out_dir, textures, features.feature_dim if features else 0, counted
     )
@@ -440,8 +414,19 @@ def run_prepare(
         f"({', '.join(f'{s} {n}' for s, n in info.counts.items())}), {failed} failed items "
         f"(see {schema.MANIFEST_FILE}), {time.time() - started:.1f} s"
     )
-    log(f"prepare {source.name}: Beam metrics ({metrics.NAMESPACE}): {metrics.describe(counted)}")
+    log(
+        f"prepare {source.name}: metrics ({metrics.NAMESPACE}, {origin}): "
+        f"{metrics.describe(info.prepare_metrics)}"
+    )
     return info
+
+
+def _finished(out_dir: str, plan: Plan) -> int:
+    """The plan's shards that are complete (their .done.json is written last)."""
+    return sum(
+        tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
+        for k in plan.shards
+    )
 
 
 def _stored_metrics(out_dir: str) -> dict[str, Any] | None:
@@ -450,100 +435,6 @@ def _stored_metrics(out_dir: str) -> dict[str, Any] | None:
     if not tf.io.gfile.exists(path):
         return None
     return _read_json(path).get("prepare_metrics") or None
-
-
-class _Stop(BaseException):
-    """SIGTERM in the driver, raised where the pipeline runs (BaseException: Beam does not swallow it)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-@contextlib.contextmanager
-def _stopping_cleanly(out_dir: str, plan: Plan):
-    """SIGTERM (a scheduler's notice) or SIGINT while the pipeline runs: the local workers are told to
-    stop, the temporary files of the shards in flight are removed once they have gone, and
-    contract.StoppedError says how many shards were finished (kept) and to rerun. A rerun then does only the
-    shards that were not finished, and ends byte-identical to an uninterrupted run."""
-    installed = threading.current_thread() is threading.main_thread()
-    if installed:
-
-        def stop(signum, frame):
-            _quiet_stopped_workers()
-            _signal_workers(signal.SIGTERM)
-            raise _Stop(signum)
-
-        previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    except (_Stop, KeyboardInterrupt) as e:
-        signum = e.signum if isinstance(e, _Stop) else signal.SIGINT
-        _quiet_stopped_workers()
-        _signal_workers(signal.SIGTERM)
-        _wait_for_workers()
-        for tmp in tf.io.gfile.glob(_join(out_dir, "*.tmp-*")):
-            tf.io.gfile.remove(tmp)
-        finished = sum(
-            tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
-            for k in plan.shards
-        )
-        raise contract.StoppedError(
-            f"stopped by {signal.Signals(signum).name}: {finished} of {len(plan.shards)} shards "
-            f"finished and kept in {out_dir}, no temporary file left; rerun the same command to "
-            "continue",
-            signum,
-        ) from None
-    finally:
-        if installed:
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _quiet_stopped_workers() -> None:
-    """The runner's threads report the workers stopped here ("Worker subprocess exited with return
-    code -15") as exceptions: not news once we stop them."""
-    default = threading.excepthook
-
-    def hook(args):
-        if "Worker subprocess exited" not in str(args.exc_value):
-            default(args)
-
-    threading.excepthook = hook
-
-
-def _workers() -> list[int]:
-    """The process ids of this process's living descendants (the DirectRunner's workers; Linux /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":  # a zombie has gone
-                parents.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [os.getpid()]
-    while todo:
-        children = parents.get(todo.pop(), [])
-        found += children
-        todo += children
-    return found
-
-
-def _signal_workers(signum: int) -> None:
-    for pid in _workers():
-        with contextlib.suppress(OSError):
-            os.kill(pid, signum)
-
-
-def _wait_for_workers(seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while _workers() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    _signal_workers(signal.SIGKILL)  # what is left after the grace period
-    while _workers() and time.monotonic() < deadline + 5.0:
-        time.sleep(0.1)
 
 
 def _iter_failures(out_dir: str):
@@ -560,7 +451,7 @@ def _finalize(
     out_dir: str,
     textures: TextureSpec,
     feature_dim: int,
-    prepare_metrics: dict[str, Any],
+    prepare_metrics: dict[str, Any] | None,
 ) -> schema.DatasetInfo:
     summaries = []
     for key in sorted(plan.shards):
@@ -582,6 +473,8 @@ def _finalize(
         shards.setdefault(s["split"], []).append(s["shard"])
         counts[s["split"]] = counts.get(s["split"], 0) + s["clips"]
         speakers.setdefault(s["split"], set()).update(s["speakers"])
+    if prepare_metrics is None:
+        prepare_metrics = metrics.from_summaries(summaries, schema.SAMPLE_RATE)
     info = schema.DatasetInfo(
         source=source.name,
         num_speakers=len(plan.speakers),

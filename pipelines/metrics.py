@@ -10,66 +10,100 @@ Namespace `s2f.prepare`; every shard reports, also one an earlier run finished (
   failed_items.<split>          items that failed, by split
   shards.<split>                shards complete
   clip_milliseconds             distribution of the written clips' lengths (count, min, max, sum)
+Runners that report no metrics (Beam's Dask runner): the driver counts the same figures from the
+shards' summaries (and says so in its log line).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 NAMESPACE = "s2f.prepare"
 LENGTHS = "clip_milliseconds"
 
 
-def count_shard(summary: dict[str, Any], sample_rate: int) -> None:
-    """Inside a Beam step: adds one shard's summary (process_shard's) to the run's metrics."""
-    from apache_beam.metrics import Metrics
-
+def tally(summary: dict[str, Any], sample_rate: int) -> tuple[Counter, list[int]]:
+    """One shard's summary (process_shard's) -> (its counters, its clips' lengths in ms)."""
     split = summary["split"]
-    lengths = Metrics.distribution(NAMESPACE, LENGTHS)
-    clips = milliseconds = 0
+    counters: Counter = Counter({f"shards.{split}": 1})
+    lengths = []
     for row in summary["items"]:
         if row["status"] == "ok":
-            ms = round(1000 * row["samples"] / sample_rate)
-            clips, milliseconds = clips + 1, milliseconds + ms
-            lengths.update(ms)
+            lengths.append(round(1000 * row["samples"] / sample_rate))
         else:
-            Metrics.counter(NAMESPACE, f"failed.{row['reason']}").inc()
-            Metrics.counter(NAMESPACE, f"failed_items.{split}").inc()
-    Metrics.counter(NAMESPACE, f"clips_written.{split}").inc(clips)
-    Metrics.counter(NAMESPACE, f"milliseconds_written.{split}").inc(milliseconds)
-    Metrics.counter(NAMESPACE, f"shards.{split}").inc()
+            counters[f"failed.{row['reason']}"] += 1
+            counters[f"failed_items.{split}"] += 1
+    counters[f"clips_written.{split}"] += len(lengths)
+    counters[f"milliseconds_written.{split}"] += sum(lengths)
+    return counters, lengths
 
 
-def collect(result) -> dict[str, Any]:
-    """A finished PipelineResult -> {'counters': {name: int}, 'distributions': {name: {count, min,
-    max, sum, mean}}}: committed values where the runner commits them, else attempted ones; summed
-    over the steps that report a name."""
+def count_shard(summary: dict[str, Any], sample_rate: int) -> None:
+    """Inside a Beam step: adds one shard's figures to the run's metrics."""
+    from apache_beam.metrics import Metrics
+
+    counters, lengths = tally(summary, sample_rate)
+    for name, value in counters.items():
+        if value:
+            Metrics.counter(NAMESPACE, name).inc(value)
+    distribution = Metrics.distribution(NAMESPACE, LENGTHS)
+    for ms in lengths:
+        distribution.update(ms)
+
+
+def from_summaries(summaries: list[dict[str, Any]], sample_rate: int) -> dict[str, Any]:
+    """The same figures, counted by the driver from the shards' summaries: for runners that report
+    no metrics (Beam's Dask runner)."""
+    counters: Counter = Counter()
+    lengths: list[int] = []
+    for summary in summaries:
+        shard_counters, shard_lengths = tally(summary, sample_rate)
+        counters.update(shard_counters)
+        lengths += shard_lengths
+    return _figures(
+        {name: value for name, value in counters.items() if value},
+        {LENGTHS: (len(lengths), sum(lengths), min(lengths), max(lengths))} if lengths else {},
+    )
+
+
+def collect(result) -> dict[str, Any] | None:
+    """A finished PipelineResult -> its figures (committed values where the runner commits them,
+    else attempted ones; summed over the steps that report a name), or None when the runner
+    reports no metrics."""
     from apache_beam.metrics.metric import MetricsFilter
 
-    found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
-    counters: dict[str, int] = {}
+    try:
+        found = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    except NotImplementedError:
+        return None
+    counters: Counter = Counter()
     for c in found["counters"]:
         value = c.committed if c.committed is not None else c.attempted
-        counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(value or 0)
-    distributions: dict[str, dict[str, float]] = {}
+        counters[c.key.metric.name] += int(value or 0)
+    distributions: dict[str, tuple] = {}
     for d in found["distributions"]:
-        value = d.committed if d.committed is not None else d.attempted
-        if value is None or not value.count:
+        v = d.committed if d.committed is not None else d.attempted
+        if v is None or not v.count:
             continue
-        old = distributions.get(d.key.metric.name)
-        merged = {"count": value.count, "sum": value.sum, "min": value.min, "max": value.max}
-        if old:
-            merged = {
-                "count": old["count"] + value.count,
-                "sum": old["sum"] + value.sum,
-                "min": min(old["min"], value.min),
-                "max": max(old["max"], value.max),
-            }
-        distributions[d.key.metric.name] = {
-            **merged,
-            "mean": round(merged["sum"] / merged["count"], 1),
-        }
-    return {"counters": dict(sorted(counters.items())), "distributions": distributions}
+        old = distributions.get(d.key.metric.name, (0, 0, v.min, v.max))
+        distributions[d.key.metric.name] = (
+            old[0] + v.count,
+            old[1] + v.sum,
+            min(old[2], v.min),
+            max(old[3], v.max),
+        )
+    return _figures({n: v for n, v in counters.items() if v}, distributions)
+
+
+def _figures(counters: dict[str, int], distributions: dict[str, tuple]) -> dict[str, Any]:
+    return {
+        "counters": dict(sorted(counters.items())),
+        "distributions": {
+            name: {"count": n, "sum": total, "min": low, "max": high, "mean": round(total / n, 1)}
+            for name, (n, total, low, high) in distributions.items()
+        },
+    }
 
 
 def describe(metrics: dict[str, Any]) -> str:

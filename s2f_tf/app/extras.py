@@ -2,6 +2,7 @@
 
   pip install s2f                 describe, train, evaluate, export, serve, predict, bench
   pip install 's2f[prepare]'      + `s2f prepare` (Apache Beam, MTCNN face detection)
+  pip install 's2f[dask]'         + `s2f prepare --runner=DaskRunner` (a dask.distributed cluster)
   pip install 's2f[synthetic]'    + the synthetic corpus's voices (espeak-ng), for `prepare
                                   synthetic` and `demo`
   pip install 's2f[report]'       + report.html's plots (matplotlib; `evaluate` runs without)
@@ -23,6 +24,7 @@ from s2f_tf.contract import S2FError
 # extra -> the top-level modules it installs (pyproject.toml's [project.optional-dependencies])
 EXTRAS = {
     "prepare": ("apache_beam", "mtcnn"),
+    "dask": ("distributed",),
     "synthetic": ("espeakng_loader",),
     "report": ("matplotlib",),
 }
