@@ -1,7 +1,8 @@
 """The Trainer: a stage's train step under the distribution strategy.
 
-  build         the stage's models, Adam (optimizer.*: the paper's decay, warm-up and cool-down ramps)
-                and the step counter, under strategy.scope()
+  build         the stage's models, Adam (optimizer.*: the paper's decay, warm-up and cool-down ramps;
+                FusedAdam: TensorFlow's fused update kernel) and the step counter, under
+                strategy.scope()
   iterator      per-replica input: strategy.distribute_datasets_from_function over the stage's
                 dataset, each worker reading its own shards in batches of global / replicas,
                 prefetched onto the replicas' devices (not when a field is a string)
