@@ -362,27 +362,7 @@ def run_prepare(
     textures = TextureSpec(
         tuple(tuple(float(v) for v in p) for p in layout), **(texture_warp or {})
     )
-    fingerprint = {
-        "source": source.name,
-        "arguments": arguments or {},
-        "items_per_shard": items_per_shard,
-        "schema_version": schema.SCHEMA_VERSION,
-        "texture_warp": textures.warp_settings(),
-    }
-    if features is not None:
-        if not tf.io.gfile.exists(features.weights):
-            raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
-        fingerprint["features"] = dataclasses.asdict(features)
-    prep_path = os.path.join(out_dir, PREPARE_FILE)
-    if tf.io.gfile.exists(prep_path):
-        previous = _read_json(prep_path)
-        if previous != fingerprint:
-            raise ValueError(
-                f"{out_dir} holds a different preparation ({prep_path}: {previous}); "
-                "use a new --data directory or delete it"
-            )
-    else:
-        write_atomic(prep_path, json.dumps(fingerprint, sort_keys=True))
+    _record_preparation(out_dir, source.name, arguments, items_per_shard, textures, features)
     items = source.list_items()
     if not items:
         raise ValueError(f"{source.name}: nothing to prepare (no items found)")
@@ -419,6 +399,38 @@ def run_prepare(
         f"{metrics.describe(info.prepare_metrics)}"
     )
     return info
+
+
+def _record_preparation(
+    out_dir: str,
+    source_name: str,
+    arguments: dict | None,
+    items_per_shard: int,
+    textures: TextureSpec,
+    features: FeatureSpec | None,
+) -> None:
+    """prepare.json: what this preparation is; a rerun must be the same one (or a new --data)."""
+    fingerprint = {
+        "source": source_name,
+        "arguments": arguments or {},
+        "items_per_shard": items_per_shard,
+        "schema_version": schema.SCHEMA_VERSION,
+        "texture_warp": textures.warp_settings(),
+    }
+    if features is not None:
+        if not tf.io.gfile.exists(features.weights):
+            raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
+        fingerprint["features"] = dataclasses.asdict(features)
+    prep_path = os.path.join(out_dir, PREPARE_FILE)
+    if tf.io.gfile.exists(prep_path):
+        previous = _read_json(prep_path)
+        if previous != fingerprint:
+            raise ValueError(
+                f"{out_dir} holds a different preparation ({prep_path}: {previous}); "
+                "use a new --data directory or delete it"
+            )
+    else:
+        write_atomic(prep_path, json.dumps(fingerprint, sort_keys=True))
 
 
 def _finished(out_dir: str, plan: Plan) -> int:

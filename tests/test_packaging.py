@@ -76,6 +76,7 @@ def test_pyproject_declares_the_package_and_its_extras():
     groups = project["optional-dependencies"]
     assert set(groups) == {
         "prepare",
+        "dask",
         "synthetic",
         "serve",
         "report",
