@@ -167,7 +167,7 @@ def _add_prepare_flags(q) -> None:
     q.add_argument(
         "--runner",
         default="DirectRunner",
-        help="Apache Beam runner (DirectRunner, DataflowRunner, ...)",
+        help="Apache Beam runner (DirectRunner, DaskRunner, DataflowRunner, FlinkRunner, ...; BUILD.md)",
     )
     q.add_argument(
         "--beam_arg",
