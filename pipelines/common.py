@@ -319,7 +319,8 @@ def _run_beam(
     )
     fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
     with local_workers.workers_stderr(loud):
-        p = beam.Pipeline(options=PipelineOptions(args))
+        options = PipelineOptions(args)
+        p = beam.Pipeline(runner=runners.local_runner(runner, options), options=options)
         if runners.NAMES.get(runner, runner) == runners.DASK:
             # Beam's Dask runner runs no Read transform and no Reshuffle: the plan's lines go into
             # the graph (the client holds it; no service caps its size), one Dask partition each.

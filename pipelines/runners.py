@@ -28,6 +28,21 @@ def source_setup_file() -> str | None:
     return setup if found else None
 
 
+def local_runner(runner: str, options):
+    """The runner instance for the DirectRunner (Beam's FnApiRunner, with the pipeline's options
+    provisioned to its workers as the DirectRunner does), None for any other runner (Beam makes it
+    from --runner)."""
+    if runner != "DirectRunner":
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(provision))
+
+
 def pipeline_args(
     runner: str, beam_args: list[str], num_workers: int, shards: int, loud: bool
 ) -> list[str]:

@@ -1,7 +1,7 @@
 """`s2f prepare` on a real distributed runner: Apache Beam's Dask runner against a dask.distributed
 cluster on 127.0.0.1 (a scheduler and two worker processes, started here). Its shards, manifest and
 dataset.json are byte-identical to the DirectRunner's, also when a worker is killed with SIGKILL
-mid-run."""
+mid-run. The options each runner gets (pipelines/runners.py), and the source package Beam ships."""
 
 import glob
 import hashlib
@@ -87,9 +87,14 @@ def test_dask_runner_output_equals_direct_runner_even_after_a_worker_is_killed(
 ):
     address, workers = dask_cluster
     direct = str(tmp_path / "direct")
-    proc = run_s2f("prepare", "synthetic", *ARGS, f"--data={direct}")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    proc = run_s2f("prepare", "synthetic", *ARGS, f"--data={direct}", env={"TMPDIR": str(scratch)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "metrics (s2f.prepare, Beam)" in proc.stdout
+    # the DirectRunner ran as the FnApiRunner: Beam's Prism runner (a download) was never tried,
+    # which leaves its job server's beam-temp* directory behind
+    assert not list(scratch.glob("beam-temp*"))
 
     dask_args = ["--runner=DaskRunner", f"--beam_arg=--dask_client_address={address}"]
     on_dask = str(tmp_path / "dask")
