@@ -268,6 +268,21 @@ def test_a_missing_extra_is_one_line_naming_its_pip_install(tmp_path, blocked, l
     assert not data.exists()  # failed before doing anything
 
 
+def test_the_dask_runner_without_its_extra_is_one_line(tmp_path):
+    data = tmp_path / "data"
+    r = _s2f(
+        tmp_path,
+        ["dask", "distributed"],
+        "prepare",
+        "synthetic",
+        "--runner=DaskRunner",
+        f"--data={data}",
+    )
+    line = "s2f prepare synthetic: needs the 'dask' extra: pip install 's2f[dask]'"
+    assert (r.returncode, r.stdout, r.stderr) == (1, "", line + "\n")
+    assert not data.exists()
+
+
 def test_an_unforeseen_import_of_an_extra_is_one_line_too(monkeypatch, capsys):
     def needs_matplotlib(args):
         raise ModuleNotFoundError("No module named 'matplotlib.figure'", name="matplotlib.figure")

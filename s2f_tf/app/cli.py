@@ -72,7 +72,12 @@ def describe(args) -> None:
 def prepare(args) -> None:
     from pipelines.common import FeatureSpec, run_prepare
     from s2f_tf import factory
+    from s2f_tf.app import extras
 
+    if args.runner.endswith("DaskRunner"):  # the runner is a flag: its extra is checked here
+        missing = extras.missing_extras(extras.EXTRAS["dask"])
+        if missing:
+            raise extras.MissingExtraError(missing)
     config = _config(args)
     image_size = args.image_size or config.face_encoder.image_size
     extra = {"min_seconds": args.min_seconds} if getattr(args, "min_seconds", 0.0) else {}

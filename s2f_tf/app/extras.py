@@ -24,7 +24,7 @@ from s2f_tf.contract import S2FError
 # extra -> the top-level modules it installs (pyproject.toml's [project.optional-dependencies])
 EXTRAS = {
     "prepare": ("apache_beam", "mtcnn"),
-    "dask": ("distributed",),
+    "dask": ("dask", "distributed"),
     "synthetic": ("espeakng_loader",),
     "report": ("matplotlib",),
 }
