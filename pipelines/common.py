@@ -309,27 +309,22 @@ def _run_beam(
     logging.getLogger("apache_beam").setLevel(logging.ERROR if loud else logging.CRITICAL)
     # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
     plan_path = _join(out_dir, "plan.jsonl")
-    shards = sorted(plan.shards.items())
-    write_atomic(
-        plan_path,
-        (
-            json.dumps({"key": list(key), "items": items}, sort_keys=True) + "\n"
-            for key, items in shards
-        ),
-    )
+    lines = [
+        json.dumps({"key": list(key), "items": items}, sort_keys=True)
+        for key, items in sorted(plan.shards.items())
+    ]
+    write_atomic(plan_path, (line + "\n" for line in lines))
     fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
     with local_workers.workers_stderr(loud):
         options = PipelineOptions(args)
         p = beam.Pipeline(runner=runners.local_runner(runner, options), options=options)
-        if runners.NAMES.get(runner, runner) == runners.DASK:
+        if runners.full_name(runner) == runners.DASK:
             # Beam's Dask runner runs no Read transform and no Reshuffle: the plan's lines go into
             # the graph (the client holds it; no service caps its size), one Dask partition each.
-            lines = p | "plan" >> beam.Create(
-                [json.dumps({"key": list(k), "items": v}, sort_keys=True) for k, v in shards]
-            )
+            tasks = p | "plan" >> beam.Create(lines)
         else:
-            lines = p | "plan" >> beam.io.ReadFromText(plan_path) | "spread" >> beam.Reshuffle()
-        _ = lines | "process_and_write" >> beam.Map(fn)
+            tasks = p | "plan" >> beam.io.ReadFromText(plan_path) | "spread" >> beam.Reshuffle()
+        _ = tasks | "process_and_write" >> beam.Map(fn)
         result = p.run()
         result.wait_until_finish()
     return metrics.collect(result)

@@ -1,6 +1,10 @@
 """Where `s2f prepare` runs: the Beam runner named by --runner and the options it needs.
 
-DirectRunner   this machine, 2 worker processes by default (--num_workers)
+DirectRunner   this machine, 2 worker processes by default (--num_workers); run as Beam's
+               FnApiRunner (`local_runner`), which Beam's DirectRunner itself falls back to for
+               this pipeline when its first choice, the Prism runner, is missing: Beam 2.77's
+               DirectRunner downloads Prism, a Go binary, from GitHub at run time; s2f downloads
+               nothing
 DaskRunner     Beam's Dask runner on a dask.distributed cluster (--beam_arg=--dask_client_address=
                tcp://HOST:PORT); its workers import s2f from their own install, as this machine
                does (the runner ships no code)
@@ -18,6 +22,11 @@ DASK = "apache_beam.runners.dask.dask_runner.DaskRunner"
 NAMES = {"DaskRunner": DASK}  # Beam knows this runner by its full name only
 LOCAL = ("DirectRunner", "InteractiveRunner", "PrismRunner", DASK)  # workers with s2f installed
 SHIPPING = ("--setup_file", "--sdk_container_image", "--extra_package", "--extra_packages")
+
+
+def full_name(runner: str) -> str:
+    """--runner as Beam resolves it (the Dask runner by its class path)."""
+    return NAMES.get(runner, runner)
 
 
 def source_setup_file() -> str | None:
@@ -47,7 +56,7 @@ def pipeline_args(
     runner: str, beam_args: list[str], num_workers: int, shards: int, loud: bool
 ) -> list[str]:
     """The pipeline's options: the user's (--beam_arg) and, where they are silent, ours."""
-    runner = NAMES.get(runner, runner)
+    runner = full_name(runner)
     args = [f"--runner={runner}", *beam_args]
 
     def given(option: str) -> bool:

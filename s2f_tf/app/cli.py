@@ -70,11 +70,12 @@ def describe(args) -> None:
 
 
 def prepare(args) -> None:
+    from pipelines import runners
     from pipelines.common import FeatureSpec, run_prepare
     from s2f_tf import factory
     from s2f_tf.app import extras
 
-    if args.runner.endswith("DaskRunner"):  # the runner is a flag: its extra is checked here
+    if runners.full_name(args.runner) == runners.DASK:  # a flag's extra: checked here
         missing = extras.missing_extras(extras.EXTRAS["dask"])
         if missing:
             raise extras.MissingExtraError(missing)
