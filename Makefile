@@ -13,6 +13,9 @@ PYTHON := $(shell for p in python3.12 python3.11 python3; do \
   case $$v in (3.11|3.12) echo $$p; exit 0;; esac; done; echo none)
 endif
 STAMP := $(VENV)/.installed
+# the tests' object store (a GCS emulator and mitmproxy), apart from .venv: tests/tools.lock says why
+TOOLS_VENV ?= .venv-tools
+TOOLS_STAMP := $(TOOLS_VENV)/.installed
 DEMO_OUT ?= demo_out
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
@@ -31,13 +34,19 @@ $(STAMP): requirements.lock pyproject.toml setup.py
 	  -c requirements.lock -e ".[all,test]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	@touch $(STAMP)
 
+$(TOOLS_STAMP): tests/tools.lock
+	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
+	@set -o pipefail; $(TOOLS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	  --no-deps -r tests/tools.lock 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	@touch $(TOOLS_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/s2f demo --config=demo --demo_dir=$(DEMO_OUT) $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(TOOLS_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS) tests
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal --durations=25 $(PYTEST_ARGS) tests
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
+	rm -rf $(VENV) $(TOOLS_VENV) $(DEMO_OUT) build *.egg-info

@@ -10,7 +10,9 @@ malformed line (wrong field count, non-numeric or non-finite value, end <= start
 file and line number: a broken CSV is an input error, not a property of one clip, so it is not
 recorded as a failed item.
 
-Videos are found under `videos_dir` (searched recursively, once, in `list_items`) as either
+The CSV and `videos_dir` are local paths or URLs (gs://, s3://, ...: pipelines/storage.py; a remote
+video is copied to a local temporary file while it is read). Videos are found under `videos_dir`
+(searched recursively, once, in `list_items`) as either
 
     <youtube_id>.<ext>                 the whole video; the segment is cut at [start, end)
     <youtube_id>_<start>_<end>.<ext>   just the segment (as common AVSpeech downloaders save it);
@@ -40,11 +42,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 from typing import Any
 
-from pipelines import common
+from pipelines import common, storage
 from s2f_tf.data import schema
 from s2f_tf.media import faces, video
 from s2f_tf.media.errors import MISSING_FILE
@@ -73,25 +76,23 @@ def index_videos(videos_dir: str) -> tuple[dict[str, str], dict[tuple[str, int, 
     segment files: (youtube_id, start_ms, end_ms) -> path)."""
     whole: dict[str, str] = {}
     segments: dict[tuple[str, int, int], str] = {}
-    if not os.path.isdir(videos_dir):
+    if not storage.is_dir(videos_dir):
         raise ValueError(f"videos_dir {videos_dir!r} is not a directory")
-    for root, dirs, files in os.walk(videos_dir):
-        dirs.sort()
-        for name in sorted(files):
-            stem, ext = os.path.splitext(name)
-            if ext.lower() not in VIDEO_EXTENSIONS:
-                continue
-            path = os.path.join(root, name)
-            parts = stem.rsplit("_", 2)
-            if len(parts) == 3 and parts[0]:
-                try:
-                    start, end = float(parts[1]), float(parts[2])
-                except ValueError:
-                    start = end = math.nan
-                if math.isfinite(start) and math.isfinite(end) and end > start:
-                    segments.setdefault((parts[0], _ms(start), _ms(end)), path)
-            # Also a whole video: YouTube ids may themselves look like "<id>_<n>_<n>".
-            whole.setdefault(stem, path)
+    for rel in storage.list_files(videos_dir):
+        stem, ext = os.path.splitext(rel.rsplit("/", 1)[-1])
+        if ext.lower() not in VIDEO_EXTENSIONS:
+            continue
+        path = storage.join(videos_dir, rel)
+        parts = stem.rsplit("_", 2)
+        if len(parts) == 3 and parts[0]:
+            try:
+                start, end = float(parts[1]), float(parts[2])
+            except ValueError:
+                start = end = math.nan
+            if math.isfinite(start) and math.isfinite(end) and end > start:
+                segments.setdefault((parts[0], _ms(start), _ms(end)), path)
+        # Also a whole video: YouTube ids may themselves look like "<id>_<n>_<n>".
+        whole.setdefault(stem, path)
     return whole, segments
 
 
@@ -100,54 +101,54 @@ def read_csv(csv_path: str) -> list[dict[str, Any]]:
     Raises ValueError naming the line of the first malformed row."""
     rows: list[dict[str, Any]] = []
     seen: dict[tuple[str, int, int], int] = {}
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        for line_no, fields in enumerate(csv.reader(f), start=1):
-            fields = [x.strip() for x in fields]
-            if not fields or all(not x for x in fields):
-                continue
-            where = f"{csv_path}:{line_no}"
-            if len(fields) != 5:
-                raise ValueError(
-                    f"{where}: expected 5 fields (youtube_id,start,end,x,y), got {len(fields)}: "
-                    f"{','.join(fields)!r}"
-                )
-            youtube_id = fields[0]
-            if not youtube_id or any(c in youtube_id for c in "/\\ "):
-                raise ValueError(f"{where}: bad youtube_id {youtube_id!r}")
-            try:
-                start, end, cx, cy = (float(x) for x in fields[1:])
-            except ValueError:
-                raise ValueError(
-                    f"{where}: start, end, x, y must be numbers, got {','.join(fields[1:])!r}"
-                ) from None
-            if not all(math.isfinite(v) for v in (start, end, cx, cy)):
-                raise ValueError(f"{where}: non-finite value in {','.join(fields[1:])!r}")
-            if start < 0 or end <= start:
-                raise ValueError(f"{where}: need 0 <= start < end, got start={start} end={end}")
-            if not (0.0 <= cx <= 1.0 and 0.0 <= cy <= 1.0):
-                raise ValueError(f"{where}: face centre ({cx}, {cy}) is outside [0, 1]")
-            key = (youtube_id, _ms(start), _ms(end))
-            if key in seen:
-                raise ValueError(
-                    f"{where}: segment {youtube_id} [{start}, {end}] repeats line {seen[key]}"
-                )
-            seen[key] = line_no
-            rows.append(
-                {
-                    "youtube_id": youtube_id,
-                    "start": start,
-                    "end": end,
-                    "center_x": cx,
-                    "center_y": cy,
-                    "line": line_no,
-                }
+    text = storage.read_text(csv_path)
+    for line_no, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        fields = [x.strip() for x in fields]
+        if not fields or all(not x for x in fields):
+            continue
+        where = f"{csv_path}:{line_no}"
+        if len(fields) != 5:
+            raise ValueError(
+                f"{where}: expected 5 fields (youtube_id,start,end,x,y), got {len(fields)}: "
+                f"{','.join(fields)!r}"
             )
+        youtube_id = fields[0]
+        if not youtube_id or any(c in youtube_id for c in "/\\ "):
+            raise ValueError(f"{where}: bad youtube_id {youtube_id!r}")
+        try:
+            start, end, cx, cy = (float(x) for x in fields[1:])
+        except ValueError:
+            raise ValueError(
+                f"{where}: start, end, x, y must be numbers, got {','.join(fields[1:])!r}"
+            ) from None
+        if not all(math.isfinite(v) for v in (start, end, cx, cy)):
+            raise ValueError(f"{where}: non-finite value in {','.join(fields[1:])!r}")
+        if start < 0 or end <= start:
+            raise ValueError(f"{where}: need 0 <= start < end, got start={start} end={end}")
+        if not (0.0 <= cx <= 1.0 and 0.0 <= cy <= 1.0):
+            raise ValueError(f"{where}: face centre ({cx}, {cy}) is outside [0, 1]")
+        key = (youtube_id, _ms(start), _ms(end))
+        if key in seen:
+            raise ValueError(
+                f"{where}: segment {youtube_id} [{start}, {end}] repeats line {seen[key]}"
+            )
+        seen[key] = line_no
+        rows.append(
+            {
+                "youtube_id": youtube_id,
+                "start": start,
+                "end": end,
+                "center_x": cx,
+                "center_y": cy,
+                "line": line_no,
+            }
+        )
     return rows
 
 
 @dataclasses.dataclass
 class AVSpeechSource:
-    """AVSpeech CSV + local videos (module docstring). Picklable: plain fields only.
+    """AVSpeech CSV + videos (module docstring). Picklable: plain fields only.
 
     Args:
       csv_path: an AVSpeech CSV (no header).
@@ -186,9 +187,9 @@ class AVSpeechSource:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
         if not 0.0 <= self.frame_position <= 1.0:
             raise ValueError(f"frame_position must be in [0, 1], got {self.frame_position}")
-        if not os.path.isfile(self.csv_path):
+        if not storage.exists(self.csv_path) or storage.is_dir(self.csv_path):
             raise ValueError(f"AVSpeech CSV {self.csv_path!r} does not exist")
-        if not os.path.isdir(self.videos_dir):
+        if not storage.is_dir(self.videos_dir):
             raise ValueError(f"videos_dir {self.videos_dir!r} is not a directory")
 
     def list_items(self) -> list[dict[str, Any]]:
@@ -228,13 +229,14 @@ class AVSpeechSource:
         # A segment file holds just [start, end): its own time base starts at 0.
         offset = start if item["segment_file"] else 0.0
         # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
-        pcm, frame = video.read_video_segment(
-            item["path"],
-            start - offset,
-            end - offset,
-            min_seconds=self.min_seconds,
-            frame_position=self.frame_position,
-        )
+        with storage.local_copy(item["path"]) as path:
+            pcm, frame = video.read_video_segment(
+                path,
+                start - offset,
+                end - offset,
+                min_seconds=self.min_seconds,
+                frame_position=self.frame_position,
+            )
         crop, landmarks, _ = faces.face_from_frame(
             frame,
             (item["center_x"], item["center_y"]),

@@ -18,7 +18,8 @@
 A re-run with the same arguments skips shards whose .done.json exists and, because processing is
 deterministic and items are written in item_id order, produces byte-identical shards. Nothing is
 half-written: shards and the info file appear under their final names only when complete.
-All file access goes through tf.io.gfile, so `--data` may be a local path or gs://, hdfs://, ...
+Every file it reads and writes goes through pipelines/storage.py (Beam's FileSystems), so inputs and
+`--data` may be local paths, gs://, s3://, ... (training reads `--data` through tf.io.gfile).
 The runner is a flag: DirectRunner (2 local processes) by default; the Dask runner on a
 dask.distributed cluster; Dataflow/Flink/Spark at scale. Local workers: pipelines/local_workers.py.
 """
@@ -29,7 +30,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import time
 import traceback
 from collections.abc import Iterable
@@ -38,11 +38,10 @@ from typing import Any, Protocol
 import numpy as np
 import tensorflow as tf
 
-from pipelines import local_workers, metrics, runners
+from pipelines import local_workers, metrics, runners, storage
 from pipelines.targets import TextureSpec, fill_targets
 from s2f_tf import contract
 from s2f_tf.data import schema
-from s2f_tf.files import write_atomic
 from s2f_tf.media.errors import REASONS as MEDIA_REASONS
 from s2f_tf.media.errors import MediaError as ItemError  # one typed failure for items and media
 from s2f_tf.media.faces import CANONICAL_LANDMARKS
@@ -139,12 +138,11 @@ def make_plan(items: list[dict[str, Any]], items_per_shard: int = 512) -> Plan:
 
 
 def _read_json(path: str) -> Any:
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    return json.loads(storage.read_text(path))
 
 
 def _join(*parts: str) -> str:
-    return os.path.join(*parts)
+    return storage.join(*parts)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +172,8 @@ def _face_features(spec: FeatureSpec, clips: list[schema.Clip], batch_size: int 
     key = (spec.weights, json.dumps(spec.encoder_kwargs, sort_keys=True))
     if key not in _ENCODERS:
         encoder = FaceEncoder(**spec.encoder_kwargs)
-        load_vggface_weights(encoder, spec.weights)
+        with storage.local_copy(spec.weights) as weights:
+            load_vggface_weights(encoder, weights)
         _ENCODERS[key] = tf.function(lambda x: encoder(x, training=False)["feature"])
     encode = _ENCODERS[key]
     for start in range(0, len(clips), batch_size):
@@ -199,8 +198,8 @@ def process_shard(
     """Processes and writes one shard; returns its summary (also written as <shard>.done.json)."""
     split, index, count = key
     name = shard_name(split, index, count)
-    done_path = os.path.join(out_dir, name.replace(".tfrecord", ".done.json"))
-    if tf.io.gfile.exists(done_path) and tf.io.gfile.exists(os.path.join(out_dir, name)):
+    done_path = _join(out_dir, name.replace(".tfrecord", ".done.json"))
+    if storage.exists(done_path) and storage.exists(_join(out_dir, name)):
         return _read_json(done_path)  # finished by an earlier run
     statuses, clips = [], []
     max_samples, speakers_seen = 0, set()
@@ -247,7 +246,8 @@ def process_shard(
     if features is not None and clips:
         _face_features(features, clips)
     records = [schema.encode(clip) for clip in clips]
-    schema.write_shard(_join(out_dir, name), records)
+    with storage.local_output(_join(out_dir, name)) as path:
+        schema.write_records(path, records)
     summary = {
         "shard": name,
         "split": split,
@@ -256,7 +256,7 @@ def process_shard(
         "speakers": sorted(speakers_seen),
         "max_samples": max_samples,
     }
-    write_atomic(done_path, json.dumps(summary, sort_keys=True))
+    storage.write_atomic(done_path, json.dumps(summary, sort_keys=True))
     return summary
 
 
@@ -313,7 +313,7 @@ def _run_beam(
         json.dumps({"key": list(key), "items": items}, sort_keys=True)
         for key, items in sorted(plan.shards.items())
     ]
-    write_atomic(plan_path, (line + "\n" for line in lines))
+    storage.write_atomic(plan_path, (line + "\n" for line in lines))
     fn = _ProcessShard(source, out_dir, plan.speakers, textures, features)
     with local_workers.workers_stderr(loud):
         options = PipelineOptions(args)
@@ -348,7 +348,8 @@ def run_prepare(
     (s2f_tf.factory.texture_warp(config)), used to make target/texture.
     """
     started = time.time()
-    tf.io.gfile.makedirs(out_dir)
+    storage.configure(beam_args)
+    storage.makedirs(out_dir)
     layout = source.info().get("mean_landmarks")
     if not layout:
         raise ValueError(
@@ -414,11 +415,11 @@ def _record_preparation(
         "texture_warp": textures.warp_settings(),
     }
     if features is not None:
-        if not tf.io.gfile.exists(features.weights):
+        if not storage.exists(features.weights):
             raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
         fingerprint["features"] = dataclasses.asdict(features)
-    prep_path = os.path.join(out_dir, PREPARE_FILE)
-    if tf.io.gfile.exists(prep_path):
+    prep_path = _join(out_dir, PREPARE_FILE)
+    if storage.exists(prep_path):
         previous = _read_json(prep_path)
         if previous != fingerprint:
             raise ValueError(
@@ -426,13 +427,15 @@ def _record_preparation(
                 "use a new --data directory or delete it"
             )
     else:
-        write_atomic(prep_path, json.dumps(fingerprint, sort_keys=True))
+        storage.write_atomic(prep_path, json.dumps(fingerprint, sort_keys=True))
 
 
 def _finished(out_dir: str, plan: Plan) -> int:
-    """The plan's shards that are complete (their .done.json is written last)."""
+    """The plan's shards that are complete (their .done.json is written last): one listing, not a
+    request per shard (an object store's thousands)."""
+    done = set(storage.glob(_join(out_dir, "*.done.json")))
     return sum(
-        tf.io.gfile.exists(_join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")))
+        _join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")) in done
         for k in plan.shards
     )
 
@@ -440,17 +443,16 @@ def _finished(out_dir: str, plan: Plan) -> int:
 def _stored_metrics(out_dir: str) -> dict[str, Any] | None:
     """The metrics dataset.json keeps from the run that finished it, if any."""
     path = _join(out_dir, schema.INFO_FILE)
-    if not tf.io.gfile.exists(path):
+    if not storage.exists(path):
         return None
     return _read_json(path).get("prepare_metrics") or None
 
 
 def _iter_failures(out_dir: str):
-    with tf.io.gfile.GFile(_join(out_dir, schema.MANIFEST_FILE)) as f:
-        for line in f:
-            row = json.loads(line)
-            if row["status"] != "ok":
-                yield row
+    for line in storage.read_text(_join(out_dir, schema.MANIFEST_FILE)).splitlines():
+        row = json.loads(line)
+        if row["status"] != "ok":
+            yield row
 
 
 def _finalize(
@@ -464,13 +466,13 @@ def _finalize(
     summaries = []
     for key in sorted(plan.shards):
         path = _join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
-        if not tf.io.gfile.exists(path):
+        if not storage.exists(path):
             raise RuntimeError(
                 f"shard {shard_name(*key)} was not completed by the pipeline (no {path})"
             )
         summaries.append(_read_json(path))
     rows = sorted((row for s in summaries for row in s["items"]), key=lambda r: r["item_id"])
-    write_atomic(
+    storage.write_atomic(
         _join(out_dir, schema.MANIFEST_FILE),
         (json.dumps(row, sort_keys=True) + "\n" for row in rows),
     )
@@ -496,5 +498,5 @@ def _finalize(
         **source.info(),
     )
     info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])
-    info.write(out_dir)
+    storage.write_atomic(_join(out_dir, schema.INFO_FILE), info.to_json())
     return info

@@ -7,6 +7,8 @@ Layout (searched recursively inside each speaker folder, so VoxCeleb's
     <root>/<speaker_id>/**/<name>.<image ext>    the speaker's face images (IMAGE_EXTENSIONS)
 
 Hidden files and folders (starting with ".") are ignored; files directly in <root> are ignored.
+<root> and the meta file are local paths or URLs (gs://, s3://, ...: pipelines/storage.py; a remote
+file is copied to a local temporary file while it is read).
 The face for an audio file: the image with the same relative path minus extension (e.g.
 `a/00001.wav` <-> `a/00001.jpg`) if there is one, else the speaker's image number
 stable_hash(item_id) % (number of images) among all the speaker's images sorted by relative path
@@ -53,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from pipelines import common
+from pipelines import common, storage
 from s2f_tf.contract import SAMPLE_RATE
 from s2f_tf.data import schema
 from s2f_tf.media import faces
@@ -87,8 +89,7 @@ def read_meta(meta_path: str) -> dict[str, dict[str, Any]]:
     """A VoxCeleb1/2 meta file -> {speaker id (and VGGFace id): {"set": str | None, "sex": float | None,
     "nationality": str | None}}.
     Raises ValueError naming the file and line for a malformed file."""
-    with open(meta_path, newline="", encoding="utf-8-sig") as f:
-        lines = f.read().splitlines()
+    lines = storage.read_text(meta_path).splitlines()
     lines = [(i, ln) for i, ln in enumerate(lines, start=1) if ln.strip()]
     if not lines:
         raise ValueError(f"{meta_path}: empty meta file")
@@ -155,7 +156,8 @@ def _face_crop(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Image file -> (crop uint8 [S, S, 3], landmarks float32 [5, 2]); cached per process, since a
     speaker's clips share a few images (failures raise and are not cached)."""
-    image = faces.load_image(image_path)  # [H, W, 3]
+    with storage.local_copy(image_path) as local:
+        image = faces.load_image(local)  # [H, W, 3]
     crop, landmarks, _ = faces.face_from_frame(
         image,
         (0.5, 0.5),
@@ -176,9 +178,9 @@ def _face_crop(
 def _most_frontal(speaker_folder: str, detection: tuple) -> tuple[np.ndarray, np.ndarray] | None:
     """The speaker's most frontal face crop and its landmarks among all their images, or None."""
     best = None
-    for rel in _scan(speaker_folder, IMAGE_EXTENSIONS):
+    for rel in _pick(storage.list_files(speaker_folder), IMAGE_EXTENSIONS):
         try:
-            crop, landmarks = _face_crop(os.path.join(speaker_folder, rel), *detection)
+            crop, landmarks = _face_crop(storage.join(speaker_folder, rel), *detection)
         except MediaError:
             continue
         score = faces.frontality(landmarks)
@@ -187,15 +189,14 @@ def _most_frontal(speaker_folder: str, detection: tuple) -> tuple[np.ndarray, np
     return None if best is None else best[1:]
 
 
-def _scan(folder: str, extensions: tuple[str, ...]) -> list[str]:
-    """Relative paths (with '/'), sorted, of the files under `folder` with these extensions."""
-    out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in files:
-            if not name.startswith(".") and os.path.splitext(name)[1].lower() in extensions:
-                out.append(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/"))
-    return sorted(out)
+def _pick(files: list[str], extensions: tuple[str, ...]) -> list[str]:
+    """The relative paths (with '/') among `files` with these extensions and nothing hidden, sorted."""
+    return sorted(
+        rel
+        for rel in files
+        if os.path.splitext(rel)[1].lower() in extensions
+        and not any(part.startswith(".") for part in rel.split("/"))
+    )
 
 
 @dataclasses.dataclass
@@ -233,9 +234,11 @@ class FoldersSource:
     def __post_init__(self):
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {self.image_size}")
-        if not os.path.isdir(self.root):
+        if not storage.is_dir(self.root):
             raise ValueError(f"speaker folders root {self.root!r} is not a directory")
-        if self.meta_path is not None and not os.path.isfile(self.meta_path):
+        if self.meta_path is not None and (
+            not storage.exists(self.meta_path) or storage.is_dir(self.meta_path)
+        ):
             raise ValueError(f"meta file {self.meta_path!r} does not exist")
         if self.decoder_target not in DECODER_TARGETS:
             raise ValueError(
@@ -258,18 +261,18 @@ class FoldersSource:
 
     def list_items(self) -> list[dict[str, Any]]:
         meta = read_meta(self.meta_path) if self.meta_path else None
-        speakers = sorted(
-            d
-            for d in os.listdir(self.root)
-            if not d.startswith(".") and os.path.isdir(os.path.join(self.root, d))
-        )
+        files: dict[str, list[str]] = {}  # speaker folder -> the files inside it, relative to it
+        for rel in storage.list_files(self.root):
+            speaker, _, inside = rel.partition("/")
+            if inside and not speaker.startswith("."):
+                files.setdefault(speaker, []).append(inside)
         items = []
-        for speaker in speakers:
-            folder = os.path.join(self.root, speaker)
-            audio = _scan(folder, AUDIO_EXTENSIONS)
+        for speaker in sorted(files):
+            folder = storage.join(self.root, speaker)
+            audio = _pick(files[speaker], AUDIO_EXTENSIONS)
             if not audio:
                 continue
-            images = _scan(folder, IMAGE_EXTENSIONS)
+            images = _pick(files[speaker], IMAGE_EXTENSIONS)
             by_stem = {}
             for rel in images:
                 by_stem.setdefault(os.path.splitext(rel)[0], rel)
@@ -285,8 +288,8 @@ class FoldersSource:
                         "item_id": item_id,
                         "speaker_id": speaker,
                         "split": split,
-                        "audio": os.path.join(folder, rel),
-                        "image": None if image is None else os.path.join(folder, image),
+                        "audio": storage.join(folder, rel),
+                        "image": None if image is None else storage.join(folder, image),
                         "sex": None if entry is None else entry["sex"],
                         "nationality": None if entry is None else entry["nationality"],
                     }
@@ -301,7 +304,8 @@ class FoldersSource:
                 f"images ({', '.join(IMAGE_EXTENSIONS)})",
             )
         # MediaError is pipelines.common.ItemError: typed failures reach the manifest as they are
-        pcm = load_audio(item["audio"])  # [samples]
+        with storage.local_copy(item["audio"]) as path:
+            pcm = load_audio(path)  # [samples]
         if pcm.size < self.min_seconds * SAMPLE_RATE:
             raise MediaError(
                 TOO_SHORT,
@@ -313,7 +317,7 @@ class FoldersSource:
         crop, landmarks = _face_crop(item["image"], *self._detection())
         target = None
         if self.decoder_target == "most_frontal":
-            target = _most_frontal(os.path.join(self.root, item["speaker_id"]), self._detection())
+            target = _most_frontal(storage.join(self.root, item["speaker_id"]), self._detection())
         attributes = {}
         if self.meta_path:
             attributes["sex"] = math.nan if item["sex"] is None else float(item["sex"])

@@ -17,8 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
-import tensorflow as tf
-
+from pipelines import storage
 from s2f_tf.contract import StoppedError
 
 
@@ -47,10 +46,9 @@ def workers_stderr(loud: bool):
 
 
 def remove_temporaries(out_dir: str) -> None:
-    """The temporary files (files.atomic_path's) of writers that are gone: stopped, or killed (a
+    """The temporary files (storage.write_atomic's) of writers that are gone: stopped, or killed (a
     lost remote worker's shard was then written again by another)."""
-    for tmp in tf.io.gfile.glob(os.path.join(out_dir, "*.tmp-*")):
-        tf.io.gfile.remove(tmp)
+    storage.remove(storage.glob(storage.join(out_dir, "*.tmp-*")))
 
 
 class _Stop(BaseException):

@@ -6,6 +6,8 @@
                                 file; a failed write leaves no temporary file behind
   atomic_path(path)             the same for a writer that wants a path (a TFRecordWriter): yields
                                 the temporary path, renamed to `path` when the block ends
+  require_filesystem(path)      a ValueError naming the scheme when TensorFlow has no filesystem for
+                                `path`'s (the pinned one reads local paths and gs:// only)
   storage_fault(exc)            "no space left on device writing PATH" (or read-only, quota, file too
                                 large, output location gone) when `exc` is a storage fault, else None:
                                 an OSError by its errno, or any exception whose message or cause
@@ -50,6 +52,23 @@ def write_atomic(path, content: str | bytes | Iterable[str | bytes]) -> str:
         for chunk in chunks:
             f.write(chunk.encode() if isinstance(chunk, str) else chunk)
     return path
+
+
+def require_filesystem(path) -> None:
+    """Raises a one-line ValueError when `path` is a URL whose scheme TensorFlow cannot read (s3://,
+    hdfs://, ... in TensorFlow 2.21's PyPI build, where gfile says only "not implemented")."""
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    if "://" not in path:
+        return
+    try:
+        tf.io.gfile.exists(path)
+    except tf.errors.UnimplementedError:
+        scheme = path.split("://", 1)[0]
+        raise ValueError(
+            f"{path}: TensorFlow has no filesystem for {scheme}:// (it reads local paths and gs://)"
+        ) from None
 
 
 # -- storage faults: a write that failed because of where it writes, not of what it writes

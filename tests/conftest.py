@@ -230,3 +230,21 @@ def untrained_tiny_export(tmp_path_factory):
         "config": config,
         "version_dir": export_model(model, config, base, "s2f"),
     }
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket(tmp_path_factory):
+    """An emulated GCS bucket on 127.0.0.1 for Beam's and TensorFlow's gs:// (tests/gcs_emulator.py),
+    one per test process; tests write under their own prefix. Subprocesses get `.env`."""
+    from gcs_emulator import running
+
+    with running(str(tmp_path_factory.mktemp("gcs"))) as bucket:
+        yield bucket
+
+
+@pytest.fixture
+def gcs_env(gcs_bucket, monkeypatch):
+    """gcs_bucket's environment in this process too (Beam's GCS filesystem reads it when used)."""
+    for name, value in gcs_bucket.env.items():
+        monkeypatch.setenv(name, value)
+    return gcs_bucket

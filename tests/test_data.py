@@ -41,11 +41,11 @@ def data_dir(tmp_path):
     shards = []
     for s in range(2):
         name = f"train-{s:05d}-of-00002.tfrecord"
-        schema.write_shard(
+        schema.write_records(
             str(tmp_path / name), [schema.encode(_clip(i, lengths[i])) for i in range(s, 8, 2)]
         )
         shards.append(name)
-    schema.DatasetInfo(
+    info = schema.DatasetInfo(
         source="test",
         image_size=16,
         num_landmarks=K,
@@ -54,7 +54,8 @@ def data_dir(tmp_path):
         num_speakers=3,
         shards={"train": shards},
         counts={"train": 8},
-    ).write(str(tmp_path))
+    )
+    (tmp_path / schema.INFO_FILE).write_text(info.to_json())
     return str(tmp_path)
 
 

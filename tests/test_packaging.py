@@ -77,6 +77,7 @@ def test_pyproject_declares_the_package_and_its_extras():
     assert set(groups) == {
         "prepare",
         "dask",
+        "gcs",
         "synthetic",
         "serve",
         "report",

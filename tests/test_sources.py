@@ -455,3 +455,39 @@ def test_folders_validation_fraction(folders):
     splits = {source._split(f"id{i}", {"set": "dev", "sex": None}) for i in range(40)}
     assert splits == {"train", "validation"}
     assert source._split("x", {"set": "test", "sex": None}) == "test"
+
+
+def test_folders_read_from_and_written_to_gcs(folders, gcs_env):
+    """The same speaker folders and meta file in a GCS bucket, prepared into the bucket: the same
+    manifest, dataset.json and clips as from local paths (each clip's source path is its URL)."""
+    import uuid
+
+    from pipelines import storage
+
+    root = f"{gcs_env.url}/{uuid.uuid4().hex}"
+    local = folders["speakers"]
+    for rel in storage.list_files(local):
+        storage.write_atomic(f"{root}/speakers/{rel}", storage.read_bytes(f"{local}/{rel}"))
+    storage.write_atomic(f"{root}/vox1_meta.csv", storage.read_bytes(folders["meta"]))
+    source = FoldersSource(f"{root}/speakers", image_size=48, meta_path=f"{root}/vox1_meta.csv")
+    common.run_prepare(
+        source, f"{root}/out", items_per_shard=3, beam_args=IN_PROCESS, log=lambda *_: None
+    )
+    out = f"{root}/out"
+    assert storage.read_text(f"{out}/{schema.INFO_FILE}") == folders["info"].to_json()
+    manifest = storage.read_text(f"{out}/{schema.MANIFEST_FILE}")
+    assert f"{root}/speakers/id10002/short.wav: 0.300 s" in manifest  # failures name the URL
+    rows = [json.loads(line) for line in manifest.replace(f"{root}/speakers", local).splitlines()]
+    assert {r["item_id"]: r for r in rows} == _manifest(folders["out"])
+    clips = {c.clip_id: c for c in _records(folders["out"])}
+    for names in folders["info"].shards.values():
+        for name in names:
+            with storage.local_copy(f"{out}/{name}") as path:
+                for record in tf.data.TFRecordDataset(path):
+                    clip = schema.decode_numpy(record.numpy())
+                    assert clip.source_path == f"{root}/speakers/{clip.clip_id}"
+                    mine = clips[clip.clip_id]
+                    np.testing.assert_array_equal(clip.pcm, mine.pcm)
+                    assert clip.face_png == mine.face_png and clip.target_png == mine.target_png
+                    assert clip.attributes == mine.attributes
+    assert storage.glob(f"{out}/*.tmp-*") == []

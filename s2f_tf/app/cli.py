@@ -70,7 +70,7 @@ def describe(args) -> None:
 
 
 def prepare(args) -> None:
-    from pipelines import runners
+    from pipelines import runners, storage
     from pipelines.common import FeatureSpec, run_prepare
     from s2f_tf import factory
     from s2f_tf.app import extras
@@ -79,6 +79,7 @@ def prepare(args) -> None:
         missing = extras.missing_extras(extras.EXTRAS["dask"])
         if missing:
             raise extras.MissingExtraError(missing)
+    storage.configure(args.beam_arg)  # the sources read their inputs before the pipeline runs
     config = _config(args)
     image_size = args.image_size or config.face_encoder.image_size
     extra = {"min_seconds": args.min_seconds} if getattr(args, "min_seconds", 0.0) else {}
@@ -99,8 +100,8 @@ def prepare(args) -> None:
             args.csv, args.videos_dir, image_size, split=args.csv_split, **extra
         )
         arguments = {
-            "csv": os.path.abspath(args.csv),
-            "videos_dir": os.path.abspath(args.videos_dir),
+            "csv": storage.absolute(args.csv),
+            "videos_dir": storage.absolute(args.videos_dir),
             "image_size": image_size,
             "split": args.csv_split,
             **extra,
@@ -112,7 +113,7 @@ def prepare(args) -> None:
             args.root, image_size, meta_path=args.meta, decoder_target=args.decoder_target, **extra
         )
         arguments = {
-            "root": os.path.abspath(args.root),
+            "root": storage.absolute(args.root),
             "image_size": image_size,
             "meta": args.meta,
             "decoder_target": args.decoder_target,
@@ -124,7 +125,7 @@ def prepare(args) -> None:
 
         kwargs = dataclasses.asdict(config.face_encoder)
         kwargs.update(image_size=image_size, mean=list(kwargs["mean"]))
-        features = FeatureSpec(os.path.abspath(args.vgg_face_weights), kwargs)
+        features = FeatureSpec(storage.absolute(args.vgg_face_weights), kwargs)
     run_prepare(
         source,
         args.data,

@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from s2f_tf.contract import SAMPLE_RATE, SPLITS
-from s2f_tf.files import atomic_path, write_atomic
+from s2f_tf.files import require_filesystem
 
 SCHEMA_VERSION = 2  # 2: target/image, target/landmarks, target/texture
 INFO_FILE = "dataset.json"
@@ -255,15 +255,14 @@ class DatasetInfo:
     prepare_metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def write(self, data_dir: str) -> None:
-        write_atomic(
-            os.path.join(data_dir, INFO_FILE),
-            json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True),
-        )
+    def to_json(self) -> str:
+        """The text of INFO_FILE (`s2f prepare` writes it, through pipelines/storage.py)."""
+        return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
 
     @classmethod
     def read(cls, data_dir: str) -> DatasetInfo:
         path = os.path.join(data_dir, INFO_FILE)
+        require_filesystem(data_dir)
         if not tf.io.gfile.isdir(data_dir):
             raise FileNotFoundError(f"data directory {data_dir!r} does not exist")
         if not tf.io.gfile.exists(path):
@@ -304,11 +303,11 @@ class DatasetInfo:
         return paths
 
 
-def write_shard(path: str, records) -> int:
-    """Writes serialized records to `path` whole (`files.atomic_path`), so a reader (or a re-run)
-    never sees half a shard. Returns the record count."""
+def write_records(path: str, records) -> int:
+    """Writes serialized records to the local file `path` as a TFRecord file; returns the count. The
+    caller makes it whole or nothing (`s2f prepare`: pipelines/storage.local_output)."""
     count = 0
-    with atomic_path(path) as tmp, tf.io.TFRecordWriter(tmp) as writer:
+    with tf.io.TFRecordWriter(path) as writer:
         for record in records:
             writer.write(record)
             count += 1
