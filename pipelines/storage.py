@@ -17,9 +17,10 @@ Beam's extras add (gs://, s3://, azfs://, hdfs://) the same way, on the driver a
   local_output(path)        the same for a writer that wants a local path (a TFRecordWriter)
   glob(pattern), remove(paths), makedirs(path), join(base, *parts)
 
-Training and evaluation read what this writes through tf.io.gfile (s2f_tf/files.py), which has
-local paths, gs:// and hdfs:// but, in TensorFlow 2.21, no s3:// or azfs://: BUILD says which
-scheme works where. This module is why the preparation side needs no TensorFlow file system.
+Training and evaluation read what this writes through tf.io.gfile, which in TensorFlow 2.21's PyPI
+build has local paths and gs:// only (s2f_tf/files.require_filesystem names the others): BUILD says
+which scheme works where. So `prepare` can write where training cannot read (s3://, ...), and
+nothing here depends on TensorFlow's file systems.
 """
 
 from __future__ import annotations
