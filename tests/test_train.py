@@ -1002,3 +1002,21 @@ def test_sigint_stops_a_mirrored_run_which_then_resumes_exactly(
     assert final["replicas"] == 2
     assert final["replica_digests"][0] == final["replica_digests"][1]
     _assert_same_run(final, expected, workdir, reference)
+
+
+def test_face_encoder_attribute_heads_train_and_resume(tiny_corpus, tmp_path):
+    """loss.face_encoder_attributes > 0: stage 1 also learns the data's sex from its feature (its
+    term reported, its head kept in the checkpoint for a resume); a name the data lacks is one line."""
+    common = [
+        "train", "--config=tiny", "--stage=face_encoder", f"--workdir={tmp_path}/run",
+        f"--data={tiny_corpus}", "--set=loss.face_encoder_attributes=1.0",
+        "--set=train.checkpoint_every=3",
+    ]  # fmt: skip
+    first = _result(run_s2f(*common, "--set=train.face_encoder_steps=3"))
+    assert set(first["losses"]) == {"total", "cross_entropy", "accuracy", "sex_cross_entropy"}
+    assert first["losses"]["total"] > first["losses"]["cross_entropy"] > 0
+    again = run_s2f(*common, "--set=train.face_encoder_steps=6")
+    assert again.returncode == 0 and "at step 3" in again.stdout and "resumed from" in again.stdout
+    bad = run_s2f(*common, "--set=loss.face_encoder_attribute_heads=height")
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr
+    assert "names 'height', which is not a categorical attribute of the data" in bad.stderr

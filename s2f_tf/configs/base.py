@@ -119,6 +119,11 @@ class LossConfig:
         0.0  # hinge term of a patch critic on the decoded face (0: no critic)
     )
     critic_channels: int = 32  # the critic's first conv width (models/discriminator.py)
+    # stage 1: heads on the face feature for these categorical attributes of the data (dataset.json
+    # attribute_classes), their softmax cross-entropy added with this weight, so the feature keeps
+    # them (0: identities only). docs/experiments/2026-12-06-decoder-attribute-loss.md
+    face_encoder_attributes: float = 0.0
+    face_encoder_attribute_heads: tuple[str, ...] = ("sex",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -337,6 +342,11 @@ def _check_loss(loss: LossConfig) -> None:
     if loss.decoder_perceptual and not all(1 <= b <= 5 for b in loss.perceptual_blocks or (0,)):
         raise ValueError(
             f"loss.perceptual_blocks must name VGG blocks 1..5, got {loss.perceptual_blocks}"
+        )
+    if not (math.isfinite(loss.face_encoder_attributes) and loss.face_encoder_attributes >= 0):
+        raise ValueError(
+            "loss.face_encoder_attributes must be a finite number >= 0 (0: no attribute heads), "
+            f"got {loss.face_encoder_attributes}"
         )
     if not (math.isfinite(loss.decoder_adversarial) and loss.decoder_adversarial >= 0):
         raise ValueError(
