@@ -85,6 +85,28 @@ def build_face_encoder(config: Config) -> FaceEncoder:
     )
 
 
+def build_attribute_heads(config: Config, attribute_classes: dict) -> dict:
+    """Stage 1's heads (loss.face_encoder_attributes > 0): attribute name -> a softmax Dense on the
+    face feature, for each of loss.face_encoder_attribute_heads among the data's categorical
+    `attribute_classes` (name -> class names); {} when the weight is 0."""
+    import keras
+
+    if not config.loss.face_encoder_attributes:
+        return {}
+    heads = {}
+    for name in config.loss.face_encoder_attribute_heads:
+        if not attribute_classes.get(name):
+            raise ValueError(
+                f"loss.face_encoder_attribute_heads names {name!r}, which is not a categorical "
+                f"attribute of the data (it has: {sorted(attribute_classes) or 'none'})"
+            )
+        heads[name] = keras.layers.Dense(
+            len(attribute_classes[name]), dtype="float32", name=f"{name}_head"
+        )
+        heads[name].build((None, config.face_encoder.fc_units))
+    return heads
+
+
 def build_face_decoder(config: Config) -> FaceDecoder:
     d = config.face_decoder
     return FaceDecoder(

@@ -155,6 +155,16 @@ def hinge_generator_per_example(scores_fake) -> tf.Tensor:
     return -_mean_per_example(_f32(scores_fake))
 
 
+def attribute_cross_entropy_per_example(values, logits) -> tf.Tensor:
+    """Stage 1's attribute heads: softmax cross-entropy of a categorical attribute, [B] float class
+    indices (NaN: unknown, scored 0) x [B, C] -> [B]."""
+    known = tf.logical_not(tf.math.is_nan(values))
+    term = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.cast(tf.where(known, values, 0.0), tf.int32), logits=_f32(logits)
+    )
+    return tf.where(known, term, 0.0)
+
+
 def identity_cross_entropy_per_example(labels, logits) -> tf.Tensor:
     """Face-encoder training (stage 1): softmax cross-entropy over identities, [B] int x [B, C] -> [B]."""
     return tf.nn.sparse_softmax_cross_entropy_with_logits(

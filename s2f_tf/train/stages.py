@@ -288,25 +288,9 @@ class FaceEncoderStage(Stage):
                 "face encoder); train --stage=face_decoder"
             )
         self.face_encoder = self._face_encoder(trainable=True)
-        self.attribute_heads = self._attribute_heads()
-
-    def _attribute_heads(self) -> dict:
-        """Attribute name -> a softmax head on the feature (loss.face_encoder_attributes > 0)."""
-        import keras
-
-        if not self.config.loss.face_encoder_attributes:
-            return {}
-        heads = {}
-        for name in self.config.loss.face_encoder_attribute_heads:
-            classes = self.info.attribute_classes.get(name)
-            if not classes:
-                raise ValueError(
-                    f"loss.face_encoder_attribute_heads names {name!r}, which is not a categorical "
-                    f"attribute of the data (it has: {sorted(self.info.attribute_classes) or 'none'})"
-                )
-            heads[name] = keras.layers.Dense(len(classes), dtype="float32", name=f"{name}_head")
-            heads[name].build((None, self.config.face_encoder.fc_units))
-        return heads
+        self.attribute_heads = factory.build_attribute_heads(
+            self.config, self.info.attribute_classes
+        )
 
     def trained_models(self) -> dict:
         heads = {f"attribute_head_{n}": h for n, h in self.attribute_heads.items()}
@@ -322,18 +306,12 @@ class FaceEncoderStage(Stage):
         terms = {"cross_entropy": ce, "accuracy": correct}
         total = ce
         for name, head in self.attribute_heads.items():
-            value = batch["attributes"][
-                :, self.info.attribute_names.index(name)
-            ]  # [B], NaN unknown
-            known = tf.logical_not(tf.math.is_nan(value))
-            term = tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=tf.cast(tf.where(known, value, 0.0), tf.int32),
-                logits=head(tf.cast(out["feature"], tf.float32)),
+            term = losses.attribute_cross_entropy_per_example(
+                batch["attributes"][:, self.info.attribute_names.index(name)],  # [B], NaN unknown
+                head(tf.cast(out["feature"], tf.float32)),
             )
-            terms[f"{name}_cross_entropy"] = tf.where(known, term, 0.0)
-            total = (
-                total + self.config.loss.face_encoder_attributes * terms[f"{name}_cross_entropy"]
-            )
+            terms[f"{name}_cross_entropy"] = term
+            total = total + self.config.loss.face_encoder_attributes * term
         return {"total": total, **terms}
 
     def summaries(self, batch, step):
