@@ -179,29 +179,24 @@ def _hairline(identity: Identity, n: int = 15) -> np.ndarray:
 
 
 def _smooth_curve(pts: np.ndarray, n: int = 8, closed: bool = False) -> np.ndarray:
-    """Catmull-Rom interpolation through `pts` [k, 2] -> [m, 2] (passes through every input point)."""
+    """Catmull-Rom interpolation through `pts` [k, 2] -> [m, 2] (passes through every input point):
+    n points per segment, every segment at once (the same float64 operations, in the same order,
+    as one segment and one t at a time)."""
     p = np.asarray(pts, np.float64)
     if closed:
         p = np.concatenate([p[-1:], p, p[:2]])
     else:
         p = np.concatenate([p[:1], p, p[-1:]])
-    out = []
-    for i in range(1, len(p) - 2):
-        p0, p1, p2, p3 = p[i - 1], p[i], p[i + 1], p[i + 2]
-        for t in np.linspace(0.0, 1.0, n, endpoint=False):
-            t2, t3 = t * t, t * t * t
-            out.append(
-                0.5
-                * (
-                    (2 * p1)
-                    + (-p0 + p2) * t
-                    + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
-                    + (-p0 + 3 * p1 - 3 * p2 + p3) * t3
-                )
-            )
-    if not closed:
-        out.append(p[-2])
-    return np.asarray(out)
+    p0, p1, p2, p3 = (p[i : len(p) - 3 + i, None, :] for i in range(4))  # [segments, 1, 2]
+    t = np.linspace(0.0, 1.0, n, endpoint=False)[None, :, None]  # [1, n, 1]
+    t2, t3 = t * t, t * t * t
+    out = 0.5 * (
+        (2 * p1)
+        + (-p0 + p2) * t
+        + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t2
+        + (-p0 + 3 * p1 - 3 * p2 + p3) * t3
+    ).reshape(-1, 2)
+    return out if closed else np.concatenate([out, p[-2:-1]])
 
 
 def _darker(rgb: Sequence[int], f: float) -> tuple[int, int, int]:
