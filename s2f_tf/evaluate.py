@@ -32,6 +32,7 @@ true feature | decoded from the voice) and report.html (s2f_tf/report.py), each 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -64,11 +65,13 @@ class _Models:
     def __init__(self, workdir: str, vgg_face_weights: str | None):
         self.s2f, self.config = load_trained_model(workdir)
         self.face_encoder = load_frozen_face_encoder(self.config, workdir, vgg_face_weights)
-        self.encode_faces = tf.function(
+        # reduce_retracing: a split's last batch and each input length are new shapes
+        function = functools.partial(tf.function, reduce_retracing=True)
+        self.encode_faces = function(
             lambda im: self.face_encoder(tf.cast(im, tf.float32), training=False)["feature"]
         )
-        self.encode_voice = tf.function(lambda w: self.s2f.encode(w, training=False))
-        self.decode = tf.function(lambda v: self.s2f.face_decoder(v, training=False))
+        self.encode_voice = function(lambda w: self.s2f.encode(w, training=False))
+        self.decode = function(lambda v: self.s2f.face_decoder(v, training=False))
 
     def decode_faces(
         self, features: np.ndarray, batch_size: int = 256
@@ -264,11 +267,17 @@ def _groupings(classes: dict, names: list[str], values: np.ndarray) -> dict:
 
 
 def _agreements(classes: dict, true_reading: dict, decoded_reading: dict) -> dict:
-    return {
+    """Per clip, 1.0 where the judge reads the decoded face as it reads the true one: every
+    categorical attribute, and the age band where the data has ages."""
+    out = {
         f"{name}_agreement": (true_reading[name] == decoded_reading[name]).astype(np.float64)
         for name, names in classes.items()
         if names
     }
+    if "age" in classes and not classes["age"]:
+        bands = [metrics.age_bands(r["age"]) for r in (true_reading, decoded_reading)]
+        out["age_band_agreement"] = (bands[0] == bands[1]).astype(np.float64)
+    return out
 
 
 DEFINITIONS = {

@@ -87,8 +87,8 @@ def build_face_encoder(config: Config) -> FaceEncoder:
 
 def build_attribute_heads(config: Config, attribute_classes: dict) -> dict:
     """Stage 1's heads (loss.face_encoder_attributes > 0): attribute name -> a softmax Dense on the
-    face feature, for each of loss.face_encoder_attribute_heads among the data's categorical
-    `attribute_classes` (name -> class names); {} when the weight is 0."""
+    face feature, for each of loss.face_encoder_attribute_heads among `attribute_classes` (name ->
+    class names: s2f_tf/train/attributes.py's head_classes); {} when the weight is 0."""
     import keras
 
     if not config.loss.face_encoder_attributes:

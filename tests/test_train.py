@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import run_s2f
@@ -1004,16 +1005,43 @@ def test_sigint_stops_a_mirrored_run_which_then_resumes_exactly(
     _assert_same_run(final, expected, workdir, reference)
 
 
+def test_attribute_head_targets_are_the_data_classes_and_the_evaluations_age_bands():
+    from s2f_tf import metrics
+    from s2f_tf.data.schema import DatasetInfo
+    from s2f_tf.train import attributes
+
+    info = DatasetInfo(
+        attribute_names=["age", "sex"], attribute_classes={"sex": ["male", "female"]}
+    )
+    assert attributes.head_classes(info) == {
+        "sex": ["male", "female"],
+        "age_band": metrics.age_band_names(),
+    }
+    ages = np.array([10, 18, 29.9, 30, 59, 60, 77, np.nan], np.float32)
+    values = tf.constant(np.stack([ages, np.arange(8) % 2], axis=1).astype(np.float32))
+    bands = attributes.head_targets(values, info.attribute_names, "age_band").numpy()
+    np.testing.assert_array_equal(bands, metrics.age_bands(ages))  # NaN stays unknown
+    sex = attributes.head_targets(values, info.attribute_names, "sex").numpy()
+    np.testing.assert_array_equal(sex, np.arange(8) % 2)
+
+
 def test_face_encoder_attribute_heads_train_and_resume(tiny_corpus, tmp_path):
-    """loss.face_encoder_attributes > 0: stage 1 also learns the data's sex from its feature (its
-    term reported, its head kept in the checkpoint for a resume); a name the data lacks is one line."""
+    """loss.face_encoder_attributes > 0: stage 1 also learns the data's sex and age band from its
+    feature (their terms reported, their heads kept in the checkpoint for a resume); a name the data
+    lacks is one line."""
     common = [
         "train", "--config=tiny", "--stage=face_encoder", f"--workdir={tmp_path}/run",
         f"--data={tiny_corpus}", "--set=loss.face_encoder_attributes=1.0",
-        "--set=train.checkpoint_every=3",
+        "--set=train.checkpoint_every=3", "--set=loss.face_encoder_attribute_heads=sex,age_band",
     ]  # fmt: skip
     first = _result(run_s2f(*common, "--set=train.face_encoder_steps=3"))
-    assert set(first["losses"]) == {"total", "cross_entropy", "accuracy", "sex_cross_entropy"}
+    assert set(first["losses"]) == {
+        "total",
+        "cross_entropy",
+        "accuracy",
+        "sex_cross_entropy",
+        "age_band_cross_entropy",
+    }
     assert first["losses"]["total"] > first["losses"]["cross_entropy"] > 0
     again = run_s2f(*common, "--set=train.face_encoder_steps=6")
     assert again.returncode == 0 and "at step 3" in again.stdout and "resumed from" in again.stdout

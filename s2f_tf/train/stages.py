@@ -28,6 +28,7 @@ from s2f_tf import contract, factory, losses
 from s2f_tf.configs import Config
 from s2f_tf.data.dataset import InputOptions, make_dataset
 from s2f_tf.data.schema import DatasetInfo
+from s2f_tf.train import attributes
 from s2f_tf.workdir import (
     Workdir,
     load_frozen_face_decoder,
@@ -225,8 +226,9 @@ class Stage:
             deterministic=True,
             skip_corrupt=options.skip_corrupt,
         )
-        encode = tf.function(
-            lambda images: self.face_encoder(_images_float(images), training=False)["feature"]
+        encode = tf.function(  # reduce_retracing: each split's last batch is smaller
+            lambda images: self.face_encoder(_images_float(images), training=False)["feature"],
+            reduce_retracing=True,
         )
         ids, features = [], []
         for batch in make_dataset(data_dir, split, read, info=self.info):
@@ -289,7 +291,7 @@ class FaceEncoderStage(Stage):
             )
         self.face_encoder = self._face_encoder(trainable=True)
         self.attribute_heads = factory.build_attribute_heads(
-            self.config, self.info.attribute_classes
+            self.config, attributes.head_classes(self.info)
         )
 
     def trained_models(self) -> dict:
@@ -305,13 +307,12 @@ class FaceEncoderStage(Stage):
         )
         terms = {"cross_entropy": ce, "accuracy": correct}
         total = ce
-        for name, head in self.attribute_heads.items():
-            term = losses.attribute_cross_entropy_per_example(
-                batch["attributes"][:, self.info.attribute_names.index(name)],  # [B], NaN unknown
-                head(tf.cast(out["feature"], tf.float32)),
+        if self.attribute_heads:
+            heads = attributes.head_terms(
+                self.attribute_heads, batch["attributes"], self.info.attribute_names, out["feature"]
             )
-            terms[f"{name}_cross_entropy"] = term
-            total = total + self.config.loss.face_encoder_attributes * term
+            total += self.config.loss.face_encoder_attributes * tf.add_n(list(heads.values()))
+            terms.update(heads)
         return {"total": total, **terms}
 
     def summaries(self, batch, step):
