@@ -255,12 +255,40 @@ def _nanmean(x: np.ndarray) -> float:
     return float(x.mean()) if len(x) else float("nan")
 
 
-def mean_intervals(per_query: dict[str, np.ndarray], speakers: np.ndarray, **kwargs) -> dict:
-    """{figure: per-query values [N] (NaN: not applicable)} -> {figure: bootstrap interval of the mean}."""
-    return {
-        name: bootstrap_interval(lambda idx, v=values: _nanmean(v[idx]), speakers, **kwargs)
-        for name, values in per_query.items()
-    }
+def mean_intervals(
+    per_query: dict[str, np.ndarray],
+    speakers: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    level: float = CONFIDENCE,
+    seed: int = 0,
+) -> dict:
+    """{figure: per-query values [N] (NaN: not applicable)} -> {figure: bootstrap interval of the mean}.
+
+    bootstrap_interval's resamples (the same speakers drawn), computed at once: a resample's mean is
+    its speakers' sums over their counts of applicable clips, each speaker as often as drawn."""
+    unique, member = np.unique(speakers, return_inverse=True)
+    s = len(unique)
+    picks = np.random.default_rng(seed).integers(0, s, (resamples, s))
+    drawn = np.bincount(
+        (picks + s * np.arange(resamples)[:, None]).ravel(), minlength=resamples * s
+    )
+    drawn = drawn.reshape(resamples, s).astype(np.float64)  # [R, S] times each speaker is drawn
+    tail = 100 * (1 - level) / 2
+    out = {}
+    for name, values in per_query.items():
+        values = np.asarray(values, np.float64)
+        known = np.isfinite(values)
+        sums = np.bincount(member, np.where(known, values, 0.0), minlength=s)
+        counts = np.bincount(member, known.astype(np.float64), minlength=s)
+        num, den = drawn @ sums, drawn @ counts
+        means = num[den > 0] / den[den > 0]
+        value = _nanmean(values)
+        if not len(means):
+            out[name] = {"value": value, "low": float("nan"), "high": float("nan")}
+            continue
+        low, high = np.percentile(means, [tail, 100 - tail])
+        out[name] = {"value": value, "low": float(low), "high": float(high)}
+    return out
 
 
 def group_breakdown(
