@@ -41,28 +41,27 @@ HEADLINE = (
     ("same_clip_retrieval_R@1", "retrieval R@1, same clip (%)", "R@1"),
     ("same_clip_matching_1:2", "1:2 matching, same clip (%)", 0.5),
     ("sex_agreement", "sex agreement (%)", None),
+    ("age_band_agreement", "age-band agreement (%)", None),
     ("image_retrieval_R@1", "image-space R@1 (%)", "R@1"),
     ("angle_degrees", "angle (degrees)", None),
 )
 
 
 def _headline(metrics: dict) -> str:
-    """Rows: the headline figures; columns: each voice input, face to face, chance."""
-    columns = [
-        (f"from the voice, {html.escape(k)}", e.get("confidence_intervals", {}))
-        for k, e in metrics["inputs"].items()
-    ]
-    columns.append(
-        ("face to face", metrics.get("face_to_face", {}).get("confidence_intervals", {}))
-    )
+    """Rows: the headline figures, a categorical attribute's agreement also per true class;
+    columns: each voice input, face to face, chance."""
+    columns = [(f"from the voice, {html.escape(k)}", e) for k, e in metrics["inputs"].items()]
+    columns.append(("face to face", metrics.get("face_to_face", {})))
     first = next(iter(metrics["inputs"].values()))["retrieval"]
     rows = []
     for name, label, chance in HEADLINE:
-        if not any(name in ci for _, ci in columns):
+        cis = [e.get("confidence_intervals", {}) for _, e in columns]
+        if not any(name in ci for ci in cis):
             continue
-        cells = [_interval(ci.get(name), percent=name != "angle_degrees") for _, ci in columns]
+        cells = [_interval(ci.get(name), percent=name != "angle_degrees") for ci in cis]
         level = first["chance"][chance] if isinstance(chance, str) else chance
         rows.append([label] + cells + [_pct(level)])
+        rows += _per_class_rows(name, [e.get("by_group", {}) for _, e in columns])
     return (
         f"<p>Each figure with its {html.escape(metrics['definitions'].get('confidence_intervals', ''))} "
         f"in brackets. {_protocol(metrics)} Retrieval ranks the own reference among "
@@ -70,6 +69,22 @@ def _headline(metrics: dict) -> str:
         "same clip match each voice against its own clip's face instead (optimistic).</p>"
         + _table(["figure"] + [c for c, _ in columns] + ["chance"], rows)
     )
+
+
+def _per_class_rows(name: str, groups: list[dict]) -> list[list[str]]:
+    """`<attribute>_agreement` among the clips of each of the attribute's true classes (the data's
+    labels), one row per class; none for other figures. groups: each column's by_group."""
+    if not name.endswith("_agreement"):
+        return []
+    attribute = name.removesuffix("_agreement")
+    by_class = [g.get(attribute, {}) for g in groups]
+    classes = {c: entry["clips"] for g in by_class for c, entry in g.items()}
+    return [
+        [f"&nbsp;&nbsp;among {html.escape(c)} ({clips} clips)"]
+        + [_interval(g.get(c, {}).get(name)) for g in by_class]
+        + [""]
+        for c, clips in classes.items()
+    ]
 
 
 def _retrieval(metrics: dict) -> str:

@@ -32,7 +32,12 @@ def test_demo_end_to_end_tiny(tmp_path):
         "sex_agreement >= 0.90",
         "face_to_face_image_R@1 >= 0.90",
         "face_to_face_sharpness >= 0.5",
+        "face_to_face_sex_agreement >= 0.95",
+        "face_to_face_sex_agreement of each sex >= 0.90",
     }
+    by_class = summary["headline"]["face_to_face_attributes"]["sex_by_class"]
+    assert set(by_class) <= {"male", "female"} and by_class
+    assert "face to face, sex as the attribute judge reads it" in r.stdout
 
 
 def _wav(path, seconds, rate, channels=1):

@@ -176,6 +176,12 @@ def test_evaluate_command_writes_metrics_grid_and_report(
         "confidence_intervals"
     ]
     assert sum(g["clips"] for g in entry["by_group"]["sex"].values()) == result["clips"]
+    # face to face: age-band agreement, and sex agreement among each sex's clips in the headline
+    assert "age_band_agreement" in f2f["confidence_intervals"]
+    sex, group = next(iter(f2f["by_group"]["sex"].items()))
+    assert 0.0 <= group["sex_agreement"]["value"] <= 1.0
+    headline = open(os.path.join(out, "report.html")).read().split("<h2")[1]
+    assert f"among {sex} ({group['clips']} clips)" in headline and "age-band agreement" in headline
     for name in ("metrics.json", "faces.png", "report.html"):
         assert os.path.getsize(os.path.join(out, name)) > 100
     report = open(os.path.join(out, "report.html")).read()

@@ -28,6 +28,8 @@ R1_OVER_CHANCE = 5.0
 SEX_AGREEMENT = 0.90
 FACE_TO_FACE_R1 = 0.90  # faces decoded from the true feature find their speaker (gallery 70)
 FACE_TO_FACE_SHARPNESS = 0.5  # ... and keep half the canonical targets' fine detail
+FACE_TO_FACE_SEX = 0.95  # ... and the true face's sex as the attribute judge reads it (issue 37),
+FACE_TO_FACE_SEX_EACH_CLASS = 0.90  # among the clips of each sex too
 
 
 def _served_predictions(
@@ -221,6 +223,8 @@ def _headline(metrics: dict) -> dict:
     f2f_r1 = f2f["image_retrieval"]["cosine"]["R@1"]
     f2f_sharpness = f2f["sharpness"]["relative_to_targets"]
     same_clip = entry.get("protocols", {}).get("same_clip", {})
+    f2f_attributes = _face_to_face_attributes(f2f)
+    f2f_sex, f2f_sex_by_class = f2f_attributes["sex_agreement"], f2f_attributes["sex_by_class"]
     return {
         "input": key,
         "protocol": entry.get("protocol", "same_clip"),
@@ -239,6 +243,7 @@ def _headline(metrics: dict) -> dict:
         "cosine_angle_degrees": entry["similarity"]["cosine_angle_degrees"]["mean"],
         "face_to_face_image_R@1": f2f_r1,
         "face_to_face_sharpness": f2f_sharpness,
+        "face_to_face_attributes": f2f_attributes,
         "confidence_intervals": entry.get("confidence_intervals", {}),
         "matching_1:2": {k: v["accuracy"] for k, v in entry.get("matching", {}).items()},
         "bars": {
@@ -246,8 +251,44 @@ def _headline(metrics: dict) -> dict:
             "sex_agreement >= 0.90": sex is not None and sex >= SEX_AGREEMENT,
             "face_to_face_image_R@1 >= 0.90": f2f_r1 >= FACE_TO_FACE_R1,
             "face_to_face_sharpness >= 0.5": f2f_sharpness >= FACE_TO_FACE_SHARPNESS,
+            "face_to_face_sex_agreement >= 0.95": f2f_sex is not None
+            and f2f_sex >= FACE_TO_FACE_SEX,
+            "face_to_face_sex_agreement of each sex >= 0.90": bool(f2f_sex_by_class)
+            and min(f2f_sex_by_class.values()) >= FACE_TO_FACE_SEX_EACH_CLASS,
         },
     }
+
+
+def _face_to_face_attributes(f2f: dict) -> dict:
+    """Faces decoded from the true feature against the true faces, as the attribute judge reads
+    them: sex agreement overall and among each sex's clips (the data's labels), age-band agreement
+    (None where the data has no such attribute)."""
+    ci, by_sex = f2f.get("confidence_intervals", {}), f2f.get("by_group", {}).get("sex", {})
+    return {
+        "sex_agreement": ci.get("sex_agreement", {}).get("value"),
+        "sex_by_class": {
+            c: v["sex_agreement"]["value"] for c, v in by_sex.items() if "sex_agreement" in v
+        },
+        "age_band_agreement": ci.get("age_band_agreement", {}).get("value"),
+    }
+
+
+def _log_face_to_face_attributes(h: dict, log) -> None:
+    a, bars = h["face_to_face_attributes"], h["bars"]
+    if a["sex_agreement"] is None:
+        return
+    met = bars["face_to_face_sex_agreement of each sex >= 0.90"]
+    log(
+        f"   face to face, sex as the attribute judge reads it: {100 * a['sex_agreement']:.1f}%"
+        f" [bar: 95%] {'met' if bars['face_to_face_sex_agreement >= 0.95'] else 'NOT MET'}; "
+        + ", ".join(f"{c} {100 * v:.1f}%" for c, v in a["sex_by_class"].items())
+        + f" [bar: 90% each] {'met' if met else 'NOT MET'}"
+        + (
+            f"; age band {100 * a['age_band_agreement']:.1f}%"
+            if a["age_band_agreement"] is not None
+            else ""
+        )
+    )
 
 
 def _log_headline(summary: dict, out_dir: str, version_dir: str, tensorboard: str, log) -> None:
@@ -296,6 +337,7 @@ def _log_headline(summary: dict, out_dir: str, version_dir: str, tensorboard: st
         f"{f2f_sharpness:.2f} of the canonical targets' [bar: 0.5] "
         f"{'met' if h['bars']['face_to_face_sharpness >= 0.5'] else 'NOT MET'}"
     )
+    _log_face_to_face_attributes(h, log)
     same = h.get("same_clip", {})
     if same.get("cosine_R@1") is not None:
         log(
