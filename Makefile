@@ -1,6 +1,6 @@
 # s2f: the two commands. `make demo` and `make test` set everything up on a fresh machine
-# (Python 3.11 or 3.12, nothing installed, no GPU): the package with every extra but gpu, and the
-# test tools (pyproject.toml). Pins: requirements.lock (see BUILD.md). `make test` lints and checks
+# (Python 3.11 or 3.12, nothing installed, no GPU): `make demo` the package with the extras the demo
+# runs, `make test` every extra but gpu and the test tools (pyproject.toml). Pins: requirements.lock (see BUILD.md). `make test` lints and checks
 # the format (ruff, pinned in the test extra) before it runs the tests.
 
 SHELL := /bin/bash
@@ -13,6 +13,10 @@ PYTHON := $(shell for p in python3.12 python3.11 python3; do \
   case $$v in (3.11|3.12) echo $$p; exit 0;; esac; done; echo none)
 endif
 STAMP := $(VENV)/.installed
+# `make demo` installs only the extras the demo runs (no dask, gcs or test tools: TensorFlow is most
+# of the install either way); `make test` adds the rest to the same environment
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_EXTRAS := all,test
 # the tests' object store (a GCS emulator and mitmproxy), apart from .venv: tests/tools.lock says why
 TOOLS_VENV ?= .venv-tools
 TOOLS_STAMP := $(TOOLS_VENV)/.installed
@@ -26,13 +30,21 @@ TEST_WORKERS ?= 2
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml setup.py
+# $(call install,STAMP,EXTRAS): .venv with the package and those extras, pinned by the lock
+define install
 	@if [ "$(PYTHON)" = none ]; then echo "error: need Python 3.11 or 3.12 on PATH (or make PYTHON=/path/to/python3.12)" >&2; exit 1; fi
-	@echo "== setting up $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
+	@echo "== setting up $(VENV) with $(PYTHON) ($$($(PYTHON) --version)): .[$(2)]"
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	@set -o pipefail; $(VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
-	  -c requirements.lock -e ".[all,test]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
-	@touch $(STAMP)
+	  -c requirements.lock -e ".[$(2)]" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	@touch $(1)
+endef
+
+$(STAMP): requirements.lock pyproject.toml setup.py
+	$(call install,$(STAMP),$(TEST_EXTRAS))
+
+$(DEMO_STAMP): requirements.lock pyproject.toml setup.py
+	$(call install,$(DEMO_STAMP),demo)
 
 $(TOOLS_STAMP): tests/tools.lock
 	@test -x $(TOOLS_VENV)/bin/python || $(PYTHON) -m venv $(TOOLS_VENV)
@@ -40,7 +52,7 @@ $(TOOLS_STAMP): tests/tools.lock
 	  --no-deps -r tests/tools.lock 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	@touch $(TOOLS_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(VENV)/bin/s2f demo --config=demo --demo_dir=$(DEMO_OUT) $(DEMO_ARGS)
 
 test: $(STAMP) $(TOOLS_STAMP)

@@ -85,6 +85,7 @@ def test_pyproject_declares_the_package_and_its_extras():
         "profile",
         "test",
         "all",
+        "demo",
     }
     (everything,) = map(Requirement, groups["all"])
     assert everything.name == "s2f" and everything.extras == set(groups) - {
@@ -92,7 +93,10 @@ def test_pyproject_declares_the_package_and_its_extras():
         "profile",
         "test",
         "all",
+        "demo",
     }
+    (demo,) = map(Requirement, groups["demo"])
+    assert demo.extras == {"prepare", "synthetic", "report"}  # what `make demo` runs
     assert [str(r) for r in map(Requirement, groups["gpu"])] == ["tensorflow[and-cuda]==2.21.*"]
     core = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
     assert core == set(CORE_MODULES)
