@@ -281,7 +281,10 @@ def _train(sub, presets: Sequence[str]) -> None:
     )
     _add_jit(p)
     p.add_argument(
-        "--deterministic", action="store_true", help="deterministic ops and input order (slower)"
+        "--deterministic",
+        action="store_true",
+        help="deterministic ops (slower; the input is always read in order): a resumed run "
+        "ends bit-identical",
     )
     p.add_argument(
         "--profile_steps",

@@ -44,7 +44,7 @@ class TrainOptions:
     data_dir: str
     strategy: str = "auto"
     jit_compile: bool = True
-    deterministic: bool = False  # op determinism + ordered input: bit-exact resume
+    deterministic: bool = False  # op determinism (the input is always ordered): bit-exact resume
     profile_steps: tuple[int, int] | None = None
     vgg_face_weights: str | None = None
     skip_corrupt: bool = False
