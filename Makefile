@@ -1,7 +1,8 @@
 # s2f: the two commands. `make demo` and `make test` set everything up on a fresh machine
 # (Python 3.11 or 3.12, nothing installed, no GPU): `make demo` the package with the extras the demo
-# runs, `make test` every extra but gpu and the test tools (pyproject.toml). Pins: requirements.lock (see BUILD.md). `make test` lints and checks
-# the format (ruff, pinned in the test extra) before it runs the tests.
+# runs, `make test` every extra but gpu and the test tools (pyproject.toml). Pins: requirements.lock
+# (see BUILD.md). `make test` lints and checks the format (ruff, pinned in the test extra) before it
+# runs the tests.
 
 SHELL := /bin/bash
 VENV ?= .venv

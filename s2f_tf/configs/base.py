@@ -119,9 +119,9 @@ class LossConfig:
         0.0  # hinge term of a patch critic on the decoded face (0: no critic)
     )
     critic_channels: int = 32  # the critic's first conv width (models/discriminator.py)
-    # stage 1: heads on the face feature for these categorical attributes of the data (dataset.json
-    # attribute_classes), their softmax cross-entropy added with this weight, so the feature keeps
-    # them (0: identities only). docs/experiments/2026-12-06-decoder-attribute-loss.md
+    # stage 1: heads on the face feature for these attributes (the data's categorical ones, and
+    # age_band: s2f_tf/train/attributes.py), their softmax cross-entropy added with this weight, so
+    # the feature keeps them (0: identities only). docs/experiments/2026-12-06-decoder-attribute-loss.md
     face_encoder_attributes: float = 0.0
     face_encoder_attribute_heads: tuple[str, ...] = ("sex",)
 

@@ -10,11 +10,11 @@ that learns each identity's canonical face (68 landmarks, cubic B-spline warp, a
 Expected on the 70 held-out speakers (bars: R@1 at least 5x chance, sex agreement at least 90%,
 face to face R@1 at least 90%, sharpness at least 0.5, sex kept face to face at least 95% and 90%
 for each sex). Stage 1 learns sex and age band beside the identities (loss.face_encoder_attributes):
-without them its feature lost some women's sex, and the decoder drew them as men. One run,
-2026-12-06, 2-core Xeon with AMX-BF16, stages 1300 / 900 / 1000 steps: R@1 15.0% = 10.5x chance,
-1:2 matching 87.9%, sex agreement 99%, face to face R@1 92.5%, sharpness 0.71, sex kept 99.1% (men
-99.4%, women 98.8%), age band 75.7%. Voice figures move by several points between runs (training is
-not bit-reproducible).
+without them its feature lost some women's sex, and the decoder drew them as men. Two fresh
+clones, 2026-12-06, 2-core Xeon with AMX-BF16: R@1 11.5x / 9.6x chance, 1:2 matching 87.3% /
+86.4%, sex agreement 96% / 98%, face to face R@1 92.9% / 93.9%, sharpness 0.75 / 0.70, sex kept
+98.0% / 97.9% (women 96.2% / 95.8%), age band 75.5% / 72.7%, in 13 min 5 s / 14 min 38 s. Voice
+figures move by a few points between runs (the decoder and voice stages are not bit-reproducible).
 
 Why each setting (loss balance, decoder, voice-stage precision, steps, attribute heads) and every run
 measured with it: docs/experiments/2026-12-03-demo-preset-measurements.md,
