@@ -223,6 +223,21 @@ BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
 
 
+def _speaker_draws(count: int, resamples: int, seed: int) -> np.ndarray:
+    """[resamples, count] speaker indices, each row one resample of the speakers with replacement."""
+    return np.random.default_rng(seed).integers(0, count, (resamples, count))
+
+
+def _percentile_interval(value: float, resampled: np.ndarray, level: float) -> dict:
+    """{"value", "low", "high"}: the resampled statistics' central `level` interval (finite ones)."""
+    resampled = resampled[np.isfinite(resampled)]
+    if not len(resampled):
+        return {"value": value, "low": float("nan"), "high": float("nan")}
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(resampled, [tail, 100 - tail])
+    return {"value": value, "low": float(low), "high": float(high)}
+
+
 def bootstrap_interval(
     statistic,
     speakers: np.ndarray,
@@ -235,19 +250,12 @@ def bootstrap_interval(
     Returns {"value" (on all clips), "low", "high"}."""
     unique = np.unique(speakers)
     members = [np.flatnonzero(speakers == s) for s in unique]
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(resamples):
-        picks = rng.integers(0, len(unique), len(unique))
-        values.append(statistic(np.concatenate([members[i] for i in picks])))
-    values = np.asarray(values, np.float64)
-    values = values[np.isfinite(values)]
-    tail = 100 * (1 - level) / 2
+    values = [
+        statistic(np.concatenate([members[i] for i in picks]))
+        for picks in _speaker_draws(len(unique), resamples, seed)
+    ]
     value = float(statistic(np.arange(len(speakers))))
-    if not len(values):
-        return {"value": value, "low": float("nan"), "high": float("nan")}
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return {"value": value, "low": float(low), "high": float(high)}
+    return _percentile_interval(value, np.asarray(values, np.float64), level)
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -268,12 +276,11 @@ def mean_intervals(
     its speakers' sums over their counts of applicable clips, each speaker as often as drawn."""
     unique, member = np.unique(speakers, return_inverse=True)
     s = len(unique)
-    picks = np.random.default_rng(seed).integers(0, s, (resamples, s))
+    picks = _speaker_draws(s, resamples, seed)
     drawn = np.bincount(
         (picks + s * np.arange(resamples)[:, None]).ravel(), minlength=resamples * s
     )
     drawn = drawn.reshape(resamples, s).astype(np.float64)  # [R, S] times each speaker is drawn
-    tail = 100 * (1 - level) / 2
     out = {}
     for name, values in per_query.items():
         values = np.asarray(values, np.float64)
@@ -281,13 +288,9 @@ def mean_intervals(
         sums = np.bincount(member, np.where(known, values, 0.0), minlength=s)
         counts = np.bincount(member, known.astype(np.float64), minlength=s)
         num, den = drawn @ sums, drawn @ counts
-        means = num[den > 0] / den[den > 0]
-        value = _nanmean(values)
-        if not len(means):
-            out[name] = {"value": value, "low": float("nan"), "high": float("nan")}
-            continue
-        low, high = np.percentile(means, [tail, 100 - tail])
-        out[name] = {"value": value, "low": float(low), "high": float(high)}
+        with np.errstate(invalid="ignore", divide="ignore"):
+            means = num / den  # NaN where a resample has no applicable clip
+        out[name] = _percentile_interval(_nanmean(values), means, level)
     return out
 
 
