@@ -63,11 +63,11 @@ def test_a_stage_may_have_its_own_precision_and_a_bad_one_is_named():
     from s2f_tf.configs import base
 
     config = get_config("demo")
-    assert (
-        config.train.voice_encoder_precision == "float32"
-        and config.train.face_decoder_precision == ""
+    assert config.train.voice_encoder_precision == "" and config.train.precision == "auto"
+    own = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, voice_encoder_precision="float32")
     )
-    base.validate(config)
+    base.validate(own)
     bad = dataclasses.replace(
         config, train=dataclasses.replace(config.train, face_decoder_precision="bf16")
     )

@@ -16,6 +16,10 @@ clones, 2026-12-06, 2-core Xeon with AMX-BF16: R@1 11.5x / 9.6x chance, 1:2 matc
 98.0% / 97.9% (women 96.2% / 95.8%), age band 75.5% / 72.7%, in 13 min 5 s / 14 min 38 s. Voice
 figures move by a few points between runs (the decoder and voice stages are not bit-reproducible).
 
+Every stage trains in train.precision's auto choice (mixed_bfloat16 on CPUs with fast bfloat16):
+the voice stage trained in float32 until TF's bfloat16 batch norm, 10-20x slow at its 8 channels,
+was routed through float32 (models/norm.py); docs/experiments/2026-12-06-voice-stage-bfloat16.md.
+
 Why each setting (loss balance, decoder, voice-stage precision, steps, attribute heads) and every run
 measured with it: docs/experiments/2026-12-03-demo-preset-measurements.md,
 docs/experiments/2026-12-03-decoder-canonical-faces.md and
@@ -73,7 +77,6 @@ def get_config() -> Config:
             face_encoder_steps=1100,
             face_decoder_steps=900,
             voice_encoder_steps=1000,
-            voice_encoder_precision="float32",
             face_encoder_learning_rate=1e-3,
             face_decoder_learning_rate=3e-3,
             log_every=25,
