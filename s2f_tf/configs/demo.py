@@ -11,10 +11,10 @@ Expected on the 70 held-out speakers (bars: R@1 at least 5x chance, sex agreemen
 face to face R@1 at least 90%, sharpness at least 0.5, sex kept face to face at least 95% and 90%
 for each sex). Stage 1 learns sex and age band beside the identities (loss.face_encoder_attributes):
 without them its feature lost some women's sex, and the decoder drew them as men. Two fresh
-clones, 2026-12-06, 2-core Xeon with AMX-BF16: R@1 11.5x / 9.6x chance, 1:2 matching 87.3% /
-86.4%, sex agreement 96% / 98%, face to face R@1 92.9% / 93.9%, sharpness 0.75 / 0.70, sex kept
-98.0% / 97.9% (women 96.2% / 95.8%), age band 75.5% / 72.7%, in 13 min 5 s / 14 min 38 s. Voice
-figures move by a few points between runs (the decoder and voice stages are not bit-reproducible).
+clones of the final settings, 2026-12-06, 2-core Xeon with AMX-BF16, gave the same figures: R@1
+11.4x chance, 1:2 matching 86.9%, sex agreement 99%, face to face R@1 93.9%, sharpness 0.70, sex
+kept 97.9% (women 95.8%), age band 72.7%, in 10 min 57 s and 10 min 8 s. Earlier clones of this
+preset's face stages differed in one of four runs (the decoder; the voice stage follows it).
 
 Every stage trains in train.precision's auto choice (mixed_bfloat16 on CPUs with fast bfloat16):
 the voice stage trained in float32 until TF's bfloat16 batch norm, 10-20x slow at its 8 channels,
