@@ -61,7 +61,12 @@ def test_half_precision_reaches_the_kernel_in_float32_unless_its_channels_fill_b
     those go through it in float32, multiples of 16 stay in half precision."""
     from s2f_tf.models.norm import _kernel_input
 
-    for channels, dtype in [(8, tf.float32), (24, tf.float32), (16, tf.bfloat16), (64, tf.bfloat16)]:
+    for channels, dtype in [
+        (8, tf.float32),
+        (24, tf.float32),
+        (16, tf.bfloat16),
+        (64, tf.bfloat16),
+    ]:
         x = tf.zeros([1, 2, 2, channels], tf.bfloat16)
         assert _kernel_input(x, tf.bfloat16).dtype == dtype, channels
     assert _kernel_input(tf.zeros([1, 2, 2, 8], tf.float16), tf.float16).dtype == tf.float32
