@@ -13,8 +13,8 @@ for each sex). Stage 1 learns sex and age band beside the identities (loss.face_
 without them its feature lost some women's sex, and the decoder drew them as men. Two fresh
 clones of the final settings, 2026-12-06, 2-core Xeon with AMX-BF16, gave the same figures: R@1
 11.4x chance, 1:2 matching 86.9%, sex agreement 99%, face to face R@1 93.9%, sharpness 0.70, sex
-kept 97.9% (women 95.8%), age band 72.7%, in 10 min 57 s and 10 min 8 s. Earlier clones of this
-preset's face stages differed in one of four runs (the decoder; the voice stage follows it).
+kept 97.9% (women 95.8%), age band 72.7%, in 10 min 57 s and 10 min 8 s. Of the five fresh clones
+since the input is read in order, one trained a different decoder (the voice stage follows it).
 
 Every stage trains in train.precision's auto choice (mixed_bfloat16 on CPUs with fast bfloat16):
 the voice stage trained in float32 until TF's bfloat16 batch norm, 10-20x slow at its 8 channels,
