@@ -141,10 +141,6 @@ def _read_json(path: str) -> Any:
     return json.loads(storage.read_text(path))
 
 
-def _join(*parts: str) -> str:
-    return storage.join(*parts)
-
-
 @dataclasses.dataclass(frozen=True)
 class FeatureSpec:
     """Compute face/feature for every clip: a VGG-Face Keras HDF5 weights file and the FaceEncoder
@@ -198,8 +194,8 @@ def process_shard(
     """Processes and writes one shard; returns its summary (also written as <shard>.done.json)."""
     split, index, count = key
     name = shard_name(split, index, count)
-    done_path = _join(out_dir, name.replace(".tfrecord", ".done.json"))
-    if storage.exists(done_path) and storage.exists(_join(out_dir, name)):
+    done_path = storage.join(out_dir, name.replace(".tfrecord", ".done.json"))
+    if storage.exists(done_path) and storage.exists(storage.join(out_dir, name)):
         return _read_json(done_path)  # finished by an earlier run
     statuses, clips = [], []
     max_samples, speakers_seen = 0, set()
@@ -246,7 +242,7 @@ def process_shard(
     if features is not None and clips:
         _face_features(features, clips)
     records = [schema.encode(clip) for clip in clips]
-    with storage.local_output(_join(out_dir, name)) as path:
+    with storage.local_output(storage.join(out_dir, name)) as path:
         schema.write_records(path, records)
     summary = {
         "shard": name,
@@ -308,7 +304,7 @@ def _run_beam(
     args = runners.pipeline_args(runner, beam_args, num_workers, len(plan.shards), loud)
     logging.getLogger("apache_beam").setLevel(logging.ERROR if loud else logging.CRITICAL)
     # The plan travels as a file, not inside the pipeline graph (runners cap the graph's size).
-    plan_path = _join(out_dir, "plan.jsonl")
+    plan_path = storage.join(out_dir, "plan.jsonl")
     lines = [
         json.dumps({"key": list(key), "items": items}, sort_keys=True)
         for key, items in sorted(plan.shards.items())
@@ -418,7 +414,7 @@ def _record_preparation(
         if not storage.exists(features.weights):
             raise FileNotFoundError(f"face encoder weights {features.weights!r} do not exist")
         fingerprint["features"] = dataclasses.asdict(features)
-    prep_path = _join(out_dir, PREPARE_FILE)
+    prep_path = storage.join(out_dir, PREPARE_FILE)
     if storage.exists(prep_path):
         previous = _read_json(prep_path)
         if previous != fingerprint:
@@ -433,23 +429,23 @@ def _record_preparation(
 def _finished(out_dir: str, plan: Plan) -> int:
     """The plan's shards that are complete (their .done.json is written last): one listing, not a
     request per shard (an object store's thousands)."""
-    done = set(storage.glob(_join(out_dir, "*.done.json")))
+    done = set(storage.glob(storage.join(out_dir, "*.done.json")))
     return sum(
-        _join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")) in done
+        storage.join(out_dir, shard_name(*k).replace(".tfrecord", ".done.json")) in done
         for k in plan.shards
     )
 
 
 def _stored_metrics(out_dir: str) -> dict[str, Any] | None:
     """The metrics dataset.json keeps from the run that finished it, if any."""
-    path = _join(out_dir, schema.INFO_FILE)
+    path = storage.join(out_dir, schema.INFO_FILE)
     if not storage.exists(path):
         return None
     return _read_json(path).get("prepare_metrics") or None
 
 
 def _iter_failures(out_dir: str):
-    for line in storage.read_text(_join(out_dir, schema.MANIFEST_FILE)).splitlines():
+    for line in storage.read_text(storage.join(out_dir, schema.MANIFEST_FILE)).splitlines():
         row = json.loads(line)
         if row["status"] != "ok":
             yield row
@@ -465,7 +461,7 @@ def _finalize(
 ) -> schema.DatasetInfo:
     summaries = []
     for key in sorted(plan.shards):
-        path = _join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
+        path = storage.join(out_dir, shard_name(*key).replace(".tfrecord", ".done.json"))
         if not storage.exists(path):
             raise RuntimeError(
                 f"shard {shard_name(*key)} was not completed by the pipeline (no {path})"
@@ -473,7 +469,7 @@ def _finalize(
         summaries.append(_read_json(path))
     rows = sorted((row for s in summaries for row in s["items"]), key=lambda r: r["item_id"])
     storage.write_atomic(
-        _join(out_dir, schema.MANIFEST_FILE),
+        storage.join(out_dir, schema.MANIFEST_FILE),
         (json.dumps(row, sort_keys=True) + "\n" for row in rows),
     )
     shards: dict[str, list[str]] = {}
@@ -498,5 +494,5 @@ def _finalize(
         **source.info(),
     )
     info.extra["max_samples"] = max([s["max_samples"] for s in summaries] + [0])
-    storage.write_atomic(_join(out_dir, schema.INFO_FILE), info.to_json())
+    storage.write_atomic(storage.join(out_dir, schema.INFO_FILE), info.to_json())
     return info
