@@ -865,6 +865,11 @@ def test_bench_serve_reports_expected_keys(model_dir):
             assert level[mode]["requests"] == 6
     assert result["latency_overhead"] > -1 and result["throughput_ratio"] > 0
     assert result["batching_throughput_ratio"] > 0
+    # perfect batching's ceiling: level 2's requests merged into calls of 2 rows, 2 calls a round
+    low, high = result["levels"]
+    assert "in_process_merged" not in low and high["in_process_merged"]["calls"] == 4
+    assert result["batching_ceiling_ratio"] == high["batching_ceiling_ratio"] > 0
+    assert 0 < high["batching_efficiency"] and result["batching_over_one_caller"] > 0
     # every batching-server request ran in some batch (warm-up and measured: 2 + 2 + 6 + 6 at batch 1)
     assert set(result["batch_sizes"]) <= {"1", "2", "4", "8", "16", "32"}
     assert 0 < sum(int(k) * v for k, v in result["batch_sizes"].items()) >= 8

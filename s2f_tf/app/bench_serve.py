@@ -4,12 +4,19 @@ Starts a `serving.server.DevServer` on free 127.0.0.1 ports, then for each concu
 same requests (same waveform, same batch) through `serving.client.GrpcClient`, through a second
 DevServer that batches with the shipped serving/batching.config (`server_batching`), and through the
 SavedModel's `serving_default` function loaded in this process, from as many threads as the level.
-The two are measured in alternating rounds (in-process, server, server, in-process, ...), so a
+The modes are measured in alternating rounds (in-process, server, server, in-process, ...), so a
 machine whose load drifts (other jobs, CPU frequency) biases neither side. Reported:
 
   latency_overhead   server p50 latency / in-process p50 latency - 1, at the lowest concurrency
   throughput_ratio   server requests/s / in-process requests/s, at the highest concurrency
   batching_throughput_ratio  the same for server_batching
+  batching_ceiling_ratio     what perfect batching could give on this device: one in-process call
+                     of as many requests as the level, merged and padded as the batching server
+                     pads them (`in_process_merged`, measured in the same rounds), over the
+                     in-process requests/s at that level; batching_efficiency is server_batching's
+                     share of that call's rate
+  batching_over_one_caller   server_batching requests/s at the highest level over in-process calls
+                     from one caller at batch 1 (the lowest level, when it is 1)
   batch_sizes        how many batches the batching server ran at each size (its metrics)
 
 Both run in one process (client, server and baseline share the GIL and the CPU), as the serving
@@ -95,12 +102,18 @@ def _run(
     return time.perf_counter() - start
 
 
-def _in_process_call(path: str, wave: np.ndarray):
-    """A call of the SavedModel at `path` in this process, its outputs read back as numpy."""
+def _in_process_calls(path: str) -> Callable[[np.ndarray], Callable[[], object]]:
+    """The SavedModel at `path` loaded in this process: wave [B, N] -> a call of its serving function
+    on that batch, the outputs read back as numpy."""
     import tensorflow as tf
 
     fn = tf.saved_model.load(path).signatures[contract.SIGNATURE]
-    return lambda: {k: v.numpy() for k, v in fn(**{contract.INPUT: tf.constant(wave)}).items()}
+
+    def call_on(wave: np.ndarray) -> Callable[[], object]:
+        inputs = {contract.INPUT: tf.constant(wave)}
+        return lambda: {k: v.numpy() for k, v in fn(**inputs).items()}
+
+    return call_on
 
 
 def _client(server, model_name: str, version: int, concurrency: int):
@@ -167,7 +180,11 @@ def bench_serve(
             np.float32
         )  # [B, N]
 
-        in_process = _in_process_call(path, wave)  # the baseline
+        call_on = _in_process_calls(path)
+        in_process = call_on(wave)  # the baseline
+        merged = {  # perfect batching's ceiling: `level` requests merged into one in-process call
+            level: call_on(_merged(wave, level, batching)) for level in levels if level > 1
+        }
         deadline = time.monotonic() + time_limit_seconds  # the servers are loaded and warm
         with (
             _client(server, model_name, version, levels[-1]) as client,
@@ -178,7 +195,9 @@ def bench_serve(
                 "server": lambda: client.predict(wave),
                 "server_batching": lambda: batched.predict(wave),
             }
-            results, truncated = _measure_levels(modes, levels, warmup, rounds, per_round, deadline)
+            results, truncated = _measure_levels(
+                modes, merged, levels, warmup, rounds, per_round, deadline
+            )
         sizes = _batch_sizes(batcher)
     return _report(
         model_name,
@@ -194,6 +213,14 @@ def bench_serve(
         sizes,
         batching,
     )
+
+
+def _merged(wave: np.ndarray, level: int, batching) -> np.ndarray:
+    """`level` copies of the request's wave [B, N] as one batch, padded as the batching server pads
+    it (to the next allowed batch size)."""
+    rows = np.concatenate([wave] * level)
+    size = batching.padded_size(len(rows))
+    return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
 
 
 def _batch_sizes(server) -> dict[str, int]:
@@ -245,18 +272,22 @@ def _newest_version(server, model_base_path: str) -> tuple[int, str, dict]:
 
 def _measure_levels(
     modes: dict[str, Callable[[], object]],
+    merged: dict[int, Callable[[], object]],
     levels: Sequence[int],
     warmup: int,
     rounds: int,
     per_round: int,
     deadline: float,
 ) -> tuple[list[dict], bool]:
-    """Each level after a warm-up: (the levels' rows, whether any stopped short at the deadline)."""
+    """Each level after a warm-up: (the levels' rows, whether any stopped short at the deadline).
+    `merged[level]` is one in-process call of `level` requests merged (levels above 1)."""
     results, truncated = [], False
     for level in levels:
         for call in modes.values():  # warm threads, caches, channel
             _run(call, level, max(warmup, level), deadline + 60.0, [])
-        row, complete = _measure_level(modes, level, rounds, per_round, deadline)
+        if level in merged:
+            _run(merged[level], 1, 2, deadline + 60.0, [])
+        row, complete = _measure_level(modes, merged.get(level), level, rounds, per_round, deadline)
         truncated = truncated or not complete
         results.append(row)
     return results, truncated
@@ -264,19 +295,23 @@ def _measure_levels(
 
 def _measure_level(
     modes: dict[str, Callable[[], object]],
+    merged: Callable[[], object] | None,
     level: int,
     rounds: int,
     per_round: int,
     deadline: float,
 ) -> tuple[dict, bool]:
-    """Both modes at one concurrency level in alternating rounds: (its row of figures, whether every
-    request was issued before the deadline)."""
+    """The modes at one concurrency level in alternating rounds, and the merged call after them in
+    every round: (its row of figures, whether every request was issued before the deadline)."""
     lat = {m: [] for m in modes}
     busy = {m: 0.0 for m in modes}
+    merged_lat, merged_busy = [], 0.0
     for r in range(rounds):
         order = list(modes) if r % 2 == 0 else list(reversed(modes))
         for m in order:
             busy[m] += _run(modes[m], level, per_round, deadline, lat[m])
+        if merged is not None:
+            merged_busy += _run(merged, 1, math.ceil(per_round / level), deadline, merged_lat)
     complete = not any(len(lat[m]) < per_round * rounds for m in modes)
     row = {"concurrency": level, **{m: _stats(lat[m], busy[m]) for m in modes}}
     a, b, c = row["in_process"], row["server"], row["server_batching"]
@@ -288,7 +323,18 @@ def _measure_level(
         row["batching_throughput_ratio"] = round(
             c["requests_per_second"] / a["requests_per_second"], 4
         )
+    if merged_lat and a["requests"] and c["requests"]:
+        rate = len(merged_lat) * level / merged_busy
+        row["in_process_merged"] = {"calls": len(merged_lat), "requests_per_second": round(rate, 2)}
+        row["batching_ceiling_ratio"] = round(rate / a["requests_per_second"], 4)
+        row["batching_efficiency"] = round(c["requests_per_second"] / rate, 4)
     return row, complete
+
+
+def _ratio(row: dict, mode: str, base_row: dict, base_mode: str) -> float | None:
+    """requests/s of `mode` in `row` over those of `base_mode` in `base_row` (None if either is missing)."""
+    a, b = row[mode]["requests_per_second"], base_row[base_mode]["requests_per_second"]
+    return round(a / b, 4) if a and b else None
 
 
 def _report(
@@ -325,6 +371,10 @@ def _report(
         "throughput_ratio": high.get("throughput_ratio"),
         "throughput_concurrency": high["concurrency"],
         "batching_throughput_ratio": high.get("batching_throughput_ratio"),
+        "batching_ceiling_ratio": high.get("batching_ceiling_ratio"),
+        "batching_over_one_caller": _ratio(high, "server_batching", low, "in_process")
+        if low["concurrency"] == 1
+        else None,
         "batch_sizes": batch_sizes,
         "batching_parameters": {
             k: list(v) if isinstance(v, tuple) else v
