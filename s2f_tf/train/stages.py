@@ -226,9 +226,9 @@ class Stage:
             deterministic=True,
             skip_corrupt=options.skip_corrupt,
         )
-        encode = tf.function(  # reduce_retracing: each split's last batch is smaller
+        encode = tf.function(  # traced once: every batch size (a split's last is smaller)
             lambda images: self.face_encoder(_images_float(images), training=False)["feature"],
-            reduce_retracing=True,
+            input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8)],
         )
         ids, features = [], []
         for batch in make_dataset(data_dir, split, read, info=self.info):
