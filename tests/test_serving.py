@@ -840,6 +840,20 @@ def test_serve_function_runs_until_stopped(model_dir):
     assert not thread.is_alive()
 
 
+def test_bench_serve_ceiling_batches_as_the_batching_server_would():
+    from s2f_tf.app.bench_serve import _merged
+    from serving.batching import BatchingParameters
+
+    wave = np.arange(2 * 5, dtype=np.float32).reshape(2, 5)  # a request of 2 clips
+    params = BatchingParameters(max_batch_size=8, allowed_batch_sizes=(1, 2, 4, 8))
+    batch, count = _merged(wave, 3, params)  # 3 requests, 6 rows, padded to 8 with the first row
+    assert count == 3 and batch.shape == (8, 5)
+    np.testing.assert_array_equal(batch[:6], np.concatenate([wave] * 3))
+    np.testing.assert_array_equal(batch[6:], np.stack([wave[0]] * 2))
+    batch, count = _merged(wave, 8, params)  # 16 rows would not fit: 4 requests a batch
+    assert count == 4 and batch.shape == (8, 5)
+
+
 def test_bench_serve_reports_expected_keys(model_dir):
     from s2f_tf.app.bench_serve import bench_serve
 

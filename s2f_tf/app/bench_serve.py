@@ -11,8 +11,8 @@ machine whose load drifts (other jobs, CPU frequency) biases neither side. Repor
   throughput_ratio   server requests/s / in-process requests/s, at the highest concurrency
   batching_throughput_ratio  the same for server_batching
   batching_ceiling_ratio     what perfect batching could give on this device: one in-process call
-                     of as many requests as the level, merged and padded as the batching server
-                     pads them (`in_process_merged`, measured in the same rounds), over the
+                     of as many requests as the level (up to max_batch_size), merged and padded as
+                     the batching server pads them (`in_process_merged`, same rounds), over the
                      in-process requests/s at that level; batching_efficiency is server_batching's
                      share of that call's rate
   batching_over_one_caller   server_batching requests/s at the highest level over in-process calls
@@ -182,9 +182,10 @@ def bench_serve(
 
         call_on = _in_process_calls(path)
         in_process = call_on(wave)  # the baseline
-        merged = {  # perfect batching's ceiling: `level` requests merged into one in-process call
-            level: call_on(_merged(wave, level, batching)) for level in levels if level > 1
-        }
+        merged = {}  # perfect batching's ceiling: a level's requests merged into in-process calls
+        for level in (lv for lv in levels if lv > 1):
+            batch, count = _merged(wave, level, batching)
+            merged[level] = (call_on(batch), count)
         deadline = time.monotonic() + time_limit_seconds  # the servers are loaded and warm
         with (
             _client(server, model_name, version, levels[-1]) as client,
@@ -215,12 +216,14 @@ def bench_serve(
     )
 
 
-def _merged(wave: np.ndarray, level: int, batching) -> np.ndarray:
-    """`level` copies of the request's wave [B, N] as one batch, padded as the batching server pads
-    it (to the next allowed batch size)."""
-    rows = np.concatenate([wave] * level)
+def _merged(wave: np.ndarray, level: int, batching) -> tuple[np.ndarray, int]:
+    """(the batch the batching server would run for `level` concurrent requests of `wave` [B, N],
+    how many requests it holds): as many as fit in max_batch_size, padded to the next allowed
+    batch size."""
+    count = max(1, min(level, batching.max_batch_size // len(wave)))
+    rows = np.concatenate([wave] * count)
     size = batching.padded_size(len(rows))
-    return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)])
+    return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)]), count
 
 
 def _batch_sizes(server) -> dict[str, int]:
@@ -272,7 +275,7 @@ def _newest_version(server, model_base_path: str) -> tuple[int, str, dict]:
 
 def _measure_levels(
     modes: dict[str, Callable[[], object]],
-    merged: dict[int, Callable[[], object]],
+    merged: dict[int, tuple[Callable[[], object], int]],
     levels: Sequence[int],
     warmup: int,
     rounds: int,
@@ -280,13 +283,13 @@ def _measure_levels(
     deadline: float,
 ) -> tuple[list[dict], bool]:
     """Each level after a warm-up: (the levels' rows, whether any stopped short at the deadline).
-    `merged[level]` is one in-process call of `level` requests merged (levels above 1)."""
+    `merged[level]`: (one in-process call of that level's requests merged, how many it holds)."""
     results, truncated = [], False
     for level in levels:
         for call in modes.values():  # warm threads, caches, channel
             _run(call, level, max(warmup, level), deadline + 60.0, [])
         if level in merged:
-            _run(merged[level], 1, 2, deadline + 60.0, [])
+            _run(merged[level][0], 1, 2, deadline + 60.0, [])
         row, complete = _measure_level(modes, merged.get(level), level, rounds, per_round, deadline)
         truncated = truncated or not complete
         results.append(row)
@@ -295,7 +298,7 @@ def _measure_levels(
 
 def _measure_level(
     modes: dict[str, Callable[[], object]],
-    merged: Callable[[], object] | None,
+    merged: tuple[Callable[[], object], int] | None,
     level: int,
     rounds: int,
     per_round: int,
@@ -311,7 +314,8 @@ def _measure_level(
         for m in order:
             busy[m] += _run(modes[m], level, per_round, deadline, lat[m])
         if merged is not None:
-            merged_busy += _run(merged, 1, math.ceil(per_round / level), deadline, merged_lat)
+            call, count = merged
+            merged_busy += _run(call, 1, math.ceil(per_round / count), deadline, merged_lat)
     complete = not any(len(lat[m]) < per_round * rounds for m in modes)
     row = {"concurrency": level, **{m: _stats(lat[m], busy[m]) for m in modes}}
     a, b, c = row["in_process"], row["server"], row["server_batching"]
@@ -324,8 +328,12 @@ def _measure_level(
             c["requests_per_second"] / a["requests_per_second"], 4
         )
     if merged_lat and a["requests"] and c["requests"]:
-        rate = len(merged_lat) * level / merged_busy
-        row["in_process_merged"] = {"calls": len(merged_lat), "requests_per_second": round(rate, 2)}
+        rate = len(merged_lat) * merged[1] / merged_busy
+        row["in_process_merged"] = {
+            "calls": len(merged_lat),
+            "requests_per_call": merged[1],
+            "requests_per_second": round(rate, 2),
+        }
         row["batching_ceiling_ratio"] = round(rate / a["requests_per_second"], 4)
         row["batching_efficiency"] = round(c["requests_per_second"] / rate, 4)
     return row, complete
