@@ -154,8 +154,7 @@ def bench_serve(
         throughput ratio at the highest.
       batch_size: clips per request.
       samples: clip length; default the export's clip_samples (s2f_model.json).
-      batching_parameters_file: the batching server's BatchingParameters (default: the shipped
-        serving/batching.config, whose num_batch_threads suits a 4-core machine).
+      batching_parameters_file: the batching server's BatchingParameters (default: the shipped file).
       time_limit_seconds: bound on the measuring (from when the servers are up); rounds stop
         issuing requests once it has passed.
     Returns a JSON-able dict (see the module docstring for the two headline figures).
@@ -176,16 +175,13 @@ def bench_serve(
     ):
         version, path, info = _newest_version(server, model_base_path)
         samples = int(samples or info.get("clip_samples") or contract.SAMPLE_RATE)
-        wave = (np.random.RandomState(seed).randn(batch_size, samples) * 0.05).astype(
-            np.float32
-        )  # [B, N]
-
+        rng = np.random.RandomState(seed)
+        wave = (rng.randn(batch_size, samples) * 0.05).astype(np.float32)  # [B, N]
         call_on = _in_process_calls(path)
         in_process = call_on(wave)  # the baseline
-        merged = {}  # perfect batching's ceiling: a level's requests merged into in-process calls
-        for level in (lv for lv in levels if lv > 1):
-            batch, count = _merged(wave, level, batching)
-            merged[level] = (call_on(batch), count)
+        merged = {  # perfect batching's ceiling: a level's requests merged into in-process calls
+            level: _merged_call(call_on, wave, level, batching) for level in levels if level > 1
+        }
         deadline = time.monotonic() + time_limit_seconds  # the servers are loaded and warm
         with (
             _client(server, model_name, version, levels[-1]) as client,
@@ -224,6 +220,12 @@ def _merged(wave: np.ndarray, level: int, batching) -> tuple[np.ndarray, int]:
     rows = np.concatenate([wave] * count)
     size = batching.padded_size(len(rows))
     return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)]), count
+
+
+def _merged_call(call_on, wave: np.ndarray, level: int, batching) -> tuple[Callable, int]:
+    """(an in-process call of `_merged`'s batch, how many requests it holds)."""
+    batch, count = _merged(wave, level, batching)
+    return call_on(batch), count
 
 
 def _batch_sizes(server) -> dict[str, int]:
