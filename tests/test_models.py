@@ -95,7 +95,7 @@ def test_decoder_config_round_trip_and_training_step(kw):
 def test_critic_shapes_and_the_adversarial_terms_reach_one_player_each():
     """The decoder stage trains both players with one optimizer on one loss: the critic's term must
     reach only the critic, the decoder's only the decoded faces (FaceDecoderStage._adversarial)."""
-    from s2f_tf.train.stages import FaceDecoderStage
+    from s2f_tf.train.face_stages import FaceDecoderStage
 
     config = get_config("tiny")
     critic = factory.build_critic(config)

@@ -794,11 +794,11 @@ def test_voice_stage_teacher_features_are_computed_once_and_equal_the_per_step_o
     import numpy as np
 
     from s2f_tf.data.dataset import InputOptions
-    from s2f_tf.train import stages
+    from s2f_tf.train import stages, voice_stage
 
     info, config = _stage_config(tiny_corpus, tiny_faces_workdir, "voice_encoder")
     lines = []
-    stage = stages.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
+    stage = voice_stage.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
     stage.build()
     assert stage.fields == ("pcm", "feature")
     options = InputOptions(
@@ -837,7 +837,7 @@ def test_voice_stage_teacher_features_are_computed_once_and_equal_the_per_step_o
 
     monkeypatch.setattr(stages, "TEACHER_CACHE_BYTES", 0)
     lines.clear()
-    bounded = stages.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
+    bounded = voice_stage.VoiceEncoderStage(config, info, tiny_faces_workdir, log=lines.append)
     bounded.build()
     assert bounded.fields == ("pcm", "image") and "the face encoder runs on every batch" in lines[0]
 
@@ -849,11 +849,11 @@ def test_decoder_stage_reads_the_cached_face_features(tiny_corpus, tiny_faces_wo
     import numpy as np
 
     from s2f_tf.data.dataset import InputOptions
-    from s2f_tf.train import stages
+    from s2f_tf.train import face_stages
 
     info, config = _stage_config(tiny_corpus, tiny_faces_workdir, "face_decoder")
     lines = []
-    stage = stages.FaceDecoderStage(config, info, tiny_faces_workdir, log=lines.append)
+    stage = face_stages.FaceDecoderStage(config, info, tiny_faces_workdir, log=lines.append)
     stage.build()
     assert stage.fields[0] == "feature" and "image" not in stage.fields
     fields = stage.fields + ("image", "target_image")
@@ -888,7 +888,7 @@ def test_decoder_stage_needs_textures_of_its_own_spline_from_any_sampler(
 ):
     import dataclasses
 
-    from s2f_tf.train import stages
+    from s2f_tf.train import face_stages
 
     info, config = _stage_config(tiny_corpus, tiny_faces_workdir, "face_decoder")
     assert (
@@ -898,10 +898,12 @@ def test_decoder_stage_needs_textures_of_its_own_spline_from_any_sampler(
     other_sampler = dataclasses.replace(
         info, texture_warp={**info.texture_warp, "interpolation": "bilinear"}
     )
-    stages.FaceDecoderStage(config, other_sampler, tiny_faces_workdir, log=lambda *_: None).build()
+    face_stages.FaceDecoderStage(
+        config, other_sampler, tiny_faces_workdir, log=lambda *_: None
+    ).build()
     other_spline = dataclasses.replace(info, texture_warp={**info.texture_warp, "border_points": 8})
     with pytest.raises(ValueError, match="warp spline .*border_points.: 8"):
-        stages.FaceDecoderStage(
+        face_stages.FaceDecoderStage(
             config, other_spline, tiny_faces_workdir, log=lambda *_: None
         ).build()
 

@@ -1,7 +1,7 @@
 """Training one stage: `train(config, options)`, shared by all three stages. Its parts:
 
 the Stage (stages.py)       the Task: what a stage builds, reads, computes as its loss, validates
-                            on and writes
+                            on and writes (face_stages.py, voice_stage.py: STAGE_CLASSES)
 the Trainer (trainer.py)    the stage's models and optimizer under the tf.distribute strategy,
                             per-replica input on the devices, and the compiled train step,
                             train.steps_per_loop (K) steps per tf.function call
@@ -24,12 +24,15 @@ from s2f_tf.configs import Config
 from s2f_tf.data.schema import DatasetInfo
 from s2f_tf.train import runtime
 from s2f_tf.train.controller import Controller, Run, TrainingError
-from s2f_tf.train.stages import STAGE_CLASSES
+from s2f_tf.train.face_stages import FaceDecoderStage, FaceEncoderStage
 from s2f_tf.train.step_records import StepRecords
 from s2f_tf.train.trainer import Trainer
+from s2f_tf.train.voice_stage import VoiceEncoderStage
 from s2f_tf.workdir import STAGES, Workdir, stored_config, write_config
 
 __all__ = ["TrainOptions", "TrainingError", "resolve_config", "train"]
+
+STAGE_CLASSES = {cls.name: cls for cls in (FaceEncoderStage, FaceDecoderStage, VoiceEncoderStage)}
 
 # The step variable's key in a checkpoint (tf.train.Checkpoint(step=...)).
 STEP_KEY = "step/.ATTRIBUTES/VARIABLE_VALUE"
