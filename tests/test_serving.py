@@ -855,7 +855,7 @@ def test_bench_serve_ceiling_batches_as_the_batching_server_would():
 
 
 def test_bench_serve_reports_expected_keys(model_dir):
-    from s2f_tf.app.bench_serve import bench_serve
+    from s2f_tf.app.bench_serve import as_text, bench_serve
 
     result = bench_serve(
         model_dir, MODEL, requests=6, concurrency=(1, 2), time_limit_seconds=60, rounds=2, warmup=2
@@ -884,6 +884,22 @@ def test_bench_serve_reports_expected_keys(model_dir):
     assert "in_process_merged" not in low and high["in_process_merged"]["calls"] == 4
     assert result["batching_ceiling_ratio"] == high["batching_ceiling_ratio"] > 0
     assert 0 < high["batching_efficiency"] and result["batching_over_one_caller"] > 0
+    # the terminal form: a row per level and mode, the merged call beside level 2, then the figures
+    lines = as_text(result).splitlines()
+    assert lines[0].split() == ["concurrency", "mode", "p50", "ms", "p99", "ms", "requests/s"]
+    assert [ln.split()[:2] for ln in lines[1:8]] == [
+        ["1", "in_process"],
+        ["1", "server"],
+        ["1", "server_batching"],
+        ["2", "in_process"],
+        ["2", "server"],
+        ["2", "server_batching"],
+        ["2", "in_process_merged"],
+    ]
+    assert any(
+        ln.split() == ["batching_ceiling_ratio:", str(result["batching_ceiling_ratio"])]
+        for ln in lines[8:]
+    )
     # every batching-server request ran in some batch (warm-up and measured: 2 + 2 + 6 + 6 at batch 1)
     assert set(result["batch_sizes"]) <= {"1", "2", "4", "8", "16", "32"}
     assert 0 < sum(int(k) * v for k, v in result["batch_sizes"].items()) >= 8

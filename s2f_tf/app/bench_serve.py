@@ -341,6 +341,26 @@ def _measure_level(
     return row, complete
 
 
+def as_text(result: dict) -> str:
+    """`bench_serve`'s result as a terminal reader wants it: a row per level and mode (the merged
+    call's rate beside its level), then the headline figures one per line."""
+    rows = [f"{'concurrency':>11}  {'mode':<18}{'p50 ms':>10}{'p99 ms':>10}{'requests/s':>12}"]
+    for level in result["levels"]:
+        for mode in ("in_process", "server", "server_batching"):
+            s = level[mode]
+            figures = (s["p50_ms"], s["p99_ms"], s["requests_per_second"])
+            cells = "".join(
+                f"{'-' if v is None else v:>{w}}" for v, w in zip(figures, (10, 10, 12))
+            )
+            rows.append(f"{level['concurrency']:>11}  {mode:<18}{cells}")
+        if "in_process_merged" in level:
+            rate = level["in_process_merged"]["requests_per_second"]
+            rows.append(f"{level['concurrency']:>11}  {'in_process_merged':<18}{'':>20}{rate:>12}")
+    skip = ("levels", "batching_parameters")
+    rows += [f"{k:>28}: {v}" for k, v in result.items() if k not in skip]
+    return "\n".join(rows)
+
+
 def _ratio(row: dict, mode: str, base_row: dict, base_mode: str) -> float | None:
     """requests/s of `mode` in `row` over those of `base_mode` in `base_row` (None if either is missing)."""
     a, b = row[mode]["requests_per_second"], base_row[base_mode]["requests_per_second"]

@@ -329,9 +329,14 @@ def bench(args) -> None:
             jit_compile=_jit(args),
         )
     result["allocator"] = allocator.loaded()
-    print(
-        json.dumps(result) if args.json else "\n".join(f"{k:>24}: {v}" for k, v in result.items())
-    )
+    if args.json:
+        print(json.dumps(result))
+    elif args.kind == "serve":
+        from s2f_tf.app.bench_serve import as_text
+
+        print(as_text(result))
+    else:
+        print("\n".join(f"{k:>24}: {v}" for k, v in result.items()))
 
 
 def demo(args) -> None:
