@@ -110,6 +110,16 @@ class BatchingParameters:
         """The batch size a merged batch of `rows` runs at: the next allowed size (rows without any)."""
         return next((s for s in self.allowed_batch_sizes if s >= rows), rows)
 
+    def merge(self, arrays: list[np.ndarray]) -> np.ndarray:
+        """Requests' inputs [rows, ...] (equal in every other dimension) -> the batch the model runs:
+        concatenated along the batch dimension and padded to `padded_size` with copies of the last
+        request's first row."""
+        rows = sum(a.shape[0] for a in arrays)
+        size = self.padded_size(rows)
+        if len(arrays) == 1 and size == rows:
+            return arrays[0]
+        return np.concatenate(arrays + [np.repeat(arrays[-1][:1], size - rows, axis=0)])
+
 
 def parse_batching_parameters(text: str, where: str = "batching parameters") -> BatchingParameters:
     """Text-format BatchingParameters -> BatchingParameters, checked as TF Serving checks them;
@@ -297,11 +307,9 @@ class Batcher:
                 "ensure that all tensors with the same name have equal dimensions starting with "
                 "the first dim.",
             )
-        size = self.params.padded_size(batch.rows)
-        parts = arrays + [np.repeat(arrays[-1][:1], size - batch.rows, axis=0)]
-        merged = np.concatenate(parts) if len(parts) > 2 or size > batch.rows else arrays[0]
+        merged = self.params.merge(arrays)
         if self.on_batch is not None:
-            self.on_batch(size, batch.rows)
+            self.on_batch(len(merged), batch.rows)
         outputs = self.run(merged)  # [size, ...] each
         at = 0
         for task in batch.tasks:

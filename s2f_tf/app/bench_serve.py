@@ -217,9 +217,7 @@ def _merged(wave: np.ndarray, level: int, batching) -> tuple[np.ndarray, int]:
     how many requests it holds): as many as fit in max_batch_size, padded to the next allowed
     batch size."""
     count = max(1, min(level, batching.max_batch_size // len(wave)))
-    rows = np.concatenate([wave] * count)
-    size = batching.padded_size(len(rows))
-    return np.concatenate([rows, np.repeat(rows[:1], size - len(rows), axis=0)]), count
+    return batching.merge([wave] * count), count
 
 
 def _merged_call(call_on, wave: np.ndarray, level: int, batching) -> tuple[Callable, int]:
@@ -324,11 +322,9 @@ def _measure_level(
     if a["requests"] and b["requests"]:
         row["latency_overhead_p50"] = round(b["p50_ms"] / a["p50_ms"] - 1, 4)
         row["latency_overhead_p99"] = round(b["p99_ms"] / a["p99_ms"] - 1, 4)
-        row["throughput_ratio"] = round(b["requests_per_second"] / a["requests_per_second"], 4)
+        row["throughput_ratio"] = _ratio(row, "server", row, "in_process")
     if a["requests"] and c["requests"]:
-        row["batching_throughput_ratio"] = round(
-            c["requests_per_second"] / a["requests_per_second"], 4
-        )
+        row["batching_throughput_ratio"] = _ratio(row, "server_batching", row, "in_process")
     if merged_lat and a["requests"] and c["requests"]:
         rate = len(merged_lat) * merged[1] / merged_busy
         row["in_process_merged"] = {
