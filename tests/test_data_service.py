@@ -6,9 +6,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from conftest import run_s2f
+
+from s2f_tf.data.service import Servers
 
 
 @pytest.fixture
@@ -77,3 +81,32 @@ def test_data_service_flags_are_checked(tmp_path):
         "--deterministic",
     )
     assert both.returncode == 2 and "use one or the other" in both.stderr
+
+
+class _Server:
+    """Stands in for a TF data server: records when it is stopped, and can hang in stop()."""
+
+    def __init__(self, name: str, stopped: list, hang: threading.Event | None = None):
+        self.name, self.stopped, self.hang = name, stopped, hang
+
+    def stop(self):
+        self.stopped.append(self.name)
+        if self.hang is not None:
+            self.hang.wait()
+
+
+def test_servers_stop_workers_first_and_give_up_on_a_hung_one():
+    stopped = []
+    servers = Servers(_Server("dispatcher", stopped), "grpc://127.0.0.1:1", [])
+    servers.workers = [_Server("worker 0", stopped), _Server("worker 1", stopped)]
+    assert servers.stop(timeout=5.0) is True
+    assert stopped == ["worker 0", "worker 1", "dispatcher"]
+
+    stopped.clear()
+    hang = threading.Event()
+    servers.workers[1] = _Server("worker 1", stopped, hang)
+    start = time.perf_counter()
+    assert servers.stop(timeout=0.3) is False
+    assert time.perf_counter() - start < 3.0
+    assert stopped == ["worker 0", "worker 1"]  # the dispatcher waits for its workers
+    hang.set()

@@ -191,7 +191,8 @@ def _data_service_address(args) -> str:
 def data_service(args) -> None:
     from s2f_tf.data.service import run as run_service
 
-    run_service(args.port, args.workers, args.dispatcher or "", args.host)
+    if not run_service(args.port, args.workers, args.dispatcher or "", args.host):
+        os._exit(0)  # the service has stopped serving; its servers' threads would hold the exit
 
 
 def evaluate(args) -> None:

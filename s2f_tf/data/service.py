@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import sys
 import threading
 
 import tensorflow as tf
 
 PREFIX = "grpc://"
+STOP_SECONDS = 20.0  # how long `s2f data-service` waits for TensorFlow's servers to stop
 
 
 def address(value: str) -> str:
@@ -41,6 +43,15 @@ class Servers:
     def worker_tasks(self) -> list[int]:
         """Tasks (pipelines of trainers' jobs) each worker has run."""
         return [int(w._num_tasks()) for w in self.workers]  # TF's own accessor, used by its tests
+
+    def stop(self, timeout: float) -> bool:
+        """Stops the workers, then the dispatcher (so no worker is left calling a stopped one);
+        False when they have not all stopped within `timeout` seconds."""
+        servers = [*self.workers, *([self.dispatcher] if self.dispatcher else [])]
+        stopping = threading.Thread(target=lambda: [s.stop() for s in servers], daemon=True)
+        stopping.start()
+        stopping.join(timeout)
+        return not stopping.is_alive()
 
 
 def start(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1") -> Servers:
@@ -64,9 +75,10 @@ def start(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1"
     return Servers(server, target, started)
 
 
-def run(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1") -> None:
-    """`s2f data-service`: starts the servers, says where, serves until SIGTERM or SIGINT, then says
-    what each worker did."""
+def run(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1") -> bool:
+    """`s2f data-service`: starts the servers, says where, serves until SIGTERM or SIGINT, says what
+    each worker did and stops the servers; False when they did not stop within STOP_SECONDS (the
+    caller then exits without waiting for them)."""
     if workers < 0 or (workers == 0 and dispatcher):
         raise ValueError(f"--workers must be >= 0 (>= 1 with --dispatcher), got {workers}")
     servers = start(port, workers, dispatcher, host)
@@ -85,3 +97,12 @@ def run(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1") 
         for s, handler in previous.items():
             signal.signal(s, handler)
     print(f"tf.data service: stopped; tasks run per worker: {servers.worker_tasks()}", flush=True)
+    if servers.stop(STOP_SECONDS):
+        return True
+    print(
+        f"warning: TensorFlow's data servers did not shut down within {STOP_SECONDS:.0f} s; "
+        "exiting without them",
+        file=sys.stderr,
+        flush=True,
+    )
+    return False
