@@ -191,8 +191,12 @@ def _data_service_address(args) -> str:
 def data_service(args) -> None:
     from s2f_tf.data.service import run as run_service
 
-    if not run_service(args.port, args.workers, args.dispatcher or "", args.host):
-        os._exit(0)  # the service has stopped serving; its servers' threads would hold the exit
+    run_service(args.port, args.workers, args.dispatcher or "", args.host)
+    # The servers are stopped (or given up on). Their threads can still hold up the interpreter's
+    # own teardown (about one test run in ten never exited), so leave without it.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def evaluate(args) -> None:

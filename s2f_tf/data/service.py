@@ -75,10 +75,9 @@ def start(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1"
     return Servers(server, target, started)
 
 
-def run(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1") -> bool:
+def run(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1") -> None:
     """`s2f data-service`: starts the servers, says where, serves until SIGTERM or SIGINT, says what
-    each worker did and stops the servers; False when they did not stop within STOP_SECONDS (the
-    caller then exits without waiting for them)."""
+    each worker did and stops the servers, waiting at most STOP_SECONDS for them."""
     if workers < 0 or (workers == 0 and dispatcher):
         raise ValueError(f"--workers must be >= 0 (>= 1 with --dispatcher), got {workers}")
     servers = start(port, workers, dispatcher, host)
@@ -97,12 +96,10 @@ def run(port: int, workers: int, dispatcher: str = "", host: str = "127.0.0.1") 
         for s, handler in previous.items():
             signal.signal(s, handler)
     print(f"tf.data service: stopped; tasks run per worker: {servers.worker_tasks()}", flush=True)
-    if servers.stop(STOP_SECONDS):
-        return True
-    print(
-        f"warning: TensorFlow's data servers did not shut down within {STOP_SECONDS:.0f} s; "
-        "exiting without them",
-        file=sys.stderr,
-        flush=True,
-    )
-    return False
+    if not servers.stop(STOP_SECONDS):
+        print(
+            f"warning: TensorFlow's data servers did not shut down within {STOP_SECONDS:.0f} s; "
+            "exiting without them",
+            file=sys.stderr,
+            flush=True,
+        )
