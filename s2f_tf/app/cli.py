@@ -193,7 +193,7 @@ def data_service(args) -> None:
 
     run_service(args.port, args.workers, args.dispatcher or "", args.host)
     # The servers are stopped (or given up on). Their threads can still hold up the interpreter's
-    # own teardown (about one test run in ten never exited), so leave without it.
+    # own teardown (one test run in about twenty never exited), so leave without it.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

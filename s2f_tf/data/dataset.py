@@ -81,8 +81,7 @@ def crop_or_tile(
     on the BYTES, before decoding (one vectorised substr, no per-sample index work). Clips shorter
     than `clip_samples` are tiled (repeated from the start, as the paper does), also on the bytes:
     each short string is doubled until it covers the window, which keeps its period. Only the
-    short clips of a batch are doubled and copied (a batch of 6 s windows over 2-6 s clips:
-    8.3 -> 7.0 ms), and only when a batch holds one.
+    short clips of a batch are doubled and copied, and only when a batch holds one.
     """
     lengths = tf.maximum(tf.cast(lengths, tf.int32), 1)  # [B]
     room = tf.maximum(lengths - clip_samples, 0)  # [B]
