@@ -254,32 +254,6 @@ def protocol_entry(
     return entry, reference
 
 
-def _groupings(classes: dict, names: list[str], values: np.ndarray) -> dict:
-    """The dataset's own (true) labels to break figures down by: every categorical attribute, and
-    age bands where the data has ages."""
-    out = {}
-    for j, name in enumerate(names):
-        if classes.get(name):
-            out[name] = (values[:, j], classes[name])
-        elif name == "age":
-            out["age_band"] = (metrics.age_bands(values[:, j]), metrics.age_band_names())
-    return out
-
-
-def _agreements(classes: dict, true_reading: dict, decoded_reading: dict) -> dict:
-    """Per clip, 1.0 where the judge reads the decoded face as it reads the true one: every
-    categorical attribute, and the age band where the data has ages."""
-    out = {
-        f"{name}_agreement": (true_reading[name] == decoded_reading[name]).astype(np.float64)
-        for name, names in classes.items()
-        if names
-    }
-    if "age" in classes and not classes["age"]:
-        bands = [metrics.age_bands(r["age"]) for r in (true_reading, decoded_reading)]
-        out["age_band_agreement"] = (bands[0] == bands[1]).astype(np.float64)
-    return out
-
-
 DEFINITIONS = {
     "protocol": f"whom a voice is matched against; the figures outside 'protocols' use "
     f"{protocols.DEFAULT}, every protocol's are under 'protocols', and same_clip_* intervals are "
@@ -421,7 +395,7 @@ class _HeldOut:
     gallery_size: int
     classes: dict  # attribute name -> class names, or None (continuous)
     labels: np.ndarray  # [N, A] the clips' true attribute values
-    groupings: dict  # what figures are broken down by (`_groupings`)
+    groupings: dict  # what figures are broken down by (`metrics.groupings`)
     sex: np.ndarray | None  # [N], for same-sex matching
     galleries: str = "random"  # random | blocks (protocols.GALLERIES)
     canonical: np.ndarray | None = None  # [N, D] each clip's identity's canonical face feature
@@ -452,7 +426,7 @@ class _HeldOut:
         entry["attributes"] = metrics.attribute_figures(
             self.classes, self.true_reading, reading, _labels(self.classes, self.labels)
         )
-        per_query.update(_agreements(self.classes, self.true_reading, reading))
+        per_query.update(metrics.agreements(self.classes, self.true_reading, reading))
 
     def summarise(self, entry: dict, per_query: dict, intervals: dict) -> None:
         """Intervals: the gallery bootstrap's (`intervals`), and for every other per-query figure
@@ -492,7 +466,7 @@ def _held_out(
         gallery_size=gallery_size,
         classes=classes,
         labels=labels,
-        groupings=_groupings(classes, names, labels),
+        groupings=metrics.groupings(classes, names, labels),
         sex=labels[:, names.index("sex")] if "sex" in names else None,
         galleries=galleries,
         canonical=models.encode_images(test["targets"])

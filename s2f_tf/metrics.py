@@ -419,3 +419,29 @@ def craniofacial_figures(
             },
         }
     return out
+
+
+def groupings(classes: dict, names: list[str], values: np.ndarray) -> dict:
+    """The dataset's own (true) labels to break figures down by: every categorical attribute, and
+    age bands where the data has ages."""
+    out = {}
+    for j, name in enumerate(names):
+        if classes.get(name):
+            out[name] = (values[:, j], classes[name])
+        elif name == "age":
+            out["age_band"] = (age_bands(values[:, j]), age_band_names())
+    return out
+
+
+def agreements(classes: dict, true_reading: dict, decoded_reading: dict) -> dict:
+    """Per clip, 1.0 where the judge reads the decoded face as it reads the true one: every
+    categorical attribute, and the age band where the data has ages."""
+    out = {
+        f"{name}_agreement": (true_reading[name] == decoded_reading[name]).astype(np.float64)
+        for name, names in classes.items()
+        if names
+    }
+    if "age" in classes and not classes["age"]:
+        bands = [age_bands(r["age"]) for r in (true_reading, decoded_reading)]
+        out["age_band_agreement"] = (bands[0] == bands[1]).astype(np.float64)
+    return out

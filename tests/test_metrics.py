@@ -103,6 +103,22 @@ def test_confusion_matrix_and_age_bands_by_hand():
     assert np.isnan(metrics.age_bands(np.array([np.nan]))[0])
 
 
+def test_groupings_and_judge_agreements_by_hand():
+    classes = {"sex": ["male", "female"], "age": None, "size": None}
+    values = np.array([[0, 25.0, 1.1], [1, 61.0, 0.9], [1, np.nan, 1.0]])
+    groups = metrics.groupings(classes, list(classes), values)
+    assert sorted(groups) == ["age_band", "sex"]  # a continuous attribute other than age: none
+    np.testing.assert_array_equal(groups["sex"][0], [0, 1, 1])
+    np.testing.assert_array_equal(groups["age_band"][0], [1, 4, np.nan])
+    assert groups["age_band"][1] == metrics.age_band_names()
+    true = {"sex": np.array([0.0, 1, 1]), "age": np.array([25.0, 61, 40]), "size": np.zeros(3)}
+    decoded = {"sex": np.array([0.0, 0, 1]), "age": np.array([29.0, 44, 44]), "size": np.ones(3)}
+    agree = metrics.agreements(classes, true, decoded)
+    assert sorted(agree) == ["age_band_agreement", "sex_agreement"]
+    np.testing.assert_array_equal(agree["sex_agreement"], [1, 0, 1])
+    np.testing.assert_array_equal(agree["age_band_agreement"], [1, 0, 1])  # 18-29, 60+/45-59, 30-44
+
+
 def test_attribute_figures_by_hand():
     classes = {"sex": ["male", "female"], "age": None}
     true = {"sex": np.array([0, 0, 1, 1.0]), "age": np.array([20, 35, 50, 70.0])}
