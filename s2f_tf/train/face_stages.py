@@ -20,14 +20,6 @@ class FaceEncoderStage(Stage):
         heads = bool(self.config.loss.face_encoder_attributes)
         return ("image", "speaker") + (("attributes",) if heads else ())
 
-    @property
-    def steps(self):
-        return self.config.train.face_encoder_steps
-
-    @property
-    def learning_rate(self):
-        return self.config.train.face_encoder_learning_rate
-
     def build(self):
         if self.vgg_face_weights:
             raise ValueError(
@@ -76,14 +68,6 @@ class FaceDecoderStage(Stage):
     keep_best_by = (
         "loss/fidelity"  # held-out fidelity to the targets (train/validation.py says why)
     )
-
-    @property
-    def steps(self):
-        return self.config.train.face_decoder_steps
-
-    @property
-    def learning_rate(self):
-        return self.config.train.face_decoder_learning_rate
 
     def build(self):
         # the textures must come from the same spline (any sampler: prepare's is the most faithful)

@@ -75,11 +75,12 @@ class Stage:
 
     @property
     def steps(self) -> int:
-        raise NotImplementedError
+        return getattr(self.config.train, f"{self.name}_steps")  # train.<stage>_steps
 
     @property
     def learning_rate(self) -> float:
-        raise NotImplementedError
+        """train.<stage>_learning_rate (the voice stage has none: it overrides this)."""
+        return getattr(self.config.train, f"{self.name}_learning_rate")
 
     def _face_encoder(self, trainable: bool):
         if trainable:

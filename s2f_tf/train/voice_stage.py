@@ -20,10 +20,6 @@ class VoiceEncoderStage(Stage):
     name = "voice_encoder"
 
     @property
-    def steps(self):
-        return self.config.train.voice_encoder_steps
-
-    @property
     def learning_rate(self):
         return self.config.optimizer.learning_rate  # the paper's optimiser (docs/SPEC.md)
 
